@@ -1,0 +1,1 @@
+"""mlcd.ci (see DESIGN.md)."""

@@ -1,0 +1,86 @@
+"""``mlcd``: the entry point. Each command group lives in its own module and registers here.
+
+Exit codes: 0 ok; 1 a check or gate failed; 2 usage or configuration error; 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from mlcd import __version__
+
+app = typer.Typer(
+    name="mlcd",
+    help="Continuous integration and delivery for machine learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlcd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Continuous integration and delivery for machine learning."""
+
+
+def _register() -> None:
+    from mlcd.cli import project_cmd
+
+    for module in (project_cmd,):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) the documented exit code."""
+    from mlcd.errors import MlcdError, exit_code
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="mlcd", standalone_mode=False)
+        code = 0
+    except MlcdError as exc:
+        from mlcd.cli.output import fail
+
+        fail(exc.message, exc.hint)
+        code = exit_code(exc)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:
+        # typer vendors click, so its exceptions are matched by shape, not by class.
+        kind = type(exc).__name__
+        if kind == "Exit":
+            code = int(getattr(exc, "exit_code", 0))
+        elif kind == "Abort":
+            code = 130
+        elif hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            code = 2
+        else:
+            raise
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,420 @@
+"""The ``mlcd.yaml`` schema and its loader.
+
+Precedence: defaults < ``mlcd.yaml`` < ``MLCD_*`` environment < flags. Every error names the
+file, the line and the key (``mlcd.yaml:12: stages.train.deps[0]: ...``) and says how to fix
+it; unknown keys get a "did you mean" suggestion. Sections that later steps implement are
+validated here already, so a typo never waits until the day the section is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlcd.errors import ConfigError
+
+CONFIG_FILE = "mlcd.yaml"
+STATE_DIR = ".mlcd"
+DEFAULT_STORE = f"sqlite:///{STATE_DIR}/mlcd.db"
+DEFAULT_ARTIFACTS = f"{STATE_DIR}/objects"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- step 1-2: stages
+class OutSpec(_Section):
+    """A stage output with options (a plain string means ``cache: true``)."""
+
+    path: str
+    cache: bool = True
+    persist: bool = False
+
+
+class Stage(_Section):
+    """One pipeline stage, in the spirit of a ``dvc.yaml`` stage."""
+
+    cmd: str | list[str]
+    deps: list[str] = Field(default_factory=list)
+    params: list[str | dict[str, list[str]]] = Field(default_factory=list)
+    outs: list[str | OutSpec] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)
+    plots: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    always_run: bool = False
+    wdir: str = "."
+    desc: str | None = None
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd_not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not value or (isinstance(value, list) and not all(v.strip() for v in value)):
+            raise ValueError("a stage needs a non-empty command")
+        return value
+
+
+class Remote(_Section):
+    """A place to push and pull objects and run-cache entries (a folder or fsspec URL)."""
+
+    url: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- step 3-4: models, gates
+class Slice(_Section):
+    """A slice of the evaluation data: a column value, or a range ``[min, max)``."""
+
+    column: str
+    value: str | int | float | bool | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Model(_Section):
+    """Which stage out is which model, and how it is evaluated."""
+
+    path: str
+    stage: str | None = None
+    flavor: str | None = None
+    task: Literal["classification", "regression"] | None = None
+    target: str | None = None
+    eval_data: str | None = None
+    slices: dict[str, Slice] = Field(default_factory=dict)
+    description: str | None = None
+
+
+# ---------------------------------------------------------------- step 4-5: serving
+class PredictionLog(_Section):
+    enabled: bool = True
+    batch_rows: int = Field(default=5000, gt=0)
+    flush_interval_s: float = Field(default=2.0, gt=0)
+    queue_size: int = Field(default=100_000, gt=0)
+
+
+class Serve(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_rows: int = Field(default=10_000, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_concurrency: int = Field(default=64, gt=0)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    prediction_log: PredictionLog = PredictionLog()
+
+
+# ---------------------------------------------------------------- step 5: monitoring
+DriftMethod = Literal["ks", "wasserstein", "psi", "jensenshannon", "chisquare"]
+
+
+class FeatureDrift(_Section):
+    method: DriftMethod | None = None
+    threshold: float | None = None
+
+
+class Drift(_Section):
+    numeric_method: DriftMethod | None = None
+    categorical_method: DriftMethod | None = None
+    threshold: float | None = None
+    share_threshold: float = Field(default=0.5, gt=0, le=1)
+    features: dict[str, FeatureDrift] = Field(default_factory=dict)
+
+
+class Webhook(_Section):
+    url: str
+    allow_private: bool = False
+
+
+class Alerts(_Section):
+    webhooks: list[Webhook] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+
+class Monitor(_Section):
+    reference: str | None = None
+    window: str = "7d"
+    drift: Drift = Drift()
+    performance_metric: str | None = None
+    performance_threshold: float | None = None
+    max_missing_share: float = Field(default=0.1, ge=0, le=1)
+    max_out_of_range_share: float = Field(default=0.1, ge=0, le=1)
+    alerts: Alerts = Alerts()
+
+
+# ---------------------------------------------------------------- step 6: retraining
+class DriftTrigger(_Section):
+    share: float | None = Field(default=None, gt=0, le=1)
+    features: list[str] = Field(default_factory=list)
+
+
+class DecayTrigger(_Section):
+    metric: str
+    below: float
+    window: str = "1d"
+    min_labels: int = Field(default=50, gt=0)
+
+
+class Triggers(_Section):
+    drift: DriftTrigger | None = None
+    decay: DecayTrigger | None = None
+    new_data: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+
+
+class Policy(_Section):
+    triggers: Triggers = Triggers()
+    refresh_stage: str | None = None
+    stages: list[str] = Field(default_factory=list)
+    promote_to: Literal["challenger", "champion"] = "challenger"
+    canary_percent: float = Field(default=10.0, gt=0, le=100)
+    canary_window: str = "10m"
+    cooldown: str = "1h"
+    max_per_day: int = Field(default=4, gt=0)
+
+
+class Config(_Section):
+    """The whole ``mlcd.yaml``."""
+
+    version: int = 1
+    store: str = DEFAULT_STORE
+    artifacts: str = DEFAULT_ARTIFACTS
+    remotes: dict[str, Remote] = Field(default_factory=dict)
+    default_remote: str | None = None
+    params_file: str = "params.yaml"
+    stages: dict[str, Stage] = Field(default_factory=dict)
+    models: dict[str, Model] = Field(default_factory=dict)
+    gates: dict[str, list[str]] = Field(default_factory=dict)
+    serve: Serve = Serve()
+    monitor: Monitor = Monitor()
+    retrain: dict[str, Policy] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- loading
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a YAML document to its 1-based line."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, (*path, key_node.value))
+                lines[(*path, key_node.value)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _nearest_line(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at ``loc`` (for did-you-mean)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            # a free-form key of a dict[str, Section]: stay on the value type
+            continue
+        model = _section_type(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _section_type(annotation: Any) -> Any:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation
+    for arg in reversed(typing.get_args(annotation)):
+        found = _section_type(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return None
+
+
+def _explain(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        owner = _model_at(loc[:-1])
+        choices = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(key), choices, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(choices)}"
+        return f"unknown key '{key}': {hint}"
+    if kind == "missing":
+        return "required key is missing: add it"
+    return f"{error['msg']} (got {error.get('input')!r})"
+
+
+_UNION_TAGS = {
+    "str",
+    "list[str]",
+    "OutSpec",
+    "dict[str,list[str]]",
+    "function-after[_cmd_not_empty(), union[str,list[str]]]",
+}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(
+        p
+        for p in loc
+        if not (isinstance(p, str) and (p in _UNION_TAGS or p.startswith(("function-", "union["))))
+    )
+
+
+def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
+    """Parse and validate the text of an ``mlcd.yaml``.
+
+    Raises:
+        ConfigError: with ``file:line: key: problem`` for every problem found.
+    """
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"{where}: invalid YAML: {problem}",
+            hint="fix the syntax at that line (indentation, a missing ':' or an unclosed quote)",
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}:1: the file must be a mapping of sections, not {type(data).__name__}"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        seen: set[str] = set()
+        for error in exc.errors():
+            loc = _clean_loc(tuple(error["loc"]))
+            line = _nearest_line(lines, loc)
+            text_loc = f"{source}:{line}" if line else source
+            message = f"{text_loc}: {_format_loc(loc)}: {_explain({**error, 'loc': loc})}"
+            if message not in seen:
+                seen.add(message)
+                messages.append(message)
+        raise ConfigError(
+            "\n".join(messages), hint="see docs/config.md for every key and its type"
+        ) from exc
+
+
+def _apply_env(config: Config, environ: Mapping[str, str]) -> Config:
+    """Apply ``MLCD_STORE`` / ``MLCD_ARTIFACTS`` / ``MLCD_REMOTE`` overrides."""
+    updates: dict[str, Any] = {}
+    if environ.get("MLCD_STORE"):
+        updates["store"] = environ["MLCD_STORE"]
+    if environ.get("MLCD_ARTIFACTS"):
+        updates["artifacts"] = environ["MLCD_ARTIFACTS"]
+    if environ.get("MLCD_REMOTE"):
+        updates["default_remote"] = environ["MLCD_REMOTE"]
+    return config.model_copy(update=updates) if updates else config
+
+
+def find_root(start: str | os.PathLike[str] = ".") -> Path:
+    """The nearest folder at or above ``start`` holding an ``mlcd.yaml``.
+
+    Raises:
+        ConfigError: none found.
+    """
+    here = Path(start).absolute()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ConfigError(
+        f"no {CONFIG_FILE} found in {here} or any parent folder",
+        hint="run 'mlcd init' to create a project, or cd into one",
+    )
+
+
+def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``ROOT/mlcd.yaml`` (defaults if absent is not allowed: it must exist).
+
+    Raises:
+        ConfigError: the file is missing or invalid.
+    """
+    path = Path(root) / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {Path(root).resolve()}",
+            hint="run 'mlcd init' to create one, or run mlcd from your project's root",
+        ) from exc
+    config = parse_config(text, source=str(path.name if Path(root) == Path(".") else path))
+    config = _apply_env(config, os.environ if environ is None else environ)
+    check_references(config, source=CONFIG_FILE, lines=_line_map(text))
+    return config
+
+
+def check_references(
+    config: Config, source: str = CONFIG_FILE, lines: Mapping[tuple[Any, ...], int] | None = None
+) -> None:
+    """Cross-section checks: names that must refer to something declared."""
+    lines = lines or {}
+    problems = []
+
+    def at(loc: tuple[Any, ...]) -> str:
+        line = _nearest_line(lines, loc)
+        return f"{source}:{line}" if line else source
+
+    if config.default_remote and config.default_remote not in config.remotes:
+        problems.append(
+            f"{at(('default_remote',))}: default_remote: '{config.default_remote}' is not declared "
+            f"under remotes (declared: {', '.join(config.remotes) or 'none'})"
+        )
+    for name, model in config.models.items():
+        if model.stage and model.stage not in config.stages:
+            problems.append(
+                f"{at(('models', name, 'stage'))}: models.{name}.stage: no stage named "
+                f"'{model.stage}' (stages: {', '.join(config.stages) or 'none'})"
+            )
+    for name, policy in config.retrain.items():
+        if name not in config.models:
+            problems.append(
+                f"{at(('retrain', name))}: retrain.{name}: no model named '{name}' under models"
+            )
+        for stage in [*policy.stages, *([policy.refresh_stage] if policy.refresh_stage else [])]:
+            if stage not in config.stages:
+                problems.append(
+                    f"{at(('retrain', name))}: retrain.{name}: no stage named '{stage}'"
+                )
+    if problems:
+        raise ConfigError("\n".join(problems), hint="declare the missing name or fix the reference")

@@ -1,0 +1,1 @@
+"""mlcd.evaluate (see DESIGN.md)."""

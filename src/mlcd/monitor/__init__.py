@@ -1,0 +1,1 @@
+"""mlcd.monitor (see DESIGN.md)."""

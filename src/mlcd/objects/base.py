@@ -1,0 +1,234 @@
+"""The object-store port: content-addressed blobs and directory manifests.
+
+Concrete stores implement six primitives (``has``, ``_put_path``, ``_put_data``, ``_read``,
+``iter_digests``, ``delete``); everything else — directories, verified reads, copies between
+stores — is built here on top of them, once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlcd.digest import Digest, hash_bytes, hash_file
+from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a directory manifest: its path relative to the directory."""
+
+    path: str
+    digest: Digest
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest.hex, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestEntry:
+        return cls(str(data["path"]), Digest(str(data["digest"])), int(data["size"]))
+
+
+def encode_manifest(entries: Iterable[ManifestEntry]) -> bytes:
+    """Canonical bytes of a manifest: sorted by path, compact JSON."""
+    ordered = sorted(entries, key=lambda e: e.path)
+    return json.dumps([e.to_dict() for e in ordered], separators=(",", ":")).encode()
+
+
+def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Yield ``(relative posix path, path)`` of every file below ``root``, sorted."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            yield full.relative_to(root).as_posix(), full
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """Join a manifest path to ``root``, refusing paths that leave it."""
+    target = (root / relative).resolve()
+    if not (target == root.resolve() or target.is_relative_to(root.resolve())):
+        raise CorruptObject(
+            f"manifest path {relative!r} leaves the directory {root}",
+            hint="the manifest was tampered with; run 'mlcd gc --verify' and re-add the data",
+        )
+    return target
+
+
+class ObjectStore(ABC):
+    """A content-addressed store of blobs keyed by BLAKE3 digest."""
+
+    url: str
+
+    # ------------------------------------------------------------ primitives
+    @abstractmethod
+    def has(self, digest: Digest) -> bool:
+        """Whether the blob for ``digest`` is stored (directory manifests included)."""
+
+    @abstractmethod
+    def _put_path(self, path: Path, digest: Digest) -> None:
+        """Store the file at ``path`` whose content hashes to ``digest``, atomically."""
+
+    @abstractmethod
+    def _put_data(self, data: bytes, digest: Digest) -> None:
+        """Store ``data`` whose hash is ``digest``, atomically."""
+
+    @abstractmethod
+    def _read(self, digest: Digest) -> bytes:
+        """The stored bytes, unverified. Raises ObjectNotFound."""
+
+    @abstractmethod
+    def iter_digests(self) -> Iterator[Digest]:
+        """Every stored blob digest (manifests appear as plain digests)."""
+
+    @abstractmethod
+    def delete(self, digest: Digest) -> None:
+        """Remove a blob if present."""
+
+    # ------------------------------------------------------------ files
+    def put_file(self, path: str | os.PathLike[str], digest: Digest | None = None) -> Digest:
+        """Store a file; ``digest`` may be passed when already known (from a stat cache)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
+        digest = digest or hash_file(path)
+        if not self.has(digest):
+            self._put_path(path, digest)
+        return digest
+
+    def put_bytes(self, data: bytes) -> Digest:
+        """Store a byte string."""
+        digest = hash_bytes(data)
+        if not self.has(digest):
+            self._put_data(data, digest)
+        return digest
+
+    def get_bytes(self, digest: Digest) -> bytes:
+        """The bytes of ``digest``, verified.
+
+        Raises:
+            ObjectNotFound: not stored.
+            CorruptObject: the stored bytes do not hash to ``digest``.
+        """
+        data = self._read(Digest(digest.hex))
+        if hash_bytes(data).hex != digest.hex:
+            raise self._corrupt(digest)
+        return data
+
+    def get_file(self, digest: Digest, dest: str | os.PathLike[str]) -> None:
+        """Write the verified blob to ``dest`` atomically (a file or, for ``.dir``, a folder)."""
+        if digest.is_dir:
+            self.get_dir(digest, dest)
+            return
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._copy_out(digest, dest.parent)
+        try:
+            if hash_file(tmp).hex != digest.hex:
+                raise self._corrupt(digest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _copy_out(self, digest: Digest, directory: Path) -> Path:
+        """Copy the blob to a temp file in ``directory`` (overridden by stores with a path)."""
+        handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
+        with os.fdopen(handle, "wb") as out:
+            out.write(self._read(digest))
+        return Path(name)
+
+    def verify(self, digest: Digest) -> bool:
+        """True if the blob is stored and matches its digest (False if corrupt)."""
+        try:
+            self.get_bytes(Digest(digest.hex))
+        except CorruptObject:
+            return False
+        return True
+
+    def _corrupt(self, digest: Digest) -> CorruptObject:
+        return CorruptObject(
+            f"object {digest.hex} in {self.url} is corrupt: its bytes no longer match its digest",
+            hint="run 'mlcd gc --verify' to drop it, then 'mlcd pull' or re-run the stage that made it",
+        )
+
+    # ------------------------------------------------------------ directories
+    def put_dir(
+        self, path: str | os.PathLike[str], known: dict[str, Digest] | None = None
+    ) -> Digest:
+        """Store every file under ``path`` and its manifest; returns the ``.dir`` digest.
+
+        ``known`` maps relative paths to digests already computed (from a stat cache).
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise ObjectError(f"cannot store {root}: not a directory")
+        known = known or {}
+        entries = []
+        for relative, full in iter_files(root):
+            digest = self.put_file(full, known.get(relative))
+            entries.append(ManifestEntry(relative, digest, full.stat().st_size))
+        manifest = self.put_bytes(encode_manifest(entries))
+        return Digest(manifest.hex, is_dir=True)
+
+    def read_manifest(self, digest: Digest) -> list[ManifestEntry]:
+        """The entries of a directory manifest (verified)."""
+        data = self.get_bytes(Digest(digest.hex))
+        try:
+            return [ManifestEntry.from_dict(item) for item in json.loads(data)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ObjectError(f"object {digest.hex} is not a directory manifest") from exc
+
+    def get_dir(self, digest: Digest, dest: str | os.PathLike[str]) -> None:
+        """Materialise a directory: built beside ``dest``, then swapped in whole."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".mlcd-dir-", dir=dest.parent))
+        try:
+            for entry in self.read_manifest(digest):
+                self.get_file(entry.digest, safe_join(staging, entry.path))
+            if dest.exists():
+                old = dest.with_name(f".mlcd-old-{dest.name}-{os.getpid()}")
+                os.replace(dest, old)
+                os.replace(staging, dest)
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            else:
+                os.replace(staging, dest)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def expand(self, digests: Iterable[Digest]) -> set[str]:
+        """Hex of every blob reachable from ``digests`` (manifests and their entries)."""
+        reachable: set[str] = set()
+        for digest in digests:
+            reachable.add(digest.hex)
+            if digest.is_dir and self.has(digest):
+                try:
+                    reachable.update(e.digest.hex for e in self.read_manifest(digest))
+                except ObjectError:
+                    continue
+        return reachable
+
+    def missing(self, digests: Iterable[Digest]) -> list[Digest]:
+        """Those of ``digests`` (manifests expanded) that this store does not have."""
+        return [d for d in digests if not self.has(d)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def not_found(store: ObjectStore, digest: Digest) -> ObjectNotFound:
+    """The error for a digest that is not stored."""
+    return ObjectNotFound(
+        f"object {digest} is not in {store.url}",
+        hint="run 'mlcd pull' to fetch it from the remote, or re-run the stage that makes it",
+    )

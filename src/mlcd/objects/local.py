@@ -1,0 +1,139 @@
+"""Objects in a local folder, sharded ``ab/cdef…`` like git and DVC."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlcd.digest import Digest, hash_file
+from mlcd.errors import ObjectError
+from mlcd.objects.base import ObjectStore, not_found
+
+_READ_ONLY = 0o444
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalObjectStore(ObjectStore):
+    """Blobs as read-only files under ``root``; writes go through ``root/tmp`` and a rename."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+        self._tmp = self.root / "tmp"
+        self._made: set[str] = set()
+
+    def path_of(self, digest: Digest) -> Path:
+        """Where the blob of ``digest`` lives (whether or not it exists)."""
+        return self.root / digest.hex[:2] / digest.hex[2:]
+
+    def has(self, digest: Digest) -> bool:
+        return self.path_of(digest).is_file()
+
+    def _staging(self) -> Path:
+        if "tmp" not in self._made:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._made.add("tmp")
+        return self._tmp
+
+    def _commit(self, tmp: Path, digest: Digest) -> None:
+        target = self.path_of(digest)
+        shard = digest.hex[:2]
+        if shard not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(shard)
+        os.chmod(tmp, _READ_ONLY)
+        # Concurrent puts of the same digest each rename their own complete temp file;
+        # whichever lands last wins, and both are identical.
+        os.replace(tmp, target)
+
+    def _put_path(self, path: Path, digest: Digest) -> None:
+        handle, name = tempfile.mkstemp(prefix=digest.hex[:8], dir=self._staging())
+        tmp = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out, open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            # The source may have changed since it was hashed: the copy is what we keep.
+            if hash_file(tmp).hex != digest.hex:
+                raise ObjectError(
+                    f"{path} changed while it was being stored",
+                    hint="stop whatever is writing to it, then retry",
+                )
+            self._commit(tmp, digest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _put_data(self, data: bytes, digest: Digest) -> None:
+        handle, name = tempfile.mkstemp(prefix=digest.hex[:8], dir=self._staging())
+        tmp = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            self._commit(tmp, digest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _read(self, digest: Digest) -> bytes:
+        try:
+            return self.path_of(digest).read_bytes()
+        except FileNotFoundError:
+            raise not_found(self, digest) from None
+
+    def _copy_out(self, digest: Digest, directory: Path) -> Path:
+        source = self.path_of(digest)
+        if not source.is_file():
+            raise not_found(self, digest)
+        handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
+        os.close(handle)
+        shutil.copyfile(source, name)
+        os.chmod(name, 0o644)
+        return Path(name)
+
+    def iter_digests(self) -> Iterator[Digest]:
+        if not self.root.is_dir():
+            return
+        for shard in sorted(os.listdir(self.root)):
+            if len(shard) != 2 or not (self.root / shard).is_dir():
+                continue
+            for rest in sorted(os.listdir(self.root / shard)):
+                try:
+                    yield Digest(shard + rest)
+                except ObjectError:
+                    continue
+                except Exception:  # a stray file that is not a digest
+                    continue
+
+    def delete(self, digest: Digest) -> None:
+        path = self.path_of(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def clean_staging(self) -> int:
+        """Remove temp files left by crashed writers; returns how many."""
+        if not self._tmp.is_dir():
+            return 0
+        count = 0
+        for name in os.listdir(self._tmp):
+            try:
+                (self._tmp / name).unlink()
+                count += 1
+            except FileNotFoundError:
+                pass
+        return count

@@ -1,0 +1,72 @@
+"""Objects on any fsspec filesystem (``s3://``, ``gs://``, ``memory://``, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlcd.digest import Digest
+from mlcd.errors import ObjectError
+from mlcd.objects.base import ObjectStore, not_found
+
+
+class FsspecObjectStore(ObjectStore):
+    """Blobs under ``url`` on an fsspec filesystem, sharded like the local store.
+
+    Object stores such as S3 make a single PUT atomic, so no temp-and-rename is needed;
+    on filesystems with rename the blob is written beside its target and moved in place.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(self.url, **options)
+        except ImportError as exc:
+            scheme = url.split("://", 1)[0]
+            raise ObjectError(
+                f"no filesystem driver for {scheme}:// ({exc})",
+                hint=f"pip install 'mlcd[{scheme}]'",
+            ) from exc
+        self.base = self.base.rstrip("/")
+
+    def _key(self, digest: Digest) -> str:
+        return f"{self.base}/{digest.hex[:2]}/{digest.hex[2:]}"
+
+    def has(self, digest: Digest) -> bool:
+        return bool(self.fs.exists(self._key(digest)))
+
+    def _put_path(self, path: Path, digest: Digest) -> None:
+        key = self._key(digest)
+        self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.put_file(str(path), key)
+
+    def _put_data(self, data: bytes, digest: Digest) -> None:
+        key = self._key(digest)
+        self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(key, data)
+
+    def _read(self, digest: Digest) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self._key(digest)))
+        except FileNotFoundError:
+            raise not_found(self, digest) from None
+
+    def iter_digests(self) -> Iterator[Digest]:
+        if not self.fs.exists(self.base):
+            return
+        for path in sorted(self.fs.find(self.base)):
+            parts = path.rstrip("/").split("/")
+            if len(parts) >= 2 and len(parts[-2]) == 2:
+                try:
+                    yield Digest(parts[-2] + parts[-1])
+                except Exception:
+                    continue
+
+    def delete(self, digest: Digest) -> None:
+        try:
+            self.fs.rm_file(self._key(digest))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,1 @@
+"""mlcd.pipeline (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mlcd.registry (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""mlcd.retrain (see DESIGN.md)."""

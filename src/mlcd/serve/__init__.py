@@ -1,0 +1,1 @@
+"""mlcd.serve (see DESIGN.md)."""

@@ -1,0 +1,56 @@
+"""Named leases in the metadata store: survive crashes by expiring, work across machines."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from sqlalchemy import Connection, delete, select, update
+
+from mlcd.store.sql import now
+from mlcd.store.tables import locks
+
+
+def owner_id() -> str:
+    """This process: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def acquire(conn: Connection, name: str, owner: str, ttl_s: float) -> bool:
+    """Take the lease ``name`` if it is free or expired (or already ours); True on success."""
+    current = now()
+    row = conn.execute(select(locks).where(locks.c.name == name)).mappings().first()
+    if row is None:
+        conn.execute(
+            locks.insert().values(
+                name=name, owner=owner, acquired_at=current, expires_at=current + ttl_s
+            )
+        )
+        return True
+    if row["owner"] == owner or row["expires_at"] < current:
+        conn.execute(
+            update(locks)
+            .where(locks.c.name == name)
+            .values(owner=owner, acquired_at=current, expires_at=current + ttl_s)
+        )
+        return True
+    return False
+
+
+def renew(conn: Connection, name: str, owner: str, ttl_s: float) -> bool:
+    """Extend our lease; False if it is no longer ours."""
+    result = conn.execute(
+        update(locks)
+        .where(locks.c.name == name, locks.c.owner == owner)
+        .values(expires_at=now() + ttl_s)
+    )
+    return bool(result.rowcount)
+
+
+def release(conn: Connection, name: str, owner: str) -> None:
+    conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+
+def holder(conn: Connection, name: str) -> dict[str, object] | None:
+    row = conn.execute(select(locks).where(locks.c.name == name)).mappings().first()
+    return dict(row) if row else None

@@ -1,0 +1,250 @@
+"""SQLAlchemy Core tables of the metadata store (SQLite and PostgreSQL alike).
+
+The Alembic migrations in ``migrations/`` create exactly these tables; a test compares the
+two. Timestamps are UTC seconds since the epoch as floats (portable, sortable, cheap).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = 32  # uuid4().hex
+KEY = 250
+DIGEST = 80  # hex + ".dir"
+
+# ------------------------------------------------------------------ runs and tracking
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", String(KEY), nullable=True),
+    Column("kind", String(32), nullable=False, default="manual"),  # pipeline | manual | stage
+    Column("status", String(16), nullable=False),  # running | finished | failed | killed
+    Column("parent_id", String(ID), ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Column("git_commit", String(64), nullable=True),
+    Column("git_dirty", Boolean, nullable=True),
+    Column("user", String(KEY), nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Index("ix_runs_started_at", "started_at"),
+    Index("ix_runs_parent_id", "parent_id"),
+)
+
+run_params = Table(
+    "run_params",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("value", Text, nullable=True),
+    Column("value_num", Float, nullable=True),  # the value as a number when it is one
+    Index("ix_run_params_key_value", "key", "value_num"),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("value", Text, nullable=True),
+    Index("ix_run_tags_key", "key"),
+)
+
+# Every logged point (series); `run_latest_metrics` keeps the latest per key for fast queries.
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(KEY), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", BigInteger, nullable=False, default=0),
+    Column("timestamp", Float, nullable=False),
+    Index("ix_run_metrics_run_key_step", "run_id", "key", "step"),
+)
+
+run_latest_metrics = Table(
+    "run_latest_metrics",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("step", BigInteger, nullable=False, default=0),
+    Column("timestamp", Float, nullable=False),
+    Index("ix_run_latest_metrics_key_value", "key", "value"),
+)
+
+# Files a run read or wrote, and artifacts it logged: the edges of the lineage graph.
+run_artifacts = Table(
+    "run_artifacts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("stage", String(KEY), nullable=True),
+    Column("role", String(16), nullable=False),  # input | output | metrics | artifact | log
+    Column("path", Text, nullable=False),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("size", BigInteger, nullable=True),
+    Index("ix_run_artifacts_run_id", "run_id"),
+    Index("ix_run_artifacts_digest", "digest"),
+)
+
+run_stages = Table(
+    "run_stages",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", String(KEY), primary_key=True),
+    Column("fingerprint", String(DIGEST), nullable=True),
+    Column("outcome", String(16), nullable=False),  # ran | cached | skipped | failed | blocked
+    Column("reason", Text, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("duration_s", Float, nullable=True),
+    Column("log_digest", String(DIGEST), nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# fingerprint -> the digests a stage produced (outs and metrics), shared by everyone.
+run_cache = Table(
+    "run_cache",
+    metadata,
+    Column("fingerprint", String(DIGEST), primary_key=True),
+    Column("stage", String(KEY), nullable=False),
+    Column("outputs", JSON, nullable=False),  # {path: digest}
+    Column("metrics", JSON, nullable=True),  # {path: {name: value}}
+    Column("run_id", String(ID), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+# ------------------------------------------------------------------ registry
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(KEY), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("next_version", Integer, nullable=False, default=1),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model", String(KEY), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("run_id", String(ID), nullable=True),
+    Column("source", Text, nullable=True),  # the stage out or path it came from
+    Column("flavor", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(KEY), nullable=True),
+    Column("tags", JSON, nullable=True),
+    Column("metrics", JSON, nullable=True),  # the evaluation baseline
+    Column("reference_digest", String(DIGEST), nullable=True),  # stored reference profile
+    UniqueConstraint("model", "digest", name="uq_model_versions_model_digest"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model", String(KEY), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(KEY), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# ------------------------------------------------------------------ audit trail
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", Float, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("model", String(KEY), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("alias", String(KEY), nullable=True),
+    Column("from_version", Integer, nullable=True),
+    Column("actor", String(KEY), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("run_id", String(ID), nullable=True),
+    Column("report_digest", String(DIGEST), nullable=True),
+    Column("details", JSON, nullable=True),
+    Index("ix_events_model_at", "model", "at"),
+    Index("ix_events_kind", "kind"),
+)
+
+# ------------------------------------------------------------------ production
+prediction_segments = Table(
+    "prediction_segments",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("model", String(KEY), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("path", Text, nullable=False),
+    Column("digest", String(DIGEST), nullable=True),
+    Column("rows", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_prediction_segments_model_last", "model", "last_at"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("model", String(KEY), nullable=True),
+    Column("label", JSON, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Index("ix_feedback_received_at", "received_at"),
+)
+
+# Named leases: one retrain per model, one writer per output. A lease past its expiry is
+# free again, so a crashed holder never blocks for ever.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(KEY), primary_key=True),
+    Column("owner", String(KEY), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# Small key/value state for daemons (last schedule tick, processed segment ids, ...).
+state = Table(
+    "state",
+    metadata,
+    Column("key", String(KEY), primary_key=True),
+    Column("value", JSON, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""mlcd.tracking (see DESIGN.md)."""

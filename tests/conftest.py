@@ -1,0 +1,103 @@
+"""Shared fixtures: real SQLite files, real PostgreSQL databases, real CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require_pg() -> None:
+    if not _pg_reachable():
+        if os.environ.get("MLCD_REQUIRE_POSTGRES") or os.environ.get("CI"):
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI but is not answering")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not answering")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database for this test, dropped afterwards."""
+    _require_pg()
+    import psycopg
+
+    name = f"mlcd_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(
+        PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A new SQLite store file in the test's folder."""
+    return f"sqlite:///{tmp_path / 'state' / 'mlcd.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'mlcd.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh project made by ``mlcd init``."""
+    root = tmp_path / "proj"
+    result = run_cli(["init", str(root)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``mlcd`` CLI in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mlcd.cli.main", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def open_store() -> Iterator[object]:
+    """A factory of stores that are all disposed of when the test ends."""
+    from mlcd.store import Store
+
+    opened: list[Store] = []
+
+    def factory(url: str, **kwargs: object) -> Store:
+        store = Store(url, **kwargs)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.dispose()
