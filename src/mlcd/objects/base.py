@@ -21,6 +21,9 @@ from mlcd.digest import Digest, hash_bytes, hash_file
 from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound
 
 
+_PUT_THREADS = 8
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     """One file of a directory manifest: its path relative to the directory."""
@@ -172,10 +175,21 @@ class ObjectStore(ABC):
         if not root.is_dir():
             raise ObjectError(f"cannot store {root}: not a directory")
         known = known or {}
-        entries = []
-        for relative, full in iter_files(root):
-            digest = self.put_file(full, known.get(relative))
-            entries.append(ManifestEntry(relative, digest, full.stat().st_size))
+        files = list(iter_files(root))
+
+        def put(item: tuple[str, Path]) -> ManifestEntry:
+            relative, full = item
+            size = full.stat().st_size
+            return ManifestEntry(relative, self.put_file(full, known.get(relative)), size)
+
+        if len(files) > 1:
+            # Hashing and fsync release the GIL: threads overlap disk waits with hashing.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
+                entries = list(pool.map(put, files))
+        else:
+            entries = [put(item) for item in files]
         manifest = self.put_bytes(encode_manifest(entries))
         return Digest(manifest.hex, is_dir=True)
 

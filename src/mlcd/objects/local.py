@@ -58,12 +58,15 @@ class LocalObjectStore(ObjectStore):
 
     def _put_path(self, path: Path, digest: Digest) -> None:
         handle, name = tempfile.mkstemp(prefix=digest.hex[:8], dir=self._staging())
+        os.close(handle)
         tmp = Path(name)
         try:
-            with os.fdopen(handle, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
-                out.flush()
-                os.fsync(out.fileno())
+            shutil.copyfile(path, tmp)  # in-kernel copy (sendfile) on Linux
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             # The source may have changed since it was hashed: the copy is what we keep.
             if hash_file(tmp).hex != digest.hex:
                 raise ObjectError(
