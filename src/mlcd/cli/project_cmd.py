@@ -17,15 +17,30 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path(
         "."
     ),
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite existing mlcd.yaml and params.yaml.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    ci: Annotated[
+        str | None, typer.Option("--ci", help="Also write a CI workflow: github or gitlab.")
+    ] = None,
+    branch: Annotated[str, typer.Option(help="Default branch, where CI promotes.")] = "main",
     as_json: JsonOpt = False,
 ) -> None:
-    """Create mlcd.yaml, params.yaml and the .gitignore entry for .mlcd/."""
+    """Create mlcd.yaml, params.yaml, the .gitignore entry and optionally a CI workflow."""
     from mlcd.scaffold import init_project
 
+    if ci is not None:
+        from mlcd.ci.templates import WORKFLOWS
+
+        if ci not in WORKFLOWS:
+            from mlcd.errors import UsageError
+
+            raise UsageError(f"unknown --ci {ci!r}", hint=f"use one of: {', '.join(WORKFLOWS)}")
     result = init_project(directory, force=force)
+    if ci is not None:
+        from mlcd.ci.templates import write_workflow
+
+        path, written = write_workflow(directory, ci, force=force, branch=branch)
+        relative = path.relative_to(directory).as_posix()
+        (result.created if written else result.kept).append(relative)
 
     def render(out: Any) -> None:
         for name in result.created:
