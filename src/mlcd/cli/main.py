@@ -40,11 +40,18 @@ def _root(
     """Continuous integration and delivery for machine learning."""
 
 
-def _register() -> None:
-    from mlcd.cli import project_cmd
+#: Command modules under mlcd.cli, each with a ``register(app)``; add yours to the tuple.
+COMMAND_MODULES = (
+    "project_cmd",
+    "events_cmd",
+)
 
-    for module in (project_cmd,):
-        module.register(app)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mlcd.cli.{name}").register(app)
 
 
 _register()
