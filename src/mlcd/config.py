@@ -12,10 +12,17 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from mlcd.errors import ConfigError
 
@@ -88,6 +95,33 @@ class Model(_Section):
     eval_data: str | None = None
     slices: dict[str, Slice] = Field(default_factory=dict)
     description: str | None = None
+
+
+# The gate grammar lives here so that mlcd.yaml is checked when it is loaded;
+# mlcd.evaluate.gate builds gates from the same patterns (and checks metric names).
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+GATE_PATTERNS: dict[str, str] = {
+    "absolute": rf"(?P<metric>\w+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUM})",
+    "relative": rf"(?P<metric>\w+)\s*(?P<op>>=|<=|>|<)\s*champion\.(?P<ref>\w+)"
+    rf"(?:\s*(?P<sign>[-+])\s*(?P<margin>{_NUM}))?",
+    "significance": rf"(?P<metric>\w+)\s+better\s+than\s+champion\s+at\s+(?P<level>{_NUM})\s*%",
+    "slice": rf"no\s+slice\s+loses\s+more\s+than\s+(?P<margin>{_NUM})\s+(?P<metric>\w+)",
+}
+
+
+def _check_gate(text: str) -> str:
+    import re
+
+    if not any(re.fullmatch(p, text.strip(), re.IGNORECASE) for p in GATE_PATTERNS.values()):
+        raise ValueError(
+            f"not a gate expression: {text!r}; write 'roc_auc >= 0.85', "
+            "'f1 >= champion.f1 - 0.005', 'roc_auc better than champion at 95%' or "
+            "'no slice loses more than 0.02 accuracy' (see docs/gates.md)"
+        )
+    return text.strip()
+
+
+GateExpression = Annotated[str, AfterValidator(_check_gate)]
 
 
 # ---------------------------------------------------------------- step 4-5: serving
@@ -190,7 +224,7 @@ class Config(_Section):
     params_file: str = "params.yaml"
     stages: dict[str, Stage] = Field(default_factory=dict)
     models: dict[str, Model] = Field(default_factory=dict)
-    gates: dict[str, list[str]] = Field(default_factory=dict)
+    gates: dict[str, list[GateExpression]] = Field(default_factory=dict)
     serve: Serve = Serve()
     monitor: Monitor = Monitor()
     retrain: dict[str, Policy] = Field(default_factory=dict)
