@@ -1,0 +1,494 @@
+"""The FastAPI app: mlcd's predict endpoint, the Open Inference Protocol v2, feedback, metrics.
+
+:func:`create_app` takes ready-made objects (a model source, the metadata store, settings)
+and never reads configuration itself; ``mlcd serve`` builds them from ``mlcd.yaml``.
+
+The two hot endpoints (``POST /v1/models/{name}/predict`` and ``POST /v2/models/{name}/infer``)
+are answered by a pure ASGI layer in front of FastAPI, which enforces the body limit while
+reading and hands the raw bytes to :class:`~mlcd.serve.service.PredictionService`; FastAPI
+still declares them so that ``/docs`` shows them. Everything else is ordinary FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from mlcd import __version__
+from mlcd.config import Serve
+from mlcd.serve import oip
+from mlcd.serve.holder import ModelHolder, ModelSource
+from mlcd.serve.metrics import ServeMetrics
+from mlcd.serve.predlog import PredictionLog
+from mlcd.serve.service import JSON, Answer, PredictionService
+from mlcd.serve.traffic import CanaryGuard, CanarySpec
+
+if TYPE_CHECKING:
+    from mlcd.store import Store
+
+log = logging.getLogger("mlcd.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class OrjsonResponse(Response):
+    """JSON rendered with orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_app(
+    source: ModelSource,
+    ref: str,
+    *,
+    store: Store | None = None,
+    settings: Serve | None = None,
+    log_folder: Path | None = None,
+    project_root: Path | None = None,
+    canary: CanarySpec | None = None,
+    shadow: str | None = None,
+    guard: CanaryGuard | None = None,
+    drain_grace_s: float = 0.0,
+    metrics_dir: str | None = None,
+) -> FastAPI:
+    """The model server's ASGI app.
+
+    Args:
+        source: where model versions come from (``RegistrySource`` in production).
+        ref: what to serve: ``name@alias`` (followed as it moves) or ``name/3`` (pinned).
+        store: the metadata store, for prediction-log segments, feedback and audit events.
+        settings: limits, polling and prediction-log options (``mlcd.yaml``'s ``serve:``).
+        log_folder: where prediction-log segments go (``<state>/predictions``); None turns
+            the prediction log off.
+        project_root: segment paths are registered relative to it.
+        canary: a second alias that answers a share of the requests.
+        shadow: a third alias that answers a copy of each request, logged and not returned.
+        guard: the rule that switches a bad canary off (default :class:`CanaryGuard`).
+        drain_grace_s: on SIGTERM, report not-ready for this long before shutting down.
+        metrics_dir: the prometheus-client multiprocess folder when running several workers.
+
+    Returns:
+        The FastAPI app (its ``state.service`` is the :class:`PredictionService`).
+    """
+    settings = settings or Serve()
+    name = ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
+    metrics = ServeMetrics(name, metrics_dir)
+    holder_args: dict[str, Any] = {
+        "max_rows": settings.max_rows,
+        "poll_interval_s": settings.poll_interval_s,
+        "on_load": lambda role, version, ok: metrics.loaded(role, version, ok),
+    }
+    primary = ModelHolder(source, ref, "primary", **holder_args)
+    canary_holder = (
+        ModelHolder(source, f"{name}@{canary.alias}", "canary", **holder_args) if canary else None
+    )
+    shadow_holder = (
+        ModelHolder(source, f"{name}@{shadow}", "shadow", **holder_args) if shadow else None
+    )
+    predlog = None
+    options = settings.prediction_log
+    if log_folder is not None and options.enabled:
+        predlog = PredictionLog(
+            store,
+            project_root or log_folder.parent,
+            log_folder,
+            batch_rows=options.batch_rows,
+            flush_interval_s=options.flush_interval_s,
+            queue_size=options.queue_size,
+            on_drop=metrics.log_dropped.inc,
+            on_write=metrics.log_written.inc,
+        )
+    service = PredictionService(
+        name=name,
+        primary=primary,
+        settings=settings,
+        metrics=metrics,
+        predlog=predlog,
+        store=store,
+        canary=canary_holder,
+        canary_spec=canary,
+        shadow=shadow_holder,
+        guard=guard,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if predlog is not None:
+            predlog.start()
+        for holder in service.holders:
+            holder.start()
+        restore = _install_signals(service, drain_grace_s)
+        try:
+            yield
+        finally:
+            restore()
+            for holder in service.holders:
+                holder.stop()
+            if predlog is not None:
+                await asyncio.to_thread(predlog.close)
+            metrics.close()
+
+    app = FastAPI(
+        title=f"mlcd model server: {name}",
+        version=__version__,
+        description="Predictions from the model registry, following an alias. "
+        "mlcd's own endpoint and the Open Inference Protocol v2.",
+        default_response_class=OrjsonResponse,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _routes(app, service)
+    app.add_middleware(FastPath, service=service, max_body=settings.max_body_bytes)
+    return app
+
+
+def _install_signals(service: PredictionService, grace_s: float) -> Callable[[], None]:
+    """SIGHUP: check the aliases now. SIGTERM: not ready, wait ``grace_s``, then uvicorn's exit."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals reach only the main thread (an embedded server)
+    loop = asyncio.get_running_loop()
+
+    def hangup() -> None:
+        log.info("SIGHUP: checking %s now", ", ".join(h.ref for h in service.holders))
+        for holder in service.holders:
+            holder.refresh()
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - platforms without it
+        pass
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum: int, frame: Any) -> None:
+        service.draining = True
+        log.info("SIGTERM: not ready any more; finishing in-flight requests")
+        if callable(previous):
+            if grace_s > 0:
+                timer = threading.Timer(grace_s, previous, (signum, frame))
+                timer.daemon = True
+                timer.start()
+            else:
+                previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+    def restore() -> None:
+        try:
+            loop.remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+
+    return restore
+
+
+class FastPath:
+    """Pure ASGI handling of the two predict endpoints, in front of FastAPI."""
+
+    def __init__(self, app: Any, service: PredictionService, max_body: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith("/v1/models/") and path.endswith("/predict"):
+                await self._serve("v1", path[11:-8], None, scope, receive, send)
+                return
+            if path.startswith("/v2/models/") and path.endswith("/infer"):
+                name, _sep, version = path[11:-6].partition("/versions/")
+                await self._serve("v2", name, version or None, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self,
+        endpoint: str,
+        name: str,
+        version: str | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        headers = dict(scope["headers"])
+        body = await _read_body(headers, receive, self.max_body)
+        if body is None:
+            message = (
+                f"the request body is larger than the limit of {self.max_body} bytes: send "
+                "fewer rows per request (or raise serve.max_body_bytes)"
+            )
+            answer = self.service.refuse(endpoint, 413, message, 0.0)
+            answer.headers.append((b"connection", b"close"))
+        else:
+            answer = await self.service.handle(endpoint, name, version, body, headers)
+        await _send(send, answer)
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed ``limit``."""
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    headers = [
+        (b"content-type", JSON),
+        (b"content-length", str(len(answer.body)).encode()),
+        *answer.headers,
+    ]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def _answer(answer: Answer) -> Response:
+    return Response(
+        answer.body,
+        status_code=answer.status,
+        media_type="application/json",
+        headers={k.decode(): v.decode() for k, v in answer.headers},
+    )
+
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "description": "Rows as [{column: value}, ...], "
+                    '{"columns": [...], "data": [[...]]}, or MLflow\'s dataframe_split, '
+                    "dataframe_records, instances or inputs shapes.",
+                },
+                "example": {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]},
+            }
+        },
+    }
+}
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"description": "An Open Inference Protocol v2 inference request."},
+                "example": {
+                    "id": "42",
+                    "inputs": [
+                        {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
+                    ],
+                },
+            }
+        },
+    }
+}
+
+
+def _routes(app: FastAPI, service: PredictionService) -> None:
+    """Declare every endpoint (the two hot ones are answered by :class:`FastPath` first)."""
+
+    async def _raw(request: Request, endpoint: str, name: str, version: str | None) -> Response:
+        headers = {k.lower().encode(): v.encode() for k, v in request.headers.items()}
+        return _answer(await service.handle(endpoint, name, version, await request.body(), headers))
+
+    @app.post("/v1/models/{name}/predict", tags=["mlcd"], openapi_extra=_PREDICT_BODY)
+    async def predict(name: str, request: Request) -> Response:
+        """Predict rows; returns predictions, probabilities, the version and a request id per row."""
+        return await _raw(request, "v1", name, None)
+
+    @app.get("/v1/models/{name}", tags=["mlcd"])
+    async def model_info(name: str) -> Response:
+        """The served versions, their signature, and the canary and shadow state."""
+        if name != service.name:
+            return _not_served(service, name)
+        out: dict[str, Any] = {"name": service.name, "ready": service.ready}
+        for role, holder in (("primary", service.primary), ("canary", service.canary),
+                             ("shadow", service.shadow)):  # fmt: skip
+            if holder is None:
+                continue
+            current = holder.current
+            out[role] = {
+                "follows": holder.ref,
+                "version": current.version if current else None,
+                "loaded_at": current.loaded_at if current else None,
+                "last_error": holder.last_error,
+                "failed_loads": holder.failures,
+            }
+            if role == "primary" and current is not None:
+                out["signature"] = current.model.signature.to_dict()
+        if service.canary is not None:
+            out["canary"]["percent"] = service.router.percent
+            out["canary"]["disabled"] = service.canary_disabled
+        return OrjsonResponse(out)
+
+    @app.post("/v1/feedback", tags=["mlcd"])
+    async def feedback(request: Request) -> Response:
+        """Ground-truth labels for earlier request ids: one ``{request_id, label}`` or a list."""
+        from mlcd.serve.validation import RequestError, check_content_type, parse_json
+
+        try:
+            check_content_type(request.headers.get("content-type"))
+            items = _feedback_items(parse_json(await request.body()))
+        except RequestError as exc:
+            return OrjsonResponse(exc.to_dict(), status_code=exc.status)
+        if service.store is None:
+            return OrjsonResponse(
+                {"error": "this server has no metadata store to keep feedback in"},
+                status_code=503,
+            )
+        from mlcd.store import predictions
+
+        store = service.store
+        try:
+            stored = await asyncio.to_thread(
+                store.transact, lambda conn: predictions.add_feedback(conn, items, service.name)
+            )
+        except Exception as exc:
+            log.error("feedback not stored: %s", exc)
+            return OrjsonResponse(
+                {"error": f"feedback could not be stored: {exc}; retry later"}, status_code=503
+            )
+        return OrjsonResponse({"stored": stored})
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    # ---------------------------------------------------------------- Open Inference Protocol
+    @app.get("/v2", tags=["open inference protocol"])
+    async def server_metadata() -> Response:
+        """Server metadata."""
+        return OrjsonResponse({"name": "mlcd", "version": __version__, "extensions": []})
+
+    @app.get("/v2/health/live", tags=["open inference protocol"])
+    async def live() -> Response:
+        """Liveness: 200 while the process answers."""
+        return OrjsonResponse({"live": True})
+
+    @app.get("/v2/health/ready", tags=["open inference protocol"])
+    async def ready() -> Response:
+        """Readiness: 200 once the model is loaded; 400 before, and while draining."""
+        is_ready = service.ready
+        return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
+
+    @app.get("/v2/models/{name}", tags=["open inference protocol"])
+    async def model_metadata(name: str) -> Response:
+        """Model metadata: every input's name, datatype and shape, and the outputs."""
+        return _metadata(service, name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=["open inference protocol"])
+    async def model_version_metadata(name: str, version: str) -> Response:
+        """Metadata of one served version."""
+        return _metadata(service, name, version)
+
+    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
+    async def model_ready(name: str) -> Response:
+        """Model readiness: 200 when loaded, else 400."""
+        return _model_ready(service, name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["open inference protocol"])
+    async def model_version_ready(name: str, version: str) -> Response:
+        """Readiness of one version."""
+        return _model_ready(service, name, version)
+
+    @app.post(
+        "/v2/models/{name}/infer", tags=["open inference protocol"], openapi_extra=_INFER_BODY
+    )
+    async def infer(name: str, request: Request) -> Response:
+        """Inference with tensors (one per column, or one [rows, columns] tensor)."""
+        return await _raw(request, "v2", name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=["open inference protocol"],
+        openapi_extra=_INFER_BODY,
+    )
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        """Inference on one served version."""
+        return await _raw(request, "v2", name, version)
+
+
+def _not_served(service: PredictionService, name: str) -> Response:
+    return OrjsonResponse(
+        {"error": f"this server serves model '{service.name}', not '{name}'"}, status_code=404
+    )
+
+
+def _metadata(service: PredictionService, name: str, version: str | None) -> Response:
+    if name != service.name:
+        return _not_served(service, name)
+    served = service.by_version(version)
+    if served is None:
+        what = f"version {version} of '{name}'" if version else f"model '{name}'"
+        status = 404 if version else 400
+        return OrjsonResponse({"error": f"{what} is not loaded"}, status_code=status)
+    return OrjsonResponse(oip.model_metadata(served, service.versions()))
+
+
+def _model_ready(service: PredictionService, name: str, version: str | None) -> Response:
+    if name != service.name:
+        return _not_served(service, name)
+    is_ready = service.by_version(version) is not None and not service.draining
+    return OrjsonResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 400)
+
+
+def _feedback_items(payload: Any) -> list[dict[str, Any]]:
+    from mlcd.serve.validation import RequestError
+
+    if isinstance(payload, dict):
+        items = payload.get("labels", payload.get("feedback", [payload]))
+    else:
+        items = payload
+    if not isinstance(items, list) or not items:
+        raise RequestError(
+            422,
+            'send {"request_id": "...", "label": ...} or a list of them (or {"labels": [...]})',
+        )
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(422, f"feedback item {i} must be an object", row=i)
+        request_id = item.get("request_id")
+        if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
+            raise RequestError(
+                422,
+                f"feedback item {i}: 'request_id' must be the id a prediction returned "
+                "(a string of at most 64 characters)",
+                row=i,
+            )
+        if "label" not in item:
+            raise RequestError(422, f"feedback item {i}: 'label' is missing", row=i)
+        out.append({"request_id": request_id, "label": item["label"]})
+    return out

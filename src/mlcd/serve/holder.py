@@ -1,0 +1,278 @@
+"""The model holder: follows ``NAME@ALIAS``, loads and warms new versions, swaps atomically.
+
+A background thread asks the model source which version the alias points at, every
+``poll_interval_s`` and at once on :meth:`ModelHolder.refresh` (SIGHUP). A new version is
+loaded and warmed up (one prediction on a plausible row) in that thread while the old one
+keeps serving; then one attribute assignment swaps them, so every request sees either the
+old or the new version, whole. A version that fails to load or warm up is logged, counted,
+and not retried until the alias moves again or a refresh asks for it; the old one serves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlcd.serve.validation import InputPlan, Inputs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mlcd.objects import ObjectStore
+    from mlcd.store import Store
+
+log = logging.getLogger("mlcd.serve")
+
+#: Final estimators whose ``predict`` is exactly the arg-max of ``predict_proba``; for them
+#: one call gives both (a single-row request then costs one model call, not two).
+_ARGMAX_OF_PROBA = frozenset(
+    {
+        "LogisticRegression",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "KNeighborsClassifier",
+        "GaussianNB",
+        "MultinomialNB",
+        "BernoulliNB",
+        "ComplementNB",
+        "MLPClassifier",
+    }
+)
+
+
+class ModelSource(Protocol):
+    """Where versions come from: resolve a reference, load a version."""
+
+    def resolve(self, ref: str) -> int:
+        """The version number ``ref`` (``name@alias`` or ``name/3``) names now."""
+
+    def load(self, name: str, version: int) -> Any:
+        """The loaded model (``predict``, ``predict_proba``, ``classes``, ``signature``...)."""
+
+
+class RegistrySource:
+    """The model registry as a :class:`ModelSource` (store + object store + local cache)."""
+
+    def __init__(
+        self, store: Store, objects: ObjectStore, cache_dir: Path, trusted: bool = False
+    ) -> None:
+        self.store = store
+        self.objects = objects
+        self.cache_dir = cache_dir
+        self.trusted = trusted
+
+    def resolve(self, ref: str) -> int:
+        from mlcd.registry import resolve
+
+        return resolve(self.store, ref).version
+
+    def load(self, name: str, version: int) -> Any:
+        from mlcd.registry import load_model
+
+        return load_model(
+            f"{name}/{version}",
+            store=self.store,
+            objects=self.objects,
+            cache_dir=self.cache_dir,
+            trusted=self.trusted,
+        )
+
+
+@dataclass
+class Served:
+    """One loaded, warmed version with everything the hot path needs precomputed."""
+
+    name: str
+    version: int
+    model: Any
+    plan: InputPlan
+    classes: list[Any] | None
+    flavor: str = ""
+    loaded_at: float = field(default_factory=time.time)
+    _predict: Callable[[Any], Any] = field(init=False, repr=False)
+    _proba: Callable[[Any], Any] | None = field(init=False, repr=False)
+    _argmax: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        predictor = getattr(self.model, "predictor", None)
+        # The predictor takes rows already in the flavor's form, which the plan builds; the
+        # LoadedModel's own predict would convert them again.
+        self._predict = predictor.predict if predictor is not None else self.model.predict
+        proba = predictor.predict_proba if predictor is not None else self.model.predict_proba
+        self._proba = proba if self.classes is not None else None
+        raw: Any = getattr(self.model, "raw", None)
+        steps = getattr(raw, "steps", None)
+        final = steps[-1][1] if steps else raw
+        self._argmax = self._proba is not None and type(final).__name__ in _ARGMAX_OF_PROBA
+
+    def predict(self, inputs: Inputs) -> tuple[Any, Any]:
+        """Predictions and class probabilities (None for regressors) of validated rows."""
+        import numpy as np
+
+        X = self.plan.model_input(inputs)
+        if self._argmax:
+            both = np.asarray(self._proba(X), dtype=np.float64)  # type: ignore[misc]
+            classes = np.asarray(self.classes)
+            return classes[both.argmax(axis=1)], both
+        predictions = np.asarray(self._predict(X))
+        if self._proba is None:
+            return predictions, None
+        result = self._proba(X)
+        return predictions, None if result is None else np.asarray(result, dtype=np.float64)
+
+    def warm_up(self) -> None:
+        """Score one plausible row so the first real request pays no lazy initialisation.
+
+        Raises:
+            Exception: whatever the model raises; the holder keeps the old version then.
+        """
+        predictions, _proba = self.predict(self.plan.warmup_input())
+        if len(predictions) != 1:
+            raise ValueError(f"warm-up: the model returned {len(predictions)} rows for 1")
+
+
+def make_served(model: Any, name: str, version: int, max_rows: int) -> Served:
+    """Wrap a loaded model for serving."""
+    classes = getattr(model, "classes", None)
+    return Served(
+        name=name,
+        version=version,
+        model=model,
+        plan=InputPlan(model.signature, max_rows=max_rows),
+        classes=None if classes is None else list(classes),
+        flavor=str(getattr(model, "flavor", "")),
+    )
+
+
+class ModelHolder:
+    """Follows one reference (``name@alias`` or ``name/3``) and holds its loaded version.
+
+    Args:
+        source: where versions come from.
+        ref: what to follow.
+        role: ``primary``, ``canary`` or ``shadow`` (for logs and metrics).
+        max_rows: the request row limit the input plan enforces.
+        poll_interval_s: how often to ask the source.
+        on_load: called with (role, version, ok) after every load attempt.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        ref: str,
+        role: str = "primary",
+        *,
+        max_rows: int = 10_000,
+        poll_interval_s: float = 5.0,
+        on_load: Callable[[str, int | None, bool], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.ref = ref
+        self.name = ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
+        self.alias = ref.split("@", 1)[1] if "@" in ref else None
+        self.role = role
+        self.max_rows = max_rows
+        self.poll_interval_s = poll_interval_s
+        self.on_load = on_load
+        self.current: Served | None = None
+        self.failed_version: int | None = None
+        self.last_error: str | None = None
+        self.loads = 0
+        self.failures = 0
+        self._wake = threading.Event()
+        self._force = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._checked = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a version is loaded and serving."""
+        return self.current is not None
+
+    def start(self) -> None:
+        """Start following in a background thread (the first load happens there too)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"mlcd-holder-{self.role}", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following (the loaded version stays)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def refresh(self) -> None:
+        """Check the reference now and retry a version that failed before (SIGHUP)."""
+        self._force = True
+        self._wake.set()
+
+    def wait_checked(self, timeout: float) -> bool:
+        """Block until the first check finished (loaded or failed); for tests and start-up."""
+        return self._checked.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._checked.set()
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def check(self) -> bool:
+        """Resolve the reference; load, warm and swap in a new version. True if swapped."""
+        force, self._force = self._force, False
+        try:
+            version = self.source.resolve(self.ref)
+        except Exception as exc:
+            self.last_error = f"cannot resolve {self.ref}: {exc}"
+            log.warning("%s (%s keeps serving)", self.last_error, self._serving())
+            return False
+        if self.current is not None and self.current.version == version:
+            return False
+        if version == self.failed_version and not force:
+            return False
+        return self._load(version)
+
+    def _load(self, version: int) -> bool:
+        started = time.perf_counter()
+        try:
+            model = self.source.load(self.name, version)
+            served = make_served(model, self.name, version, self.max_rows)
+            served.warm_up()
+        except Exception as exc:
+            self.failures += 1
+            self.failed_version = version
+            self.last_error = f"{self.name}/{version} failed to load: {exc}"
+            log.error("%s; %s keeps serving", self.last_error, self._serving())
+            if self.on_load is not None:
+                self.on_load(self.role, version, False)
+            return False
+        previous = self.current
+        self.current = served  # the swap: one reference assignment, atomic for readers
+        self.failed_version = None
+        self.last_error = None
+        self.loads += 1
+        log.info(
+            "%s: serving %s/%s (was %s), loaded and warmed in %.0f ms",
+            self.role,
+            self.name,
+            version,
+            previous.version if previous else "nothing",
+            (time.perf_counter() - started) * 1000,
+        )
+        if self.on_load is not None:
+            self.on_load(self.role, version, True)
+        return True
+
+    def _serving(self) -> str:
+        return f"version {self.current.version}" if self.current else "no version"

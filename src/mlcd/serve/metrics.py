@@ -1,0 +1,136 @@
+"""Prometheus metrics of the server: requests, latency, in-flight, model loads, log drops.
+
+Each app gets its own registry (several apps can live in one test process). With several
+uvicorn workers, ``multiprocess_dir`` names the folder prometheus-client shares between them
+(``PROMETHEUS_MULTIPROC_DIR``, set before the workers start) and ``/metrics`` sums them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+#: Latency buckets in seconds: fine below 10 ms, where a single-row prediction lands.
+BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class ServeMetrics:
+    """The server's metrics, with label children cached for the hot path."""
+
+    def __init__(self, model: str, multiprocess_dir: str | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.model = model
+        self.multiprocess_dir = multiprocess_dir
+        registry = None if multiprocess_dir else CollectorRegistry()
+        self.registry = registry
+        self.requests = Counter(
+            "mlcd_serve_requests",
+            "Requests answered, by model version, endpoint and HTTP status.",
+            ["model", "version", "endpoint", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "mlcd_serve_request_duration_seconds",
+            "Server-side time per request, by model version and endpoint.",
+            ["model", "version", "endpoint"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.rows = Counter(
+            "mlcd_serve_predicted_rows",
+            "Rows predicted, by model version.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "mlcd_serve_in_flight_requests",
+            "Requests being processed now.",
+            ["model"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        ).labels(model)
+        self.model_loads = Counter(
+            "mlcd_serve_model_loads",
+            "Model version loads, by outcome (loaded, failed).",
+            ["model", "version", "role", "outcome"],
+            registry=registry,
+        )
+        self.serving = Gauge(
+            "mlcd_serve_model_version",
+            "The version each role (primary, canary, shadow) serves now.",
+            ["model", "role"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.log_dropped = Counter(
+            "mlcd_serve_prediction_log_dropped_rows",
+            "Prediction-log rows dropped (queue full or sink down).",
+            ["model"],
+            registry=registry,
+        ).labels(model)
+        self.log_written = Counter(
+            "mlcd_serve_prediction_log_written_rows",
+            "Prediction-log rows written to Parquet segments.",
+            ["model"],
+            registry=registry,
+        ).labels(model)
+        self.canary_disabled = Counter(
+            "mlcd_serve_canary_disabled",
+            "Canaries switched off automatically.",
+            ["model"],
+            registry=registry,
+        ).labels(model)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def observe(self, version: int | None, endpoint: str, status: int, seconds: float) -> None:
+        """Count a finished request and its latency."""
+        key = (version, endpoint, status)
+        child = self._children.get(key)
+        if child is None:
+            label = "" if version is None else str(version)
+            child = (
+                self.requests.labels(self.model, label, endpoint, str(status)),
+                self.latency.labels(self.model, label, endpoint),
+            )
+            self._children[key] = child
+        child[0].inc()
+        child[1].observe(seconds)
+
+    def predicted(self, version: int | None, rows: int) -> None:
+        """Count predicted rows."""
+        key = ("rows", version)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.rows.labels(self.model, str(version))
+        child.inc(rows)
+
+    def loaded(self, role: str, version: int | None, ok: bool) -> None:
+        """Count a model load attempt; on success, the role now serves ``version``."""
+        label = "" if version is None else str(version)
+        self.model_loads.labels(self.model, label, role, "loaded" if ok else "failed").inc()
+        if ok and version is not None:
+            self.serving.labels(self.model, role).set(version)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        assert self.registry is not None
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """Mark this worker dead so its live gauges leave the multiprocess sums."""
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)

@@ -1,0 +1,375 @@
+"""The prediction service: limits, routing between versions, predicting, logging, metrics.
+
+Framework-free on purpose: :mod:`mlcd.serve.app` hands it raw bodies from a thin ASGI fast
+path, so a single-row request pays for JSON parsing, the signature check, one model call and
+an ``orjson`` dump, and nothing else. Bad input of any kind comes back as a 4xx with a
+message naming what is wrong; only a model that raises on valid input gives a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mlcd.serve import oip
+from mlcd.serve.holder import ModelHolder, Served
+from mlcd.serve.predlog import LogEntry, PredictionLog
+from mlcd.serve.traffic import CanaryGuard, CanarySpec, Router, Verdict
+from mlcd.serve.validation import Inputs, RequestError, check_content_type, parse_json
+
+if TYPE_CHECKING:
+    from mlcd.config import Serve
+    from mlcd.serve.metrics import ServeMetrics
+    from mlcd.store import Store
+
+log = logging.getLogger("mlcd.serve")
+
+#: Requests with at most this many rows are predicted on the event loop (a thread hop costs
+#: more than the prediction); bigger ones go to a thread so the timeout can answer 504.
+INLINE_ROWS = 64
+JSON = b"application/json"
+
+
+@dataclass
+class Answer:
+    """An HTTP answer: status, JSON body, extra headers."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class PredictionService:
+    """Everything behind the predict and infer endpoints of one served model."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        primary: ModelHolder,
+        settings: Serve,
+        metrics: ServeMetrics,
+        predlog: PredictionLog | None = None,
+        store: Store | None = None,
+        canary: ModelHolder | None = None,
+        canary_spec: CanarySpec | None = None,
+        shadow: ModelHolder | None = None,
+        guard: CanaryGuard | None = None,
+    ) -> None:
+        self.name = name
+        self.primary = primary
+        self.canary = canary
+        self.canary_spec = canary_spec
+        self.shadow = shadow
+        self.settings = settings
+        self.metrics = metrics
+        self.predlog = predlog
+        self.store = store
+        self.router = Router(canary_spec.percent if canary_spec else 0.0)
+        self.guard = guard or CanaryGuard()
+        self.canary_disabled: str | None = None
+        self.in_flight = 0
+        self.draining = False
+        self._prefix = uuid.uuid4().hex[:12] + "-"
+        self._counter = 0
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def holders(self) -> list[ModelHolder]:
+        """Every holder this service follows."""
+        return [h for h in (self.primary, self.canary, self.shadow) if h is not None]
+
+    @property
+    def ready(self) -> bool:
+        """Ready for traffic: the primary is loaded and the server is not draining."""
+        return self.primary.ready and not self.draining
+
+    def by_version(self, version: str | None) -> Served | None:
+        """The served version with that number (primary or canary), or the primary."""
+        if version is None:
+            return self.primary.current
+        for holder in (self.primary, self.canary):
+            if holder is not None and holder.current and str(holder.current.version) == version:
+                return holder.current
+        return None
+
+    def versions(self) -> list[str]:
+        """Versions that answer requests now."""
+        return [
+            str(h.current.version)
+            for h in (self.primary, self.canary)
+            if h is not None and h.current is not None
+        ]
+
+    # ------------------------------------------------------------------ entry point
+    async def handle(
+        self,
+        endpoint: str,
+        model: str,
+        version: str | None,
+        body: bytes,
+        headers: Mapping[bytes, bytes],
+    ) -> Answer:
+        """Answer one predict (``v1``) or infer (``v2``) request."""
+        started = time.perf_counter()
+        if self.in_flight >= self.settings.max_concurrency:
+            return self.refuse(
+                endpoint, 503, "the server is at its concurrency limit: retry shortly", started
+            )
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        release = True
+        try:
+            answer, release = await self._handle(endpoint, model, version, body, headers, started)
+            return answer
+        finally:
+            if release:
+                self._release()
+
+    def _release(self, _future: Any = None) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()
+
+    async def _handle(
+        self,
+        endpoint: str,
+        model: str,
+        version: str | None,
+        body: bytes,
+        headers: Mapping[bytes, bytes],
+        started: float,
+    ) -> tuple[Answer, bool]:
+        if model != self.name:
+            return self.refuse(
+                endpoint, 404, f"this server serves model '{self.name}', not '{model}'", started
+            ), True
+        arm = "primary"
+        if version is not None:
+            served = self.by_version(version)
+            if served is None:
+                return self.refuse(
+                    endpoint,
+                    404,
+                    f"model '{model}' version {version} is not served here "
+                    f"(serving: {', '.join(self.versions()) or 'none yet'})",
+                    started,
+                ), True
+        else:
+            served = self.primary.current
+            if self.canary is not None and self.canary.current is not None:
+                key = headers.get(b"x-canary-key")
+                if self.router.to_canary(key.decode("latin-1") if key else None):
+                    served, arm = self.canary.current, "canary"
+        if served is None:
+            return self.refuse(
+                endpoint, 503, f"model '{model}' is not loaded yet: retry shortly", started
+            ), True
+        payload: Any = None
+        try:
+            content_type = headers.get(b"content-type")
+            check_content_type(content_type.decode("latin-1") if content_type else None)
+            payload = parse_json(body)
+            if endpoint == "v2":
+                inputs, oip_id, outputs = oip.parse_request(payload, served)
+            else:
+                inputs, oip_id, outputs = served.plan.parse(payload), None, None
+        except RequestError as exc:
+            return self._rejected(endpoint, served, exc, started, headers), True
+        ids = self._ids(inputs.rows, headers.get(b"x-request-id"))
+        release = True
+        try:
+            if inputs.rows <= INLINE_ROWS:
+                predictions, proba = served.predict(inputs)
+            else:
+                predictions, proba, release = await self._predict_in_thread(served, inputs, started)
+        except RequestError as exc:  # a value the signature check let through (int columns)
+            return self._rejected(endpoint, served, exc, started, headers), release
+        except TimeoutError:
+            message = (
+                f"the prediction took longer than the {self.settings.timeout_s:g} s timeout: "
+                "send fewer rows per request (or raise serve.timeout_s)"
+            )
+            return self._error(endpoint, served, 504, message, started, arm), False
+        except Exception as exc:
+            log.exception("%s/%s failed to predict", served.name, served.version)
+            message = f"model {served.name}/{served.version} failed to predict: {exc}"
+            return self._error(endpoint, served, 500, message, started, arm), release
+        if endpoint == "v2":
+            document = oip.response(served, predictions, proba, ids, oip_id, outputs)
+        else:
+            document = {
+                "model": served.name,
+                "version": served.version,
+                "role": arm,
+                "request_ids": ids,
+                "predictions": predictions.tolist(),
+            }
+            if proba is not None:
+                document["probabilities"] = proba.tolist()
+                document["classes"] = served.classes
+        answer = Answer(200, orjson.dumps(document), self._version_headers(served, arm))
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(served.version, endpoint, 200, elapsed)
+        self.metrics.predicted(served.version, inputs.rows)
+        self._log(served, "ok", ids, elapsed, inputs, predictions, proba)
+        if self.canary is not None and self.router.percent > 0:
+            self._guard(arm, elapsed, False)
+        if self.shadow is not None and self.shadow.current is not None:
+            asyncio.get_running_loop().call_soon(self._shadow, payload, endpoint, ids)
+        return answer, release
+
+    async def _predict_in_thread(
+        self, served: Served, inputs: Inputs, started: float
+    ) -> tuple[Any, Any, bool]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, served.predict, inputs)
+        left = self.settings.timeout_s - (time.perf_counter() - started)
+        try:
+            predictions, proba = await asyncio.wait_for(asyncio.shield(future), max(left, 0.0))
+        except TimeoutError:
+            # The thread cannot be stopped: its slot is given back when it finishes, so the
+            # concurrency limit keeps counting the work that is really running.
+            future.add_done_callback(self._release)
+            raise
+        return predictions, proba, True
+
+    # ------------------------------------------------------------------ outcomes
+    def _version_headers(self, served: Served, arm: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-model-name", served.name.encode()),
+            (b"x-model-version", str(served.version).encode()),
+            (b"x-model-role", arm.encode()),
+        ]
+
+    def refuse(self, endpoint: str, status: int, message: str, started: float) -> Answer:
+        self.metrics.observe(None, endpoint, status, time.perf_counter() - started)
+        headers = [(b"retry-after", b"1")] if status == 503 else []
+        return Answer(status, orjson.dumps({"error": message, "status": status}), headers)
+
+    def _rejected(
+        self,
+        endpoint: str,
+        served: Served,
+        exc: RequestError,
+        started: float,
+        headers: Mapping[bytes, bytes],
+    ) -> Answer:
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(served.version, endpoint, exc.status, elapsed)
+        ids = self._ids(1, headers.get(b"x-request-id"))
+        self._log(served, "rejected", ids, elapsed, None, None, None, error=exc.message)
+        body = exc.to_dict() if endpoint == "v1" else {"error": exc.message}
+        return Answer(exc.status, orjson.dumps(body), self._version_headers(served, "primary"))
+
+    def _error(
+        self, endpoint: str, served: Served, status: int, message: str, started: float, arm: str
+    ) -> Answer:
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(served.version, endpoint, status, elapsed)
+        if self.canary is not None and self.router.percent > 0:
+            self._guard(arm, elapsed, True)
+        body = {"error": message, "status": status} if endpoint == "v1" else {"error": message}
+        return Answer(status, orjson.dumps(body), self._version_headers(served, arm))
+
+    def _ids(self, rows: int, given: bytes | None) -> list[str]:
+        if given:
+            base = given.decode("latin-1")[:64]
+            return [base] if rows == 1 else [f"{base}-{i}" for i in range(rows)]
+        start = self._counter
+        self._counter += rows
+        prefix = self._prefix
+        return [f"{prefix}{n:x}" for n in range(start, start + rows)]
+
+    def _log(
+        self,
+        served: Served,
+        status: str,
+        ids: list[str],
+        elapsed: float,
+        inputs: Inputs | None,
+        predictions: Any,
+        proba: Any,
+        error: str | None = None,
+    ) -> None:
+        if self.predlog is None:
+            return
+        positive = proba[:, 1] if proba is not None and proba.shape[1] == 2 else None
+        self.predlog.log(
+            LogEntry(
+                model=served.name,
+                version=served.version,
+                ts=time.time(),
+                latency_ms=elapsed * 1000,
+                status=status,
+                request_ids=ids,
+                features=inputs.column_values() if inputs is not None else None,
+                predictions=predictions,
+                proba=positive,
+                error=error,
+            )
+        )
+
+    # ------------------------------------------------------------------ canary and shadow
+    def _guard(self, arm: str, elapsed: float, error: bool) -> None:
+        verdict = self.guard.record(arm, elapsed, error)
+        if verdict is not None:
+            self._switch_off_canary(verdict)
+
+    def _switch_off_canary(self, verdict: Verdict) -> None:
+        assert self.canary is not None and self.canary_spec is not None
+        self.router.percent = 0.0
+        self.canary_disabled = verdict.reason
+        self.metrics.canary_disabled.inc()
+        version = self.canary.current.version if self.canary.current else None
+        log.warning("canary %s/%s switched off: %s", self.name, version, verdict.reason)
+        if self.store is None:
+            return
+        store = self.store
+        alias = self.canary_spec.alias
+
+        def record() -> None:
+            from mlcd.store import events
+
+            store.transact(
+                lambda conn: events.record(
+                    conn,
+                    "serve.canary_disabled",
+                    model=self.name,
+                    version=version,
+                    alias=alias,
+                    reason=verdict.reason,
+                    details={"canary": verdict.canary, "primary": verdict.primary},
+                )
+            )
+
+        future = asyncio.get_running_loop().run_in_executor(None, record)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    def _shadow(self, payload: Any, endpoint: str, ids: list[str]) -> None:
+        holder = self.shadow
+        served = holder.current if holder is not None else None
+        if served is None:
+            return
+        started = time.perf_counter()
+        try:
+            if endpoint == "v2":
+                inputs = oip.parse_request(payload, served)[0]
+            else:
+                inputs = served.plan.parse(payload)
+            predictions, proba = served.predict(inputs)
+        except Exception as exc:
+            elapsed = time.perf_counter() - started
+            self._log(served, "shadow", ids, elapsed, None, None, None, error=str(exc))
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.predicted(served.version, inputs.rows)
+        self._log(served, "shadow", ids, elapsed, inputs, predictions, proba)
