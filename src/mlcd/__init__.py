@@ -14,6 +14,26 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "MlcdError": "mlcd.errors",
     "Digest": "mlcd.digest",
+    # tracking: the logging API (buffered; SQLAlchemy loads in the flusher thread)
+    **dict.fromkeys(
+        [
+            "start_run",
+            "end_run",
+            "active_run",
+            "log_metric",
+            "log_metrics",
+            "log_param",
+            "log_params",
+            "set_tag",
+            "set_tags",
+            "log_artifact",
+            "log_figure",
+            "log_table",
+            "flush",
+            "search_runs",
+        ],
+        "mlcd.tracking.api",
+    ),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

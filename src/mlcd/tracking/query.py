@@ -1,0 +1,163 @@
+"""Searching runs: one SQL query picks the page of runs, three more load their data.
+
+The filter and the ordering compile to SQL (``mlcd.tracking.filter``), so the database does the
+work with its indexes; Python only ever sees the page of runs it returns. Pipeline runs
+(``kind='pipeline'``, with metrics read from the stages' metrics files) and runs logged
+through the API are rows of the same tables, so every query covers both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from mlcd.errors import UsageError
+from mlcd.store.tables import run_latest_metrics, run_params, run_tags, runs
+from mlcd.tracking.clause import order_clauses, to_sql
+from mlcd.tracking.filter import Node, parse_filter, parse_order
+
+#: Columns of a run row, in display order.
+ATTRIBUTE_COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "status",
+    "parent_id",
+    "started_at",
+    "ended_at",
+    "git_commit",
+    "git_dirty",
+    "user",
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run with its params, latest metric values and tags."""
+
+    id: str
+    name: str | None
+    kind: str
+    status: str
+    parent_id: str | None
+    started_at: float
+    ended_at: float | None
+    git_commit: str | None
+    git_dirty: bool | None
+    user: str | None
+    params: dict[str, str | None] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (None while running)."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``duration`` included)."""
+        return {**asdict(self), "duration": self.duration}
+
+
+def _filter_node(filter: str | Node | None) -> Node | None:
+    return parse_filter(filter) if filter is None or isinstance(filter, str) else filter
+
+
+def search(
+    conn: Connection,
+    filter: str | Node | None = None,
+    order_by: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    with_data: bool = True,
+) -> list[RunRecord]:
+    """Runs matching ``filter`` in ``order_by`` order (default newest first).
+
+    Args:
+        conn: a connection of the metadata store.
+        filter: a filter expression (see ``mlcd.tracking.filter``) or a parsed one.
+        order_by: ``field [asc|desc], ...``.
+        limit: at most this many runs (None: all).
+        offset: skip this many first.
+        with_data: also load params, latest metrics and tags.
+
+    Returns:
+        The runs, in order.
+
+    Raises:
+        FilterError: a malformed filter or ordering (with the position).
+        UsageError: a limit below 1 or a negative offset.
+    """
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1, not {limit}")
+    if offset < 0:
+        raise UsageError(f"offset must not be negative, not {offset}")
+    condition = to_sql(_filter_node(filter))
+    stmt = (
+        select(*(runs.c[name] for name in ATTRIBUTE_COLUMNS))
+        .where(condition)
+        .order_by(*order_clauses(parse_order(order_by)))
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    rows = conn.execute(stmt).all()
+    records = [RunRecord(*row) for row in rows]
+    return load_data(conn, records) if with_data and records else records
+
+
+def count(conn: Connection, filter: str | Node | None = None) -> int:
+    """How many runs match ``filter``.
+
+    Raises:
+        FilterError: a malformed filter.
+    """
+    condition = to_sql(_filter_node(filter))
+    return int(conn.execute(select(func.count()).select_from(runs).where(condition)).scalar_one())
+
+
+def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The same runs with their params, latest metrics and tags filled in."""
+    ids = [r.id for r in records]
+    params: dict[str, dict[str, Any]] = {i: {} for i in ids}
+    metrics: dict[str, dict[str, Any]] = {i: {} for i in ids}
+    tags: dict[str, dict[str, Any]] = {i: {} for i in ids}
+    # Chunks keep the IN list under every database's parameter limit.
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        for table, target in (
+            (run_params, params),
+            (run_latest_metrics, metrics),
+            (run_tags, tags),
+        ):
+            result = conn.execute(
+                select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))
+            )
+            for run_id, key, value in result:
+                target[run_id][key] = value
+    return [
+        RunRecord(
+            **{name: getattr(r, name) for name in ATTRIBUTE_COLUMNS},
+            params=dict(sorted(params[r.id].items())),
+            metrics=dict(sorted(metrics[r.id].items())),
+            tags=dict(sorted(tags[r.id].items())),
+        )
+        for r in records
+    ]
+
+
+def get(conn: Connection, ref: str) -> RunRecord:
+    """One run by id, unique id prefix or name (the newest run of that name), with its data.
+
+    Raises:
+        NotFound: no such run, or an ambiguous prefix.
+    """
+    from mlcd.store import runs as repo
+
+    row = repo.get_run(conn, ref)
+    record = RunRecord(*(row[name] for name in ATTRIBUTE_COLUMNS))
+    return load_data(conn, [record])[0]

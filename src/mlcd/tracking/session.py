@@ -1,0 +1,453 @@
+"""The logging session of one run in one process: an in-memory buffer and its background flusher.
+
+``log_metric`` only appends a tuple to a list under a lock; a daemon thread writes the buffer
+to the metadata store in batches (one transaction, ``executemany``) every ``flush_interval``
+seconds, or sooner once ``batch_size`` points are waiting. ``flush()`` writes synchronously
+and raises if the store refused; an ``atexit`` hook flushes whatever is left when the process
+ends normally. A SIGKILL loses at most what was logged since the last flush: the points of
+the last ``flush_interval`` seconds (one second by default), never a committed batch.
+
+The flusher thread opens the store itself, so SQLAlchemy and the migrations are imported
+off the caller's thread: a stage that calls ``mlcd.log_metric`` pays no import on its loop.
+Nothing here imports SQLAlchemy at module level.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlcd.errors import MlcdError, TrackingError, UsageError
+
+if TYPE_CHECKING:
+    from mlcd.objects import ObjectStore
+    from mlcd.store import Store
+
+#: Longest key the store accepts (``tables.KEY``); checked at call time so that one bad key
+#: never poisons a whole batch in the background.
+KEY_MAX = 250
+_STEP_MAX = 2**63 - 1
+#: A transaction writes at most this many points, so a huge backlog never holds the
+#: database's write lock for long.
+_CHUNK = 20_000
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Buffering knobs (``MLCD_FLUSH_INTERVAL``, ``MLCD_FLUSH_BATCH`` override the defaults)."""
+
+    flush_interval: float = 1.0
+    batch_size: int = 10_000
+    max_buffer: int = 1_000_000
+
+    @classmethod
+    def from_env(cls) -> SessionSettings:
+        """Defaults with the ``MLCD_FLUSH_*`` environment applied."""
+        return cls(
+            flush_interval=max(0.01, _env_float("MLCD_FLUSH_INTERVAL", 1.0)),
+            batch_size=max(1, int(_env_float("MLCD_FLUSH_BATCH", 10_000))),
+        )
+
+
+def check_key(key: object, what: str) -> str:
+    """Validate a param, metric or tag name.
+
+    Raises:
+        UsageError: not a non-empty string of at most 250 characters.
+    """
+    if key.__class__ is not str or not 0 < len(key) <= KEY_MAX:  # type: ignore[arg-type]
+        raise UsageError(
+            f"invalid {what} name {key!r}",
+            hint=f"use a non-empty string of at most {KEY_MAX} characters",
+        )
+    return key  # type: ignore[return-value]
+
+
+class Session:
+    """Buffered writes of params, tags, metrics and artifacts for one run.
+
+    Args:
+        run_id: the run every record attaches to (it must exist in the store).
+        store_url: the store URL, opened lazily in the flusher thread when ``store`` is None.
+        root: the project root (relative store and artifact paths resolve against it).
+        artifacts_url: the object store for ``log_artifact``.
+        stage: the pipeline stage, recorded on artifacts.
+        store: an already opened store (``start_run`` passes the one it created the run in).
+        owns_run: end the run (finished/failed) when the session closes.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        store_url: str | None = None,
+        root: str = ".",
+        artifacts_url: str | None = None,
+        stage: str | None = None,
+        store: Store | None = None,
+        owns_run: bool = False,
+        name: str | None = None,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.name = name
+        self.stage = stage
+        self.root = root
+        self.store_url = store_url
+        self.artifacts_url = artifacts_url
+        self.owns_run = owns_run
+        self.settings = settings or SessionSettings.from_env()
+        self._store = store
+        self._owns_store = store is None
+        self._objects: ObjectStore | None = None
+        self._checked_run = store is not None
+        self._reset_buffers()
+
+    def _reset_buffers(self) -> None:
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._metrics: list[tuple[str, float, int, float]] = []
+        self._params: dict[str, Any] = {}
+        self._tags: dict[str, Any] = {}
+        self._artifacts: list[Any] = []
+        self._steps: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.closed = False
+        self.error: BaseException | None = None
+        self.points_written = 0
+
+    # ------------------------------------------------------------------ the hot path
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Buffer one metric point (see ``mlcd.log_metric``)."""
+        if key.__class__ is not str or not 0 < len(key) <= KEY_MAX:
+            check_key(key, "metric")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"metric {key!r}: value {value!r} is not a number",
+                hint="log a float or an int (numpy scalars and 0-d tensors work too)",
+            ) from None
+        if number - number != 0.0:
+            raise UsageError(
+                f"metric {key!r} is {number}: only finite numbers are stored",
+                hint="skip the point, or log a bounded stand-in (the loss may have diverged)",
+            )
+        stamp = time.time() if timestamp is None else float(timestamp)
+        with self._lock:
+            if step is None:
+                step = self._steps.get(key, -1) + 1
+            elif step.__class__ is not int or not -_STEP_MAX <= step <= _STEP_MAX:
+                step = _check_step(key, step)
+            self._steps[key] = step
+            self._metrics.append((key, number, step, stamp))
+            pending = len(self._metrics)
+        if pending >= self.settings.batch_size:
+            self._nudge(pending)
+        elif self._thread is None:
+            self._start()
+
+    def _nudge(self, pending: int) -> None:
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+        if pending >= self.settings.max_buffer:
+            # Back-pressure: a store that cannot keep up must not let memory grow unbounded.
+            self.flush()
+
+    # ------------------------------------------------------------------ other records
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Buffer several metric points with the same step and time."""
+        stamp = time.time() if timestamp is None else timestamp
+        for key, value in metrics.items():
+            self.log_metric(key, value, step, stamp)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Buffer params (a later value for a key replaces the earlier one)."""
+        checked = {check_key(k, "param"): v for k, v in params.items()}
+        with self._lock:
+            self._params.update(checked)
+        self._ensure_thread()
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Buffer tags."""
+        checked = {check_key(k, "tag"): v for k, v in tags.items()}
+        with self._lock:
+            self._tags.update(checked)
+        self._ensure_thread()
+
+    def add_artifact(self, ref: Any) -> None:
+        """Buffer an artifact record (the blob is already in the object store)."""
+        with self._lock:
+            self._artifacts.append(ref)
+        self._ensure_thread()
+
+    def objects(self) -> ObjectStore:
+        """The object store artifacts go to (opened on first use)."""
+        if self._objects is None:
+            from mlcd.config import DEFAULT_ARTIFACTS
+            from mlcd.objects import open_object_store
+
+            self._objects = open_object_store(self.artifacts_url or DEFAULT_ARTIFACTS, self.root)
+        return self._objects
+
+    # ------------------------------------------------------------------ flushing
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self.closed:
+                return
+            _register_process_hooks()
+            self._thread = threading.Thread(
+                target=self._loop, name=f"mlcd-flush-{self.run_id[:8]}", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            self.store()  # import SQLAlchemy and open the store here, not on the caller's thread
+        except BaseException as exc:
+            self.error = exc
+        backoff = self.settings.flush_interval
+        while True:
+            self._wake.wait(backoff)
+            self._wake.clear()
+            closing = self._closing
+            try:
+                self._write_pending()
+                backoff = self.settings.flush_interval
+            except BaseException as exc:
+                self.error = exc
+                # The batch went back into the buffer; retry later, more slowly.
+                backoff = min(30.0, backoff * 2)
+            if closing:
+                return
+
+    def store(self) -> Store:
+        """The metadata store (opened on first use; checks that the run exists)."""
+        if self._store is None:
+            with self._write_lock:
+                if self._store is None:
+                    from mlcd.store import Store
+
+                    if not self.store_url:
+                        raise TrackingError(
+                            "no store to log to",
+                            hint="set MLCD_STORE, or use mlcd.start_run() inside a project",
+                        )
+                    self._store = Store(self.store_url, root=self.root)
+        if not self._checked_run:
+            self._check_run(self._store)
+        return self._store
+
+    def _check_run(self, store: Store) -> None:
+        from mlcd.errors import NotFound
+        from mlcd.store import runs
+
+        try:
+            with store.read() as conn:
+                runs.get_run(conn, self.run_id)
+        except NotFound:
+            raise TrackingError(
+                f"run {self.run_id} (from MLCD_RUN_ID) does not exist in {store.url}",
+                hint="run the stage through 'mlcd run', or unset MLCD_RUN_ID and use "
+                "mlcd.start_run()",
+            ) from None
+        self._checked_run = True
+
+    def flush(self) -> None:
+        """Write everything buffered so far; returns once it is committed.
+
+        Raises:
+            TrackingError: the store refused the write (the records stay buffered).
+        """
+        try:
+            self._write_pending()
+        except MlcdError as exc:
+            raise TrackingError(
+                f"could not write run {self.run_id[:8]}'s records: {exc.message}",
+                hint=exc.hint or "check that the metadata store is reachable",
+            ) from exc
+        self.error = None
+
+    def _write_pending(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                metrics, self._metrics = self._metrics, []
+                params, self._params = self._params, {}
+                tags, self._tags = self._tags, {}
+                artifacts, self._artifacts = self._artifacts, []
+            if not (metrics or params or tags or artifacts):
+                return
+            written = 0
+            try:
+                store = self._store if self._store is not None else self._open_unlocked()
+                if not self._checked_run:
+                    self._check_run(store)
+                first = True
+                while first or written < len(metrics):
+                    chunk = metrics[written : written + _CHUNK]
+                    extras = (params, tags, artifacts) if first else ({}, {}, [])
+                    store.transact(lambda conn, c=chunk, e=extras: self._write(conn, c, *e))  # type: ignore[misc]
+                    written += len(chunk)
+                    first = False
+            except BaseException:
+                # Put back what was not committed, ahead of anything logged meanwhile.
+                with self._lock:
+                    self._metrics[:0] = metrics[written:]
+                    if written == 0:
+                        self._params = {**params, **self._params}
+                        self._tags = {**tags, **self._tags}
+                        self._artifacts[:0] = artifacts
+                raise
+            self.points_written += len(metrics)
+
+    def _open_unlocked(self) -> Store:
+        from mlcd.store import Store
+
+        if not self.store_url:
+            raise TrackingError("no store to log to", hint="set MLCD_STORE")
+        self._store = Store(self.store_url, root=self.root)
+        return self._store
+
+    def _write(
+        self,
+        conn: Any,
+        metrics: list[tuple[str, float, int, float]],
+        params: dict[str, Any],
+        tags: dict[str, Any],
+        artifacts: list[Any],
+    ) -> None:
+        from mlcd.store import runs
+
+        if params:
+            runs.log_params(conn, self.run_id, params)
+        if tags:
+            runs.set_tags(conn, self.run_id, tags)
+        if metrics:
+            runs.log_metric_rows(conn, self.run_id, metrics)
+        if artifacts:
+            runs.add_artifacts(conn, self.run_id, artifacts)
+
+    # ------------------------------------------------------------------ closing
+    def close(self, status: str | None = None) -> None:
+        """Flush, stop the flusher and (for a run this process started) end the run.
+
+        Raises:
+            TrackingError: the final write failed.
+        """
+        if self.closed:
+            return
+        self._closing = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._wake.set()
+            thread.join(timeout=max(10.0, 5 * self.settings.flush_interval))
+        self.closed = True
+        try:
+            self.flush()
+            if self.owns_run and status is not None:
+                from mlcd.store import runs
+
+                self.store().transact(lambda conn: runs.end_run(conn, self.run_id, status))
+        finally:
+            if self._owns_store and self._store is not None:
+                self._store.dispose()
+            _SESSIONS.discard(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's buffer, thread and connections."""
+        if self._store is not None:
+            _INHERITED.append(self._store)  # never closed here: the parent still uses them
+        if self._store is not None:
+            self.store_url = self._store.url
+        self._store = None
+        self._owns_store = True
+        self._objects = None
+        self.owns_run = False
+        self._checked_run = True
+        self._reset_buffers()
+
+
+def _check_step(key: str, step: Any) -> int:
+    try:
+        value = int(step)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"metric {key!r}: step {step!r} is not an integer", hint="pass an int step"
+        ) from None
+    if isinstance(step, float) and step != value:
+        raise UsageError(f"metric {key!r}: step {step!r} is not a whole number")
+    if not -_STEP_MAX <= value <= _STEP_MAX:
+        raise UsageError(f"metric {key!r}: step {step!r} is out of range (64-bit integers)")
+    return value
+
+
+# ---------------------------------------------------------------------- process-wide hooks
+#: Every open session, so the exit hook can flush them all.
+_SESSIONS: set[Session] = set()
+#: Stores inherited over fork; kept referenced so their sockets are never closed in the child.
+_INHERITED: list[Any] = []
+_hooks_installed = False
+#: Set when an exception reached the top level, so runs left open end as "failed".
+uncaught_error = False
+
+
+def track(session: Session) -> Session:
+    """Register a session for the exit hook."""
+    _SESSIONS.add(session)
+    _register_process_hooks()
+    return session
+
+
+def _register_process_hooks() -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_flush_all_at_exit)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    previous: Callable[..., Any] = sys.excepthook
+
+    def _excepthook(*args: Any) -> None:
+        global uncaught_error
+        uncaught_error = True
+        previous(*args)
+
+    sys.excepthook = _excepthook
+
+
+def _flush_all_at_exit() -> None:
+    for session in sorted(_SESSIONS, key=lambda s: s.owns_run):  # stage sessions first
+        status = "failed" if uncaught_error else "finished"
+        try:
+            session.close(status)
+        except BaseException as exc:
+            sys.stderr.write(f"mlcd: {exc}\n")
+
+
+def _after_fork_in_child() -> None:
+    for session in list(_SESSIONS):
+        session.after_fork()
