@@ -161,3 +161,56 @@ def get(conn: Connection, ref: str) -> RunRecord:
     row = repo.get_run(conn, ref)
     record = RunRecord(*(row[name] for name in ATTRIBUTE_COLUMNS))
     return load_data(conn, [record])[0]
+
+
+def describe(conn: Connection, ref: str) -> dict[str, Any]:
+    """Everything about one run: attributes, params, tags, metrics with their history summary,
+    artifacts and pipeline stages.
+
+    Raises:
+        NotFound: no such run, or an ambiguous prefix.
+    """
+    from mlcd.store import runs as repo
+    from mlcd.store.tables import run_metrics
+
+    record = get(conn, ref)
+    summary = conn.execute(
+        select(
+            run_metrics.c.key,
+            func.count(),
+            func.min(run_metrics.c.value),
+            func.max(run_metrics.c.value),
+            func.min(run_metrics.c.step),
+            func.max(run_metrics.c.step),
+        )
+        .where(run_metrics.c.run_id == record.id)
+        .group_by(run_metrics.c.key)
+    )
+    history = {
+        key: {"points": n, "min": low, "max": high, "first_step": first, "last_step": last}
+        for key, n, low, high, first, last in summary
+    }
+    latest = conn.execute(
+        select(run_latest_metrics.c.key, run_latest_metrics.c.step).where(
+            run_latest_metrics.c.run_id == record.id
+        )
+    )
+    steps = dict(latest.all())
+    metrics = {
+        key: {"value": value, "step": steps.get(key), **history.get(key, {})}
+        for key, value in record.metrics.items()
+    }
+    return {
+        **record.to_dict(),
+        "metrics": metrics,
+        "artifacts": [asdict(a) for a in repo.artifacts_of(conn, record.id)],
+        "stages": repo.stages_of(conn, record.id),
+        "children": [
+            {"id": i, "name": n, "status": s}
+            for i, n, s in conn.execute(
+                select(runs.c.id, runs.c.name, runs.c.status)
+                .where(runs.c.parent_id == record.id)
+                .order_by(runs.c.started_at)
+            )
+        ],
+    }
