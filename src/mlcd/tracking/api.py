@@ -165,6 +165,7 @@ def start_run(
         artifacts_url=config.artifacts,
         stage=os.environ.get("MLCD_STAGE") or None,
         owns_run=True,
+        owns_store=True,
         name=name,
     )
     _stack.append(track(session))

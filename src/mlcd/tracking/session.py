@@ -87,6 +87,7 @@ class Session:
         stage: the pipeline stage, recorded on artifacts.
         store: an already opened store (``start_run`` passes the one it created the run in).
         owns_run: end the run (finished/failed) when the session closes.
+        owns_store: dispose of the store's connections on close (default: when it opened it).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class Session:
         owns_run: bool = False,
         name: str | None = None,
         settings: SessionSettings | None = None,
+        owns_store: bool | None = None,
     ) -> None:
         self.run_id = run_id
         self.name = name
@@ -111,7 +113,7 @@ class Session:
         self.owns_run = owns_run
         self.settings = settings or SessionSettings.from_env()
         self._store = store
-        self._owns_store = store is None
+        self._owns_store = store is None if owns_store is None else owns_store
         self._objects: ObjectStore | None = None
         self._checked_run = store is not None
         self._reset_buffers()
@@ -424,6 +426,7 @@ def track(session: Session) -> Session:
 
 def _register_process_hooks() -> None:
     global _hooks_installed
+    _register_worker_exit()
     if _hooks_installed:
         return
     _hooks_installed = True
@@ -437,6 +440,24 @@ def _register_process_hooks() -> None:
         previous(*args)
 
     sys.excepthook = _excepthook
+
+
+_worker_pid: int | None = None
+
+
+def _register_worker_exit() -> None:
+    """A multiprocessing child started by fork leaves through ``os._exit``, skipping atexit;
+    its exit finalizers do run, so the flush is registered there too."""
+    global _worker_pid
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is None or _worker_pid == os.getpid():
+        return
+    if multiprocessing.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(None, _flush_all_at_exit, exitpriority=100)
+    _worker_pid = os.getpid()
 
 
 def _flush_all_at_exit() -> None:
