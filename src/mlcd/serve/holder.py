@@ -116,6 +116,14 @@ class Served:
         import numpy as np
 
         X = self.plan.model_input(inputs)
+        # Extreme but valid inputs (1e308) may overflow inside the model: that gives inf or
+        # NaN scores (null in JSON), not an exception, whatever the process's warning filters.
+        with np.errstate(all="ignore"):
+            return self._predict_rows(X)
+
+    def _predict_rows(self, X: Any) -> tuple[Any, Any]:
+        import numpy as np
+
         if self._argmax:
             both = np.asarray(self._proba(X), dtype=np.float64)  # type: ignore[misc]
             classes = np.asarray(self.classes)

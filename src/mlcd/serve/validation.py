@@ -475,7 +475,10 @@ class InputPlan:
             if spec.kind == "numeric":
                 low = spec.min if spec.min is not None else 0.0
                 high = spec.max if spec.max is not None else low
-                record[spec.name] = (low + high) / 2
+                middle = (low + high) / 2
+                record[spec.name] = (
+                    float(math.floor(middle)) if spec.dtype.startswith(("int", "uint")) else middle
+                )
             elif spec.categories:
                 record[spec.name] = spec.categories[0]
             elif spec.dtype == "bool":

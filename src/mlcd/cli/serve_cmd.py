@@ -1,0 +1,193 @@
+"""``mlcd serve NAME[@ALIAS]``: the model server (uvicorn, one worker process per ``--workers``).
+
+The command resolves the references first (so a typo fails at once with exit 2/3, not as a
+server that never gets ready), then starts uvicorn on the app that
+:func:`worker_app` builds from the project in each worker process. SIGHUP makes every worker
+check its aliases at once; SIGTERM drains (readiness off, in-flight requests finish).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+_SPEC_ENV = "MLCD_SERVE_SPEC"
+DEFAULT_ALIAS = "champion"
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="NAME@ALIAS to follow (NAME alone follows @champion), or NAME/VERSION to pin."
+        ),
+    ],
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)."
+        ),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000, or serve.port).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (one per core is fastest; default serve.workers)."),
+    ] = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(help="ALIAS:PERCENT: send that share of requests to a second alias."),
+    ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option(help="ALIAS: send a copy of each request there; answers are only logged."),
+    ] = None,
+    drain_seconds: Annotated[
+        float, typer.Option(help="On SIGTERM, report not-ready this long before closing.")
+    ] = 0.0,
+    no_log: Annotated[
+        bool, typer.Option("--no-log", help="Do not write the prediction log.")
+    ] = False,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Allow pickle-based model packages.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    directory: Annotated[Path, typer.Option("--dir", "-C", help="Project folder.")] = Path("."),
+) -> None:
+    """Serve a registered model over HTTP, following its alias as it moves."""
+    from mlcd.errors import UsageError
+    from mlcd.project import Project
+    from mlcd.serve.traffic import CanarySpec
+
+    ref = model if ("@" in model or "/" in model) else f"{model}@{DEFAULT_ALIAS}"
+    canary_spec = CanarySpec.parse(canary) if canary else None
+    project = Project.open(directory)
+    settings = project.config.serve
+    updates: dict[str, Any] = {}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    if workers is not None:
+        if workers < 1:
+            raise UsageError("--workers must be at least 1")
+        updates["workers"] = workers
+    settings = settings.model_copy(update=updates) if updates else settings
+    name = ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
+    _check_refs(project, [ref] + [f"{name}@{a}" for a in _aliases(canary_spec, shadow)])
+    project.close()
+
+    spec: dict[str, Any] = {
+        "root": str(project.root),
+        "ref": ref,
+        "canary": [canary_spec.alias, canary_spec.percent] if canary_spec else None,
+        "shadow": shadow,
+        "drain_seconds": drain_seconds,
+        "log": not no_log,
+        "trust": trust,
+        "settings": settings.model_dump(),
+        "metrics_dir": None,
+    }
+    if settings.workers > 1:
+        import tempfile
+
+        # prometheus-client shares counters between worker processes through this folder;
+        # it must be set before any worker imports prometheus_client.
+        metrics_dir = tempfile.mkdtemp(prefix="mlcd-metrics-")
+        spec["metrics_dir"] = metrics_dir
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[_SPEC_ENV] = json.dumps(spec)
+    _run_uvicorn(settings.host, settings.port, settings.workers, log_level)
+
+
+def _aliases(canary: Any, shadow: str | None) -> list[str]:
+    return [a for a in (canary.alias if canary else None, shadow) if a]
+
+
+def _check_refs(project: Any, refs: list[str]) -> None:
+    from mlcd.registry import resolve
+
+    for ref in refs:
+        resolve(project.store, ref)  # NotFound / UsageError name what is wrong
+
+
+def _run_uvicorn(host: str, port: int, workers: int, log_level: str) -> None:
+    import importlib.util
+
+    import uvicorn
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    config = uvicorn.Config(
+        "mlcd.cli.serve_cmd:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop=loop,
+        http=http,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=60,
+    )
+    if workers > 1:
+        from uvicorn.supervisors.multiprocess import Multiprocess
+
+        class _Supervisor(Multiprocess):
+            """uvicorn's supervisor, but SIGHUP reaches the workers (they re-check aliases)
+            instead of restarting them, which would drop their loaded models."""
+
+            def handle_hup(self) -> None:
+                import signal
+
+                for process in self.processes:
+                    if process.pid is not None:
+                        os.kill(process.pid, signal.SIGHUP)
+
+        sock = config.bind_socket()
+        _Supervisor(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run()
+
+
+def worker_app() -> Any:
+    """The app of one worker process, built from the spec ``mlcd serve`` left in the environment."""
+    import logging
+
+    from mlcd.config import Serve
+    from mlcd.project import Project
+    from mlcd.serve.app import create_app
+    from mlcd.serve.holder import RegistrySource
+    from mlcd.serve.traffic import CanarySpec
+
+    spec = json.loads(os.environ[_SPEC_ENV])
+    logging.getLogger("mlcd").setLevel(logging.INFO)
+    if not logging.getLogger("mlcd").handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logging.getLogger("mlcd").addHandler(handler)
+    project = Project.open(spec["root"])
+    cache = project.state_dir / "cache" / "models"
+    source = RegistrySource(project.store, project.objects, cache, trusted=spec["trust"])
+    canary = CanarySpec(spec["canary"][0], float(spec["canary"][1])) if spec["canary"] else None
+    return create_app(
+        source,
+        spec["ref"],
+        store=project.store,
+        settings=Serve.model_validate(spec["settings"]),
+        log_folder=project.state_dir / "predictions" if spec["log"] else None,
+        project_root=project.root,
+        canary=canary,
+        shadow=spec["shadow"],
+        drain_grace_s=float(spec["drain_seconds"]),
+        metrics_dir=spec["metrics_dir"],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``serve`` to the root app."""
+    app.command("serve")(serve)

@@ -1,0 +1,128 @@
+"""mlcd's own predict endpoint over real HTTP: every request shape, answers, the version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.serve.conftest import Registry, Running, mixed_data, mixed_model
+
+
+def _shapes(rows: pd.DataFrame) -> dict[str, Any]:
+    columns = list(rows.columns)
+    data = rows.to_numpy().tolist()
+    records = rows.to_dict(orient="records")
+    return {
+        "records": records,
+        "columnar": {"columns": columns, "data": data},
+        "dataframe_split": {"dataframe_split": {"columns": columns, "data": data}},
+        "dataframe_split_with_index": {
+            "dataframe_split": {"columns": columns, "data": data, "index": list(range(len(data)))}
+        },
+        "dataframe_records": {"dataframe_records": records},
+        "instances_records": {"instances": records},
+        "instances_lists": {"instances": data},
+        "inputs_columns": {"inputs": {c: rows[c].tolist() for c in columns}},
+        "inputs_records": {"inputs": records},
+    }
+
+
+@pytest.mark.parametrize("shape", list(_shapes(pd.DataFrame({"a": [1.0]}))))
+def test_every_request_shape_gets_the_models_predictions(
+    cancer_server: tuple[Running, pd.DataFrame, Any], shape: str
+) -> None:
+    server, X, model = cancer_server
+    rows = X.iloc[10:13]
+    response = server.client.post("/v1/models/cancer/predict", json=_shapes(rows)[shape])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "cancer" and body["version"] == 1
+    assert body["predictions"] == model.predict(rows).tolist()
+    assert np.allclose(body["probabilities"], model.predict_proba(rows))
+    assert body["classes"] == [0, 1]
+    assert len(body["request_ids"]) == 3 and len(set(body["request_ids"])) == 3
+    assert response.headers["x-model-version"] == "1"
+    assert response.headers["x-model-role"] == "primary"
+
+
+def test_request_ids_are_unique_across_requests_and_can_be_given(
+    cancer_server: tuple[Running, pd.DataFrame, Any],
+) -> None:
+    server, X, _model = cancer_server
+    record = X.iloc[0].to_dict()
+    seen: set[str] = set()
+    for _ in range(20):
+        seen.update(
+            server.client.post("/v1/models/cancer/predict", json=[record]).json()["request_ids"]
+        )
+    assert len(seen) == 20
+    given = server.client.post(
+        "/v1/models/cancer/predict", json=[record, record], headers={"x-request-id": "order-7"}
+    )
+    assert given.json()["request_ids"] == ["order-7-0", "order-7-1"]
+
+
+def test_numbers_sent_as_strings_are_converted(
+    cancer_server: tuple[Running, pd.DataFrame, Any],
+) -> None:
+    server, X, model = cancer_server
+    record = {k: str(v) for k, v in X.iloc[5].to_dict().items()}
+    body = server.client.post("/v1/models/cancer/predict", json=[record]).json()
+    assert body["predictions"] == model.predict(X.iloc[[5]]).tolist()
+
+
+def test_text_and_integer_columns_are_served(registry: Registry, serve: Any) -> None:
+    X, _y = mixed_data()
+    model = mixed_model()
+    registry.register("mixed", model, X)
+    server = serve("mixed@champion")
+    rows = X.head(4)
+    response = server.client.post(
+        "/v1/models/mixed/predict", json={"dataframe_records": rows.to_dict(orient="records")}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == model.predict(rows).tolist()
+    # A category never seen in training is the model's business (one-hot ignores it).
+    unseen = {"x": 0.1, "n": 3, "color": "purple"}
+    assert server.client.post("/v1/models/mixed/predict", json=[unseen]).status_code == 200
+
+
+def test_regressor_answers_without_probabilities(registry: Registry, serve: Any) -> None:
+    from sklearn.linear_model import Ridge
+
+    X, y = mixed_data()
+    numeric = X[["x"]].assign(z=X["x"] * 2)
+    model = Ridge().fit(numeric, y)
+    registry.register("ridge", model, numeric)
+    server = serve("ridge@champion")
+    body = server.client.post("/v1/models/ridge/predict", json=[{"x": 1.0, "z": 2.0}]).json()
+    assert "probabilities" not in body
+    assert body["predictions"] == pytest.approx(
+        model.predict(pd.DataFrame([[1.0, 2.0]], columns=["x", "z"])).tolist()
+    )
+
+
+def test_model_info_describes_what_is_served(
+    cancer_server: tuple[Running, pd.DataFrame, Any],
+) -> None:
+    server, X, _model = cancer_server
+    info = server.client.get("/v1/models/cancer").json()
+    assert info["ready"] is True
+    assert info["primary"]["version"] == 1 and info["primary"]["follows"] == "cancer@champion"
+    assert [c["name"] for c in info["signature"]["inputs"]] == list(X.columns)
+    assert server.client.get("/v1/models/other").status_code == 404
+
+
+def test_openapi_docs_list_the_endpoints(cancer_server: tuple[Running, pd.DataFrame, Any]) -> None:
+    server, _X, _model = cancer_server
+    assert server.client.get("/docs").status_code == 200
+    paths = server.client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/models/{name}/predict",
+        "/v2/models/{name}/infer",
+        "/v1/feedback",
+        "/metrics",
+    ):
+        assert path in paths
