@@ -44,6 +44,7 @@ def _root(
 COMMAND_MODULES = (
     "project_cmd",
     "events_cmd",
+    "tracking_cmd",
     "serve_cmd",
 )
 
