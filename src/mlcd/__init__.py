@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "MlcdError": "mlcd.errors",
     "Digest": "mlcd.digest",
+    # registry: model packages and loading (mlcd.registry imports SQLAlchemy, not sklearn)
+    "save_model": "mlcd.registry",
+    "load_model": "mlcd.registry",
+    "register_model": "mlcd.registry",
     # tracking: the logging API (buffered; SQLAlchemy loads in the flusher thread)
     **dict.fromkeys(
         [

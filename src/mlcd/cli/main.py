@@ -46,6 +46,7 @@ COMMAND_MODULES = (
     "events_cmd",
     "tracking_cmd",
     "serve_cmd",
+    "pipeline_cmd",
 )
 
 

@@ -1,0 +1,112 @@
+"""Pipeline commands: ``run``, ``status``, ``dag``, ``data add|status``, ``push``, ``pull``.
+
+Argument parsing only; the work and the output are in ``pipeline_view`` (which the
+console-script entry also calls directly for ``status`` and ``run``, skipping typer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlcd.cli import pipeline_view as view
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+RemoteOpt = Annotated[
+    str | None, typer.Option("--remote", "-r", help="Remote name (default: default_remote).")
+]
+data_app = typer.Typer(help="Track data that no stage produces.", no_args_is_help=True)
+
+
+def run(
+    stages: Annotated[
+        list[str] | None, typer.Argument(help="Stages to bring up to date (default: all).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Run the selected stages even if up to date.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Stages run at once (default: CPU count).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would run or be restored; do nothing.")
+    ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where commands run: local or ray.")
+    ] = "local",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run stale stages and their dependents; restore cached ones. Exit 3 if a stage fails."""
+    view.run_stages(stages, force, jobs, dry_run, executor, as_json)
+
+
+def status(
+    stages: Annotated[
+        list[str] | None, typer.Argument(help="Stages to check (default: all).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if anything is stale or modified.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show stale stages and changed tracked data, and why."""
+    view.show_status(stages, check, as_json)
+
+
+def dag(
+    fmt: Annotated[str, typer.Option("--format", help="text, mermaid or json.")] = "text",
+) -> None:
+    """Print the stage graph."""
+    view.show_dag(fmt)
+
+
+@data_app.command("add")
+def data_add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to track.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Store files or folders by content and write PATH.mlcd pointers to commit."""
+    view.add_data_paths(paths, as_json)
+
+
+@data_app.command("status")
+def data_status(
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if anything changed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare tracked data with its pointer files."""
+    view.show_data_status(check, as_json)
+
+
+def push(
+    remote: RemoteOpt = None,
+    all_entries: Annotated[
+        bool, typer.Option("--all", help="Push every run-cache entry, not just mlcd.lock's.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send objects (mlcd.lock outputs, tracked data) and run-cache entries to a remote."""
+    view.push_objects(remote, all_entries, as_json)
+
+
+def pull(
+    remote: RemoteOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files modified in the workspace.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch run-cache entries and objects from a remote; restore missing data and outputs."""
+    view.pull_objects(remote, force, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the root app."""
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("dag")(dag)
+    app.add_typer(data_app, name="data")
+    app.command("push")(push)
+    app.command("pull")(pull)

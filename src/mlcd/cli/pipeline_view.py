@@ -1,0 +1,450 @@
+"""What the pipeline commands do and print, without typer (``mlcd.cli.entry`` calls it directly).
+
+``status`` and a no-op ``run`` stay on a fast path: the cached snapshot of ``mlcd.yaml`` and
+the stat cache, no pydantic, SQLAlchemy or rich. The project (config, stores) is opened only
+when something must run, be restored or be transferred.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcd.pipeline.runner import Reporter
+
+if TYPE_CHECKING:
+    from mlcd.pipeline.runner import RunResult, Services, StageResult
+    from mlcd.project import Project
+
+
+_ICONS = {
+    "ran": "✓",
+    "cached": "↺",
+    "skipped": "·",
+    "failed": "✗",
+    "blocked": "⊘",
+    "run": "▶",
+    "restore": "↺",
+    "maybe": "?",
+}
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class _Lazy:
+    """Opens the project (config + stores) on first use, and closes it at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._project: Project | None = None
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            from mlcd.project import Project
+
+            self._project = Project.open(self.root)
+        return self._project
+
+    def services(self) -> Services:
+        from mlcd.pipeline.runner import Services
+
+        return Services(self.project.store, self.project.objects)
+
+    def close(self) -> None:
+        if self._project is not None:
+            self._project.close()
+
+
+class _Progress(Reporter):
+    """Live progress on stderr: a line per finished stage, a ticking line for running ones."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._running: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._live: Any = None
+        self._console: Any = None
+
+    def _start(self) -> None:
+        if self._console is not None or not self.enabled:
+            return
+        from mlcd.cli.output import err_console
+
+        self._console = err_console()
+        if self._console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(
+                self._render(), console=self._console, refresh_per_second=8, transient=True
+            )
+            self._live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        now = time.monotonic()
+        lines = [
+            f"  ⠿ {name} {action} ({now - since:.1f}s)"
+            for name, (action, since) in self._running.items()
+        ]
+        return Text("\n".join(lines))
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def planned(self, stages: list[str]) -> None:
+        self._start()
+        if self._console is not None:
+            self._console.print(f"[bold]mlcd run[/]: {len(stages)} stage(s): {', '.join(stages)}")
+
+    def started(self, stage: str, action: str) -> None:
+        with self._lock:
+            self._start()
+            self._running[stage] = (action, time.monotonic())
+            if self._live is None and self._console is not None:
+                self._console.print(f"  ▶ {stage}: {action}…")
+            self._refresh()
+
+    def waiting(self, stage: str, path: str, holder: str) -> None:
+        with self._lock:
+            self._start()
+            if self._console is not None:
+                self._console.print(
+                    f"  [yellow]…[/] {stage}: waiting for '{path}', held by {holder}", markup=True
+                )
+
+    def finished(self, result: StageResult) -> None:
+        from rich.markup import escape
+
+        with self._lock:
+            self._start()
+            self._running.pop(result.stage, None)
+            self._refresh()
+            if self._console is None:
+                return
+            style = {"failed": "red", "blocked": "red", "cached": "cyan", "ran": "green"}.get(
+                result.outcome, "dim"
+            )
+            what = {
+                "ran": f"ran in {result.duration_s:.1f}s",
+                "cached": f"restored from cache in {result.duration_s:.1f}s",
+                "skipped": "up to date",
+                "failed": f"failed after {result.duration_s:.1f}s: {result.error}",
+                "blocked": result.reason,
+            }.get(result.outcome, result.reason)
+            icon = _ICONS.get(result.outcome, "·")
+            self._console.print(f"  [{style}]{icon} {escape(result.stage)}[/]: {escape(what)}")
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+def _render_run(result: RunResult) -> None:
+    counts: dict[str, int] = {}
+    for stage in result.stages:
+        counts[stage.outcome] = counts.get(stage.outcome, 0) + 1
+    if result.dry_run:
+        lines = ["Dry run: nothing was executed."]
+        for stage in result.stages:
+            verb = {"run": "would run", "restore": "would restore from cache"}.get(
+                stage.outcome, stage.outcome
+            )
+            lines.append(
+                f"  {_ICONS.get(stage.outcome, '·')} {stage.stage}: {verb} ({stage.reason})"
+            )
+        _write("\n".join(lines) + "\n")
+        return
+    if result.run_id is None:
+        _write(f"Pipeline is up to date ({len(result.stages)} stage(s)); nothing to run.\n")
+        return
+    parts = [f"{n} {what}" for what, n in counts.items()]
+    _write(f"Run {result.run_id}: {', '.join(parts)}.\n")
+    for stage in result.failed:
+        if stage.outcome == "failed":
+            _write(f"\nstage '{stage.stage}' failed: {stage.error}\n")
+            if stage.log_tail:
+                _write(f"--- last lines of {stage.log_path} ---\n{stage.log_tail}\n---\n")
+
+
+def run_stages(
+    stages: list[str] | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    dry_run: bool = False,
+    executor: str = "local",
+    as_json: bool = False,
+) -> None:
+    """Run the stale stages (and what depends on them); restore cached ones. Exit 3 if a stage fails."""
+    from mlcd.errors import StageFailed, UsageError
+    from mlcd.pipeline.runner import RunOptions, run_pipeline
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (got {jobs})")
+    root = find_root()
+    snapshot = load_snapshot(root)
+    lazy = _Lazy(root)
+    progress = _Progress(enabled=True)
+    options = RunOptions(tuple(stages or ()), force, jobs, dry_run, executor)
+    try:
+        result = run_pipeline(snapshot, lazy.services, options, progress)
+    finally:
+        progress.stop()
+        lazy.close()
+    if as_json:
+        from mlcd.cli.output import emit
+
+        emit(result.to_dict(), True)
+    else:
+        _render_run(result)
+    if not result.ok:
+        failed = [s.stage for s in result.failed if s.outcome == "failed"]
+        blocked = [s.stage for s in result.failed if s.outcome == "blocked"]
+        message = f"stage(s) failed: {', '.join(failed)}"
+        if blocked:
+            message += f"; not run because of it: {', '.join(blocked)}"
+        logs = [s.log_path for s in result.failed if s.log_path]
+        raise StageFailed(
+            message,
+            hint=f"read the log ({', '.join(logs)}), fix the stage and run 'mlcd run' again"
+            if logs
+            else "fix the stage and run 'mlcd run' again",
+        )
+
+
+def show_status(
+    stages: list[str] | None = None, check: bool = False, as_json: bool = False
+) -> None:
+    """Show stale stages and changed tracked data, and why."""
+    from mlcd.errors import CheckFailed
+    from mlcd.pipeline.data import data_status
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.statcache import StatCache
+    from mlcd.pipeline.status import pipeline_status
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+        states = pipeline_status(snapshot, statcache, tuple(stages or ()))
+        produced = [p for spec in snapshot.stages.values() for p in spec.produced]
+        data = [] if stages else data_status(root, statcache, skip=produced)
+    stale = [s for s in states if s.stale or s.upstream]
+    changed = [d for d in data if d.status != "unchanged"]
+    if as_json:
+        import json
+
+        document = {
+            "up_to_date": not stale and not changed,
+            "stages": [s.to_dict() for s in states],
+            "data": [d.to_dict() for d in data],
+        }
+        _write(json.dumps(document, indent=2) + "\n")
+    elif not stale and not changed:
+        _write(f"Pipeline and data are up to date ({len(states)} stage(s), {len(data)} tracked).\n")
+    else:
+        lines = []
+        for state in stale:
+            if state.stale:
+                lines.append(f"{state.name}: stale")
+                lines.extend(f"    {reason.message}" for reason in state.reasons)
+            else:
+                lines.append(
+                    f"{state.name}: upstream {', '.join(state.upstream)} stale; runs only if their outputs change"
+                )
+        for item in changed:
+            lines.append(f"{item.pointer.path}: tracked data {item.status}")
+            if item.status == "modified":
+                lines.append(
+                    "    'mlcd data add' records the new version; 'mlcd pull --force' restores"
+                )
+            else:
+                lines.append("    'mlcd pull' restores it")
+        _write("\n".join(lines) + "\n")
+    if check and (stale or changed):
+        raise CheckFailed(
+            f"{len(stale)} stage(s) stale, {len(changed)} tracked path(s) changed",
+            hint="run 'mlcd run' (and 'mlcd data add' for changed data), then commit mlcd.lock",
+        )
+
+
+def show_dag(fmt: str = "text") -> None:
+    """Print the stage graph."""
+    import json
+
+    from mlcd.errors import UsageError
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+
+    fmt = fmt.lower()
+    if fmt not in ("text", "mermaid", "json"):
+        raise UsageError(f"unknown format {fmt!r}", hint="use --format text, mermaid or json")
+    graph = load_snapshot(find_root()).dag
+    if fmt == "json":
+        _write(json.dumps(graph.to_dict(), indent=2) + "\n")
+    elif fmt == "mermaid":
+        _write(graph.to_mermaid())
+    else:
+        _write(graph.to_text() or "(no stages)\n")
+
+
+def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
+    """Store files or folders by content and write a PATH.mlcd pointer to commit."""
+    from mlcd.pipeline.data import add_data
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.statcache import StatCache
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
+    lazy = _Lazy(root)
+    try:
+        with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+            added = add_data(root, paths, lazy.project.objects, statcache, produced)
+    finally:
+        lazy.close()
+    if as_json:
+        import json
+
+        items = [{**p.to_dict(), "pointer": p.pointer_path, "changed": c} for p, c in added]
+        _write(json.dumps({"added": items}, indent=2) + "\n")
+        return
+    for pointer, changed in added:
+        verb = "tracked" if changed else "unchanged"
+        _write(
+            f"{verb} {pointer.path} ({pointer.files} file(s), {pointer.size} bytes) "
+            f"-> {pointer.pointer_path}\n"
+        )
+    _write("Commit the .mlcd pointer files; 'mlcd push' sends the data to the remote.\n")
+
+
+def show_data_status(check: bool = False, as_json: bool = False) -> None:
+    """Compare tracked data with its pointer files."""
+    from mlcd.errors import CheckFailed
+    from mlcd.pipeline.data import data_status
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.statcache import StatCache
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    produced = [p for spec in snapshot.stages.values() for p in spec.produced]
+    with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+        states = data_status(root, statcache, skip=produced)
+    changed = [s for s in states if s.status != "unchanged"]
+    if as_json:
+        import json
+
+        _write(json.dumps({"data": [s.to_dict() for s in states]}, indent=2) + "\n")
+    elif not states:
+        _write("No tracked data (add some with 'mlcd data add PATH').\n")
+    else:
+        for state in states:
+            _write(f"{state.status:9} {state.pointer.path}\n")
+    if check and changed:
+        raise CheckFailed(
+            f"{len(changed)} tracked path(s) changed",
+            hint="'mlcd data add PATH' records the new version; 'mlcd pull --force' restores it",
+        )
+
+
+def _transfer_progress(label: str) -> Any:
+    """A rich progress callback for push/pull (silent when stderr is not a terminal)."""
+    from mlcd.cli.output import err_console
+
+    console = err_console()
+    if not console.is_terminal:
+        return None, None
+    from rich.progress import Progress
+
+    bar = Progress(console=console, transient=True)
+    task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def push_objects(
+    remote: str | None = None, all_entries: bool = False, as_json: bool = False
+) -> None:
+    """Send objects (mlcd.lock outputs, tracked data) and run-cache entries to a remote."""
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.transfer import push as do_push
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    lazy = _Lazy(root)
+    bar, update = _transfer_progress("pushing")
+    try:
+        project = lazy.project
+        target = project.remote(remote)
+        if bar is not None:
+            bar.start()
+        report = do_push(
+            root, snapshot, project.store, project.objects, target, all_entries, update
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+        lazy.close()
+    _report_transfer(report.to_dict(), as_json, "pushed")
+
+
+def pull_objects(remote: str | None = None, force: bool = False, as_json: bool = False) -> None:
+    """Fetch run-cache entries and objects from a remote; restore missing data and outputs."""
+    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.statcache import StatCache
+    from mlcd.pipeline.transfer import pull as do_pull
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    lazy = _Lazy(root)
+    bar, update = _transfer_progress("pulling")
+    try:
+        project = lazy.project
+        source = project.remote(remote)
+        if bar is not None:
+            bar.start()
+        with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+            report = do_pull(
+                root, snapshot, project.store, project.objects, source, statcache, force, update
+            )
+    finally:
+        if bar is not None:
+            bar.stop()
+        lazy.close()
+    _report_transfer(report.to_dict(), as_json, "pulled")
+
+
+def _report_transfer(report: dict[str, Any], as_json: bool, verb: str) -> None:
+    from mlcd.errors import ObjectNotFound
+
+    if as_json:
+        import json
+
+        _write(json.dumps(report, indent=2) + "\n")
+    else:
+        _write(
+            f"{verb} {report['objects_copied']} object(s) "
+            f"({report['objects_present']} already there) and "
+            f"{report['entries_copied']} run-cache entr(y/ies); remote {report['remote']}\n"
+        )
+        for path in report["restored"]:
+            _write(f"  restored {path}\n")
+        for path in report["skipped_modified"]:
+            _write(f"  kept {path} (modified locally; --force overwrites)\n")
+    if report["missing"]:
+        where = "locally" if verb == "pushed" else "on the remote"
+        raise ObjectNotFound(
+            f"{len(report['missing'])} object(s) are not {where}: "
+            + ", ".join(d[:12] for d in report["missing"][:5]),
+            hint="run the stages that make them ('mlcd run'), or push them from a clone that has them",
+        )

@@ -1,0 +1,249 @@
+"""Tracked data: files and folders no stage produces, versioned by pointer files.
+
+``mlcd data add data/raw`` stores the folder in the object store and writes
+``data/raw.mlcd`` next to it, a small YAML file you commit (git ignores the data itself)::
+
+    # mlcd data pointer: commit this file; 'mlcd pull' restores the data it names.
+    path: raw
+    digest: 3f2a...9c.dir
+    size: 524288000
+    files: 2000
+
+Pointer files rather than a section of ``mlcd.yaml``: adding data never rewrites the file you
+edit by hand (and its comments), and two branches adding different data do not conflict.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcd.errors import PipelineError, UsageError
+from mlcd.pipeline.outputs import ensure_gitignored
+from mlcd.pipeline.statcache import StatCache
+
+if TYPE_CHECKING:
+    from mlcd.objects import ObjectStore
+
+POINTER_SUFFIX = ".mlcd"
+_HEADER = "# mlcd data pointer: commit this file; 'mlcd pull' restores the data it names.\n"
+#: Folders never searched for pointer files.
+_SKIP_DIRS = {"node_modules", "__pycache__", "venv", "site-packages"}
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A tracked file or folder: its project path, digest, size and file count."""
+
+    path: str
+    digest: str
+    size: int
+    files: int = 1
+
+    @property
+    def pointer_path(self) -> str:
+        """The project path of the pointer file."""
+        return self.path + POINTER_SUFFIX
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size, "files": self.files}
+
+    def render(self) -> str:
+        """The text of the pointer file (``path`` is relative to the pointer's folder)."""
+        lines = [
+            _HEADER,
+            f"path: {Path(self.path).name}\n",
+            f"digest: {self.digest}\n",
+            f"size: {self.size}\n",
+        ]
+        if self.digest.endswith(".dir"):
+            lines.append(f"files: {self.files}\n")
+        return "".join(lines)
+
+
+@dataclass(frozen=True)
+class DataState:
+    """A tracked path compared with its pointer: unchanged, modified or missing."""
+
+    pointer: Pointer
+    status: str  # unchanged | modified | missing
+    current: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.pointer.to_dict(), "status": self.status, "current": self.current}
+
+
+def read_pointer(root: Path, pointer_file: Path) -> Pointer:
+    """Parse a pointer file (a tiny YAML subset, read without a YAML parser for speed).
+
+    Raises:
+        PipelineError: the file is not a valid pointer.
+    """
+    fields: dict[str, str] = {}
+    for number, raw in enumerate(pointer_file.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise _bad_pointer(pointer_file, f"line {number} is not 'key: value'")
+        fields[key.strip()] = value.strip().strip("'\"")
+    relative = pointer_file.relative_to(root).as_posix()
+    try:
+        name = fields["path"]
+        if "/" in name or name in ("", ".", ".."):
+            raise _bad_pointer(pointer_file, f"'path: {name}' must be a name in the same folder")
+        folder = relative.rsplit("/", 1)[0] + "/" if "/" in relative else ""
+        from mlcd.digest import Digest
+
+        digest = str(Digest.parse(fields["digest"]))
+        return Pointer(
+            folder + name, digest, int(fields.get("size", 0)), int(fields.get("files", 1))
+        )
+    except KeyError as exc:
+        raise _bad_pointer(pointer_file, f"missing key {exc}") from None
+    except (ValueError, UsageError) as exc:
+        raise _bad_pointer(pointer_file, str(exc)) from None
+
+
+def _bad_pointer(path: Path, problem: str) -> PipelineError:
+    return PipelineError(
+        f"{path} is not a valid data pointer: {problem}",
+        hint="restore it from git ('git checkout -- FILE'), or re-track the data with 'mlcd data add'",
+    )
+
+
+def find_pointers(root: Path, skip: Iterable[str] = ()) -> list[Pointer]:
+    """Every pointer file in the project (hidden folders, tracked folders and ``skip`` excluded)."""
+    skipped = {str(root / s) for s in skip}
+    found: list[Pointer] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        names = {e.name for e in entries}
+        for entry in entries:
+            if entry.name.endswith(POINTER_SUFFIX) and entry.is_file():
+                found.append(read_pointer(root, Path(entry.path)))
+            elif entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith(".") or entry.name in _SKIP_DIRS:
+                    continue
+                if entry.name + POINTER_SUFFIX in names or entry.path in skipped:
+                    continue  # tracked data: nothing to find inside
+                stack.append(Path(entry.path))
+    return sorted(found, key=lambda p: p.path)
+
+
+def data_status(root: Path, statcache: StatCache, skip: Iterable[str] = ()) -> list[DataState]:
+    """Each tracked path against its pointer (the stat cache keeps this to stat calls)."""
+    states = []
+    for pointer in find_pointers(root, skip):
+        current = statcache.path_digest(root / pointer.path)
+        if current is None:
+            status = "missing"
+        elif current != pointer.digest:
+            status = "modified"
+        else:
+            status = "unchanged"
+        states.append(DataState(pointer, status, current))
+    return states
+
+
+def _project_relative(root: Path, path: str | os.PathLike[str]) -> str:
+    full = Path(os.path.normpath(Path(path).absolute()))
+    try:
+        relative = full.relative_to(root).as_posix()
+    except ValueError:
+        raise UsageError(
+            f"{path} is outside the project ({root})",
+            hint="move or copy the data into the project folder, then add it",
+        ) from None
+    if relative in ("", "."):
+        raise UsageError("cannot track the whole project", hint="add a file or folder inside it")
+    return relative
+
+
+def _check_addable(relative: str, produced: dict[str, str], tracked: Iterable[str]) -> None:
+    first = relative.split("/", 1)[0]
+    if first.startswith(".mlcd") or first == ".git":
+        raise UsageError(f"'{relative}' is mlcd's or git's own state and cannot be tracked")
+    for path, stage in produced.items():
+        if relative == path or relative.startswith(path + "/") or path.startswith(relative + "/"):
+            raise UsageError(
+                f"'{relative}' overlaps '{path}', an output of stage '{stage}'",
+                hint="stage outputs are versioned by 'mlcd run' already; track only raw inputs",
+            )
+    for other in tracked:
+        if relative.startswith(other + "/") or other.startswith(relative + "/"):
+            raise UsageError(
+                f"'{relative}' overlaps '{other}', which is tracked already",
+                hint=f"track either the folder or what is inside it (remove {other}.mlcd first)",
+            )
+
+
+def add_data(
+    root: Path,
+    paths: Iterable[str | os.PathLike[str]],
+    objects: ObjectStore,
+    statcache: StatCache,
+    produced: dict[str, str] | None = None,
+) -> list[tuple[Pointer, bool]]:
+    """Track files or folders: store their content and write their pointer files.
+
+    Args:
+        root: the project root.
+        paths: what to track (relative to the current folder or absolute).
+        objects: the project's object store.
+        statcache: the project's stat cache (unchanged files are not hashed again).
+        produced: stage outputs (path -> stage), which may not be tracked this way.
+
+    Returns:
+        ``(pointer, changed)`` per path; ``changed`` is False when the pointer was current.
+
+    Raises:
+        UsageError: a path is missing, outside the project, or overlaps a stage output or
+            tracked data.
+    """
+    from mlcd.digest import Digest
+    from mlcd.pipeline.lockfile import write_atomic
+
+    produced = produced or {}
+    tracked = [p.path for p in find_pointers(root)]
+    results = []
+    for path in paths:
+        relative = _project_relative(root, path)
+        full = root / relative
+        if not full.exists():
+            raise UsageError(f"cannot track '{relative}': no such file or folder")
+        _check_addable(relative, produced, [t for t in tracked if t != relative])
+        if full.is_dir():
+            entries = statcache.dir_entries(full)
+            known = {rel: Digest(hex_) for rel, hex_, _ in entries}
+            digest = str(objects.put_dir(full, known=known))
+            pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries))
+        else:
+            hex_ = statcache.file_digest(full)
+            digest = str(objects.put_file(full, Digest(hex_)))
+            pointer = Pointer(relative, digest, full.stat().st_size, 1)
+        statcache.flush()
+        pointer_file = root / pointer.pointer_path
+        previous = pointer_file.read_text(encoding="utf-8") if pointer_file.exists() else None
+        text = pointer.render()
+        if previous != text:
+            write_atomic(pointer_file, text)
+        ensure_gitignored(root, [relative])
+        tracked.append(relative)
+        results.append((pointer, previous != text))
+    return results
+
+
+def iter_pointer_digests(pointers: Iterable[Pointer]) -> Iterator[str]:
+    """The digests tracked data refers to (for push, pull and gc)."""
+    for pointer in pointers:
+        yield pointer.digest

@@ -1,0 +1,188 @@
+"""Runner: ``run_pipeline`` brings a pipeline up to date, running only what changed.
+
+It first checks every selected stage against ``mlcd.lock`` through the stat cache alone. If
+nothing is stale it returns there: no metadata store, no run recorded, a few milliseconds.
+Otherwise it opens the stores and hands over to ``execution.Execution``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlcd.pipeline.snapshot import Snapshot
+from mlcd.pipeline.statcache import StatCache
+from mlcd.pipeline.status import StageState, pipeline_status
+
+if TYPE_CHECKING:
+    from mlcd.objects import ObjectStore
+    from mlcd.store import Store
+
+#: Outcomes that make a run fail.
+FAILED = ("failed", "blocked")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: which stages, and whether to force, parallelise or only plan."""
+
+    targets: tuple[str, ...] = ()
+    force: bool = False
+    jobs: int | None = None
+    dry_run: bool = False
+    executor: str = "local"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What happened to one stage, and why."""
+
+    stage: str
+    outcome: str  # ran | cached | skipped | failed | blocked | (dry run) run | restore
+    reason: str
+    duration_s: float = 0.0
+    fingerprint: str | None = None
+    reasons: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+    log_tail: str | None = None
+    log_path: str | None = None
+    restored: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "reasons": list(self.reasons),
+            "duration_s": round(self.duration_s, 3),
+            "fingerprint": self.fingerprint,
+            "error": self.error,
+            "log": self.log_path,
+            "restored": list(self.restored),
+        }
+
+
+@dataclass
+class RunResult:
+    """The outcome of ``mlcd run``: the recorded run's id (None if nothing ran) and stages."""
+
+    run_id: str | None
+    stages: list[StageResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> list[StageResult]:
+        """Stages that failed or could not run because an upstream stage failed."""
+        return [s for s in self.stages if s.outcome in FAILED]
+
+    @property
+    def ok(self) -> bool:
+        """True when no stage failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+class Reporter:
+    """Receives progress events; the CLI draws them, the default ignores them."""
+
+    def planned(self, stages: list[str]) -> None:
+        """The stages about to be brought up to date, in order."""
+
+    def started(self, stage: str, action: str) -> None:
+        """A stage started ``running`` its command or ``restoring`` its outputs."""
+
+    def waiting(self, stage: str, path: str, holder: str) -> None:
+        """A stage waits for another run that holds ``path``."""
+
+    def finished(self, result: StageResult) -> None:
+        """A stage is done (any outcome)."""
+
+
+@dataclass
+class Services:
+    """What a run needs once something must run: the metadata and object stores."""
+
+    store: Store
+    objects: ObjectStore
+
+
+def _dry_run(
+    snapshot: Snapshot, states: list[StageState], services: Services, force: bool
+) -> RunResult:
+    from mlcd.pipeline.outputs import restorable
+    from mlcd.store import cache
+
+    results = []
+    for state in states:
+        if state.stale or force:
+            spec = snapshot.stages[state.name]
+            reason = "; ".join(r.message for r in state.reasons) or "forced (--force)"
+            outcome = "run"
+            if not force and not spec.always_run:
+                with services.store.read() as conn:
+                    entry = cache.get_entry(conn, state.fingerprint)
+                if entry and restorable(services.objects, entry["outputs"]):
+                    outcome = "restore"
+            reasons = tuple(r.to_dict() for r in state.reasons)
+            results.append(
+                StageResult(state.name, outcome, reason, 0.0, state.fingerprint, reasons)
+            )
+        elif state.upstream:
+            reason = (
+                f"upstream {', '.join(state.upstream)} stale: runs only if their outputs change"
+            )
+            results.append(StageResult(state.name, "maybe", reason, fingerprint=state.fingerprint))
+        else:
+            results.append(
+                StageResult(state.name, "skipped", "up to date", fingerprint=state.fingerprint)
+            )
+    return RunResult(None, results, dry_run=True)
+
+
+def run_pipeline(
+    snapshot: Snapshot,
+    open_services: Callable[[], Services],
+    options: RunOptions | None = None,
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Bring the selected stages (all by default) up to date.
+
+    Args:
+        snapshot: the pipeline as declared (see ``load_snapshot``).
+        open_services: called once, only if something must run, restore or be looked up.
+        options: targets, ``force``, ``jobs``, ``dry_run``, executor name.
+        reporter: receives progress events.
+
+    Returns:
+        The run (``run_id`` is None when everything was already up to date) and per-stage
+        outcomes. A failed stage does not raise: check ``result.ok``.
+
+    Raises:
+        PipelineError: the graph is invalid (cycle, overlapping outs, missing dep, unknown
+            target); nothing ran.
+        ConfigError: a declared param does not exist; nothing ran.
+        KeyboardInterrupt: interrupted; running commands were stopped, the run marked killed.
+    """
+    options = options or RunOptions()
+    snapshot.dag.check_deps_exist(snapshot.root)
+    with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+        states = pipeline_status(snapshot, statcache, options.targets)
+    if not options.force and not any(s.stale for s in states):
+        skipped = [
+            StageResult(s.name, "skipped", "up to date", fingerprint=s.fingerprint) for s in states
+        ]
+        return RunResult(None, skipped, dry_run=options.dry_run)
+    services = open_services()
+    if options.dry_run:
+        return _dry_run(snapshot, states, services, options.force)
+    from mlcd.pipeline.execution import Execution
+
+    return Execution(snapshot, services, options, reporter or Reporter()).execute()

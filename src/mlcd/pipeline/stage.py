@@ -1,0 +1,186 @@
+"""Stage: one step of a pipeline, with every path resolved against the project root.
+
+``StageSpec`` is a plain frozen value built from ``config.Stage`` once (on the slow path,
+when ``mlcd.yaml`` changed) and cached as JSON in ``.mlcd/`` so that ``mlcd status`` never
+needs pydantic. Paths are project-relative POSIX strings; a dep outside the project stays
+absolute, an out outside the project is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlcd.config import Config
+    from mlcd.config import Stage as StageConfig
+
+
+@dataclass(frozen=True)
+class OutDecl:
+    """A declared output: a file or folder the stage writes."""
+
+    path: str
+    cache: bool = True
+    persist: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "cache": self.cache, "persist": self.persist}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutDecl:
+        return cls(str(data["path"]), bool(data["cache"]), bool(data["persist"]))
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A key (dotted path) of a params file the stage reads."""
+
+    file: str
+    key: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParamRef:
+        return cls(str(data["file"]), str(data["key"]))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage with its command and resolved paths; the unit the DAG and runner work on."""
+
+    name: str
+    cmd: str
+    wdir: str = "."
+    deps: tuple[str, ...] = ()
+    params: tuple[ParamRef, ...] = ()
+    outs: tuple[OutDecl, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    always_run: bool = False
+    desc: str | None = None
+
+    @property
+    def produced(self) -> tuple[str, ...]:
+        """Every path the stage writes: outs, then metrics and plots files."""
+        return (*(o.path for o in self.outs), *self.metrics, *self.plots)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cmd": self.cmd,
+            "wdir": self.wdir,
+            "deps": list(self.deps),
+            "params": [p.to_dict() for p in self.params],
+            "outs": [o.to_dict() for o in self.outs],
+            "metrics": list(self.metrics),
+            "plots": list(self.plots),
+            "env": dict(self.env),
+            "always_run": self.always_run,
+            "desc": self.desc,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageSpec:
+        return cls(
+            name=str(data["name"]),
+            cmd=str(data["cmd"]),
+            wdir=str(data.get("wdir", ".")),
+            deps=tuple(data.get("deps", ())),
+            params=tuple(ParamRef.from_dict(p) for p in data.get("params", ())),
+            outs=tuple(OutDecl.from_dict(o) for o in data.get("outs", ())),
+            metrics=tuple(data.get("metrics", ())),
+            plots=tuple(data.get("plots", ())),
+            env=dict(data.get("env", {})),
+            always_run=bool(data.get("always_run", False)),
+            desc=data.get("desc"),
+        )
+
+
+def resolve_path(root: Path, wdir: str, path: str) -> tuple[str, bool]:
+    """A stage path as a project-relative POSIX path; ``(path, inside_project)``.
+
+    Paths outside the project come back absolute with ``inside_project`` False.
+    """
+    base = root if wdir in ("", ".") else root / wdir
+    full = Path(os.path.normpath(base / os.path.expanduser(path)))
+    try:
+        relative = full.relative_to(root)
+    except ValueError:
+        return full.as_posix(), False
+    text = relative.as_posix()
+    return (text if text else "."), True
+
+
+def _project_path(root: Path, stage: str, wdir: str, path: str, what: str) -> str:
+    resolved, inside = resolve_path(root, wdir, path)
+    if not inside or resolved == ".":
+        raise ConfigError(
+            f"stage '{stage}': {what} '{path}' is outside the project ({root})",
+            hint=f"a stage may only write inside the project: move the {what} below {root}",
+        )
+    return resolved
+
+
+def spec_from_config(
+    name: str, stage: StageConfig, root: Path, params_file: str = "params.yaml"
+) -> StageSpec:
+    """Build a ``StageSpec`` from the validated ``mlcd.yaml`` section of one stage.
+
+    Raises:
+        ConfigError: an out, metrics or plots file outside the project.
+    """
+    wdir, inside = resolve_path(root, ".", stage.wdir)
+    if not inside:
+        raise ConfigError(
+            f"stage '{name}': wdir '{stage.wdir}' is outside the project ({root})",
+            hint="use a folder inside the project as wdir",
+        )
+    cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+    deps = tuple(resolve_path(root, wdir, dep)[0] for dep in stage.deps)
+    params: list[ParamRef] = []
+    for item in stage.params:
+        if isinstance(item, str):
+            params.append(ParamRef(params_file, item))
+        else:
+            for file, keys in item.items():
+                resolved = resolve_path(root, wdir, file)[0]
+                params.extend(ParamRef(resolved, key) for key in keys)
+    outs = []
+    for out in stage.outs:
+        if isinstance(out, str):
+            outs.append(OutDecl(_project_path(root, name, wdir, out, "out")))
+        else:
+            path = _project_path(root, name, wdir, out.path, "out")
+            outs.append(OutDecl(path, cache=out.cache, persist=out.persist))
+    metrics = tuple(_project_path(root, name, wdir, m, "metrics file") for m in stage.metrics)
+    plots = tuple(_project_path(root, name, wdir, p, "plots file") for p in stage.plots)
+    return StageSpec(
+        name=name,
+        cmd=cmd,
+        wdir=wdir,
+        deps=deps,
+        params=tuple(dict.fromkeys(params)),
+        outs=tuple(outs),
+        metrics=metrics,
+        plots=plots,
+        env=dict(stage.env),
+        always_run=stage.always_run,
+        desc=stage.desc,
+    )
+
+
+def specs_from_config(config: Config, root: Path) -> dict[str, StageSpec]:
+    """Every stage of ``mlcd.yaml`` as a ``StageSpec``, in declaration order."""
+    return {
+        name: spec_from_config(name, stage, root, config.params_file)
+        for name, stage in config.stages.items()
+    }
