@@ -47,6 +47,7 @@ COMMAND_MODULES = (
     "tracking_cmd",
     "serve_cmd",
     "pipeline_cmd",
+    "models_cmd",
 )
 
 

@@ -1,0 +1,413 @@
+"""Scoring a candidate version against the champion on the same held-out data.
+
+Both models predict the same rows; metrics, per-slice metrics, latency and size are taken
+for each; the differences get paired bootstrap intervals; the gates decide. Data whose
+digest is among the candidate's training inputs (from its lineage) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from mlcd.errors import EvaluationError, NotFound, UsageError
+from mlcd.evaluate.bootstrap import Delta, paired_bootstrap
+from mlcd.evaluate.gate import Gate, GateVerdict, check_gates, parse_gates
+from mlcd.evaluate.metrics import (
+    Scored,
+    calibration,
+    confusion,
+    expected_calibration_error,
+    latency,
+    metrics_for,
+    point,
+    slice_masks,
+)
+from mlcd.objects import ObjectStore
+from mlcd.registry import (
+    LoadedModel,
+    ModelVersion,
+    content_digest,
+    get_version,
+    load_model,
+    resolve,
+)
+from mlcd.store import Store
+from mlcd.store.tables import run_artifacts
+
+
+@dataclass
+class ModelResult:
+    """One model's side of an evaluation."""
+
+    ref: str
+    version: int
+    digest: str
+    metrics: dict[str, float]
+    slices: dict[str, dict[str, float]]
+    scored: Scored = field(repr=False)
+    confusion: list[list[int]] | None = None
+    calibration: dict[str, list[float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "version": self.version,
+            "digest": self.digest,
+            "metrics": self.metrics,
+            "slices": self.slices,
+            "confusion": self.confusion,
+            "calibration": self.calibration,
+        }
+
+
+@dataclass
+class Evaluation:
+    """The whole comparison: both models, the deltas, the slices and the gate verdict."""
+
+    model: str
+    task: str
+    target: str
+    data_path: str
+    data_digest: str
+    rows: int
+    against: str
+    candidate: ModelResult
+    champion: ModelResult | None
+    deltas: dict[str, Delta]
+    slice_rows: dict[str, int]
+    verdict: GateVerdict
+    classes: list[Any] | None
+    resamples: int
+    confidence: float
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every gate passed."""
+        return self.verdict.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "task": self.task,
+            "target": self.target,
+            "data": {"path": self.data_path, "digest": self.data_digest, "rows": self.rows},
+            "against": self.against,
+            "passed": self.passed,
+            "candidate": self.candidate.to_dict(),
+            "champion": None if self.champion is None else self.champion.to_dict(),
+            "deltas": {k: v.to_dict() for k, v in self.deltas.items()},
+            "slice_rows": self.slice_rows,
+            "verdict": self.verdict.to_dict(),
+            "classes": self.classes,
+            "resamples": self.resamples,
+            "confidence": self.confidence,
+            "created_at": self.created_at,
+        }
+
+
+# ---------------------------------------------------------------- data
+def read_table(path: str | os.PathLike[str]) -> Any:
+    """Read evaluation data: Parquet (file or folder), CSV, JSON lines.
+
+    Raises:
+        UsageError: missing path or an unknown format.
+    """
+    import pandas as pd
+
+    target = Path(path)
+    if not target.exists():
+        raise UsageError(
+            f"evaluation data {target} does not exist",
+            hint="pass --data PATH or set models.<name>.eval_data in mlcd.yaml",
+        )
+    suffix = target.suffix.lower()
+    if target.is_dir() or suffix in (".parquet", ".pq"):
+        return pd.read_parquet(target)
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(target, sep="\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(target, lines=True)
+    if suffix == ".json":
+        return pd.read_json(target)
+    raise UsageError(
+        f"cannot read evaluation data {target}: unknown format '{suffix}'",
+        hint="use Parquet, CSV or JSON lines",
+    )
+
+
+def training_digests(store: Store, version: ModelVersion, lineage: Mapping[str, Any]) -> set[str]:
+    """Digests of the data the version was trained on: its package lineage, and the inputs
+    its run recorded (only the producing stage's, when the lineage names it)."""
+    found = {str(v) for v in (lineage.get("data") or {}).values()}
+    run_id = version.run_id or lineage.get("run_id")
+    if run_id:
+        stmt = select(run_artifacts.c.digest, run_artifacts.c.stage).where(
+            run_artifacts.c.run_id == run_id, run_artifacts.c.role == "input"
+        )
+        stage = lineage.get("stage")
+        with store.read() as conn:
+            rows = [(str(d), s) for d, s in conn.execute(stmt)]
+        if stage and any(s == stage for _, s in rows):
+            rows = [(d, s) for d, s in rows if s == stage]
+        found.update(d for d, _ in rows)
+    return found
+
+
+def refuse_training_data(
+    store: Store, version: ModelVersion, model: LoadedModel, data_path: str, data_digest: str
+) -> None:
+    """Raise if ``data_digest`` is among the candidate's training inputs.
+
+    Raises:
+        UsageError: the evaluation data was used to train the candidate.
+    """
+    if data_digest in training_digests(store, version, model.package.lineage):
+        raise UsageError(
+            f"refusing to evaluate {version.ref} on {data_path}: that data (digest "
+            f"{data_digest[:12]}) is among the data the model was trained on",
+            hint="evaluate on held-out data the training stage never read (e.g. a separate "
+            "test split declared as its own file)",
+        )
+
+
+# ---------------------------------------------------------------- encoding
+def _key(value: Any) -> str:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+class _Labels:
+    """Class labels in one shared order for both models and the ground truth."""
+
+    def __init__(self, classes: Sequence[Any]) -> None:
+        self.classes: list[Any] = list(classes)
+        self.index = {_key(c): i for i, c in enumerate(self.classes)}
+
+    def codes(self, values: Any) -> np.ndarray:
+        out = np.empty(len(values), dtype=np.int64)
+        for position, value in enumerate(values):
+            key = _key(value)
+            if key not in self.index:
+                self.index[key] = len(self.classes)
+                self.classes.append(value.item() if hasattr(value, "item") else value)
+            out[position] = self.index[key]
+        return out
+
+    def align(self, proba: np.ndarray | None, classes: Sequence[Any] | None) -> np.ndarray | None:
+        if proba is None or classes is None:
+            return None
+        out = np.zeros((proba.shape[0], len(self.classes)))
+        for column, label in enumerate(classes):
+            key = _key(label)
+            if key not in self.index:
+                continue  # a class the candidate never predicts and the data never has
+            out[:, self.index[key]] = proba[:, column]
+        return out
+
+
+def _score(
+    model: LoadedModel, X: Any, y: Any, task: str, labels: _Labels | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    try:
+        predictions = model.predict(X)
+        proba = model.predict_proba(X) if task == "classification" else None
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise EvaluationError(
+            f"model {model.label} failed to predict on the evaluation data: {exc}",
+            hint="check that the data has the columns and types of the model's signature",
+        ) from exc
+    if task == "classification":
+        assert labels is not None
+        return labels.codes(y), labels.codes(predictions), proba
+    return np.asarray(y, dtype=np.float64), np.asarray(predictions, dtype=np.float64), None
+
+
+def _size_mb(model: LoadedModel) -> float:
+    total = sum(f.stat().st_size for f in model.path.rglob("*") if f.is_file())
+    return total / (1024 * 1024)
+
+
+# ---------------------------------------------------------------- evaluate
+def evaluate(
+    store: Store,
+    objects: ObjectStore,
+    name: str,
+    candidate: int,
+    *,
+    data: str | os.PathLike[str],
+    target: str | None = None,
+    task: str | None = None,
+    against: str = "champion",
+    gates: Sequence[str | Gate] = (),
+    gates_alias: str | None = None,
+    slices: Mapping[str, Any] | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    latency_rows: int = 200,
+    cache_dir: str | os.PathLike[str] | None = None,
+    trusted: bool = False,
+) -> Evaluation:
+    """Score version ``candidate`` of ``name`` and the ``against`` alias on ``data``.
+
+    Args:
+        store: the metadata store.
+        objects: the object store with the packages.
+        name: the model name.
+        candidate: the candidate version number.
+        data: held-out evaluation data (Parquet, CSV, JSON lines).
+        target: the label column (required unless the data has a column named ``target``).
+        task: ``classification`` or ``regression`` (default: from the candidate's package).
+        against: the alias of the model to beat (absent: the candidate is the first).
+        gates: gate expressions (or parsed gates) to check.
+        gates_alias: the alias the gates belong to (for the report).
+        slices: ``{name: Slice}`` (``column`` with ``value`` or ``min``/``max``).
+        resamples: bootstrap resamples (0 skips the bootstrap).
+        confidence: level of the reported intervals.
+        seed: bootstrap seed.
+        latency_rows: single rows timed for the latency budget.
+        cache_dir: the local package cache.
+        trusted: allow pickle-based packages.
+
+    Returns:
+        The evaluation, with the gate verdict.
+
+    Raises:
+        UsageError: missing data or target, or data the candidate was trained on.
+        NotFound: the model or version does not exist.
+        ConfigError: an invalid gate expression.
+        EvaluationError: a model could not score the data.
+    """
+    parsed = [g if isinstance(g, Gate) else None for g in gates]
+    parsed_gates = [g for g in parsed if g is not None] + parse_gates(
+        [g for g in gates if isinstance(g, str)], f"gates.{gates_alias or against}"
+    )
+    cand_version = get_version(store, name, candidate)
+    champ_version = _champion(store, name, against)
+    load = dict(store=store, objects=objects, cache_dir=cache_dir, trusted=trusted)
+    cand_model = load_model(cand_version.ref, **load)  # type: ignore[arg-type]
+    data_path = str(data)
+    data_digest = str(content_digest(data_path))
+    refuse_training_data(store, cand_version, cand_model, data_path, data_digest)
+    frame = read_table(data_path)
+    target = target or ("target" if "target" in frame.columns else None)
+    if target is None or target not in frame.columns:
+        raise UsageError(
+            f"the evaluation data has no label column {target!r}"
+            if target
+            else "no label column given",
+            hint=f"pass --target COLUMN or set models.{name}.target (columns: "
+            f"{', '.join(map(str, frame.columns))})",
+        )
+    y = frame[target].to_numpy()
+    X = frame.drop(columns=[target])
+    task = task or cand_model.task
+    labels = _Labels(cand_model.classes or []) if task == "classification" else None
+    y_c, pred_c, proba_c = _score(cand_model, X, y, task, labels)
+    champ_model = None
+    if champ_version is not None:
+        champ_model = load_model(champ_version.ref, **load)  # type: ignore[arg-type]
+        y_b, pred_b, proba_b = _score(champ_model, X, y, task, labels)
+    classes = labels.classes if labels is not None else None
+    cand_scored = Scored(
+        task, y_c, pred_c, labels.align(proba_c, cand_model.classes) if labels else None, classes
+    )
+    masks = slice_masks(frame, slices or {})
+    candidate_result = _result(cand_version, cand_model, cand_scored, X, masks, latency_rows)
+    champion_result = None
+    deltas: dict[str, Delta] = {}
+    if champ_model is not None and champ_version is not None:
+        champ_scored = Scored(
+            task,
+            y_b,
+            pred_b,
+            labels.align(proba_b, champ_model.classes) if labels else None,
+            classes,
+        )
+        champion_result = _result(champ_version, champ_model, champ_scored, X, masks, latency_rows)
+        if resamples > 0:
+            deltas = paired_bootstrap(
+                cand_scored, champ_scored, metrics_for(task), resamples, confidence, seed
+            )
+    slice_pairs = {
+        s: (
+            candidate_result.slices[s],
+            None if champion_result is None else champion_result.slices[s],
+        )
+        for s in masks
+    }
+    verdict = check_gates(
+        parsed_gates,
+        candidate_result.metrics,
+        None if champion_result is None else champion_result.metrics,
+        deltas,
+        slice_pairs,
+        alias=gates_alias or against,
+    )
+    return Evaluation(
+        model=name,
+        task=task,
+        target=target,
+        data_path=data_path,
+        data_digest=data_digest,
+        rows=len(frame),
+        against=against,
+        candidate=candidate_result,
+        champion=champion_result,
+        deltas=deltas,
+        slice_rows={s: int(m.sum()) for s, m in masks.items()},
+        verdict=verdict,
+        classes=classes,
+        resamples=resamples if champion_result is not None else 0,
+        confidence=confidence,
+    )
+
+
+def _champion(store: Store, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return resolve(store, f"{name}@{alias}")
+    except NotFound:
+        return None
+
+
+def _result(
+    version: ModelVersion,
+    model: LoadedModel,
+    scored: Scored,
+    X: Any,
+    masks: Mapping[str, np.ndarray],
+    latency_rows: int,
+) -> ModelResult:
+    metrics = point(scored)
+    if latency_rows > 0:
+        timing = latency(model, X, latency_rows)
+        metrics.update({k: v for k, v in timing.items() if k.startswith("latency_")})
+    metrics["size_mb"] = _size_mb(model)
+    if scored.task == "classification":
+        ece = expected_calibration_error(scored)
+        if ece is not None:
+            metrics["calibration_error"] = ece
+    return ModelResult(
+        ref=version.ref,
+        version=version.version,
+        digest=version.digest,
+        metrics=metrics,
+        slices={name: point(scored.subset(mask)) for name, mask in masks.items()},
+        scored=scored,
+        confusion=confusion(scored) if scored.task == "classification" else None,
+        calibration=calibration(scored) if scored.task == "classification" else None,
+    )

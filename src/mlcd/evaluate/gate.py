@@ -1,0 +1,347 @@
+"""Gates: the conditions from ``mlcd.yaml`` ``gates:`` a candidate must meet to take an alias.
+
+Four forms (the grammar is shared with ``mlcd.config`` so typos fail at load time):
+
+* absolute — ``roc_auc >= 0.85``; budgets are absolute gates on ``latency_p99_ms``,
+  ``latency_p50_ms`` or ``size_mb``;
+* relative — ``f1 >= champion.f1 - 0.005``;
+* significance — ``roc_auc better than champion at 95%`` (one-sided paired bootstrap);
+* per slice — ``no slice loses more than 0.02 accuracy``.
+
+With no champion (the first model of a name), relative, significance and slice gates pass
+with a note saying so.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlcd.config import GATE_PATTERNS
+from mlcd.errors import ConfigError
+from mlcd.evaluate.metrics import ALL_METRICS, HIGHER_IS_BETTER
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+_COMPILED = {kind: re.compile(pattern, re.IGNORECASE) for kind, pattern in GATE_PATTERNS.items()}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One parsed gate expression."""
+
+    expression: str
+    kind: str  # absolute | relative | significance | slice
+    metric: str
+    op: str = ">="
+    value: float | None = None  # absolute threshold
+    reference: str | None = None  # champion metric of a relative gate
+    margin: float = 0.0  # relative offset (signed) or slice tolerance
+    level: float | None = None  # significance level, 0-1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "expression": self.expression,
+            "kind": self.kind,
+            "metric": self.metric,
+            "op": self.op,
+            "value": self.value,
+            "reference": self.reference,
+            "margin": self.margin,
+            "level": self.level,
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one gate: observed value, what was required, and by how much."""
+
+    gate: Gate
+    passed: bool
+    observed: float | None
+    required: float | None
+    #: How far from the threshold, positive when passing (in the metric's good direction).
+    slack: float | None
+    detail: str
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.gate.to_dict(),
+            "passed": self.passed,
+            "observed": self.observed,
+            "required": self.required,
+            "slack": self.slack,
+            "detail": self.detail,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """All gates of an alias: passed only when every gate passed."""
+
+    alias: str | None
+    results: tuple[GateResult, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed (vacuously true with no gates)."""
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[GateResult]:
+        """The gates that failed."""
+        return [r for r in self.results if not r.passed]
+
+    def summary(self) -> str:
+        """One line: ``3/4 gates passed; failed: f1 >= ... (short by 0.012)``."""
+        total = len(self.results)
+        ok = total - len(self.failures)
+        line = f"{ok}/{total} gates passed"
+        if self.failures:
+            line += "; failed: " + "; ".join(
+                f"{r.gate.expression} ({r.detail})" for r in self.failures
+            )
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "passed": self.passed,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def _metric(name: str, expression: str, source: str) -> str:
+    name = name.lower()
+    if name not in ALL_METRICS:
+        import difflib
+
+        close = difflib.get_close_matches(name, ALL_METRICS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(ALL_METRICS)}"
+        raise ConfigError(f"{source}: gate {expression!r}: unknown metric '{name}'", hint=hint)
+    return name
+
+
+def parse_gate(expression: str, source: str = "gates") -> Gate:
+    """Parse one gate expression.
+
+    Raises:
+        ConfigError: not one of the four forms, or an unknown metric.
+    """
+    text = " ".join(expression.split())
+    for kind in ("significance", "slice", "relative", "absolute"):
+        match = _COMPILED[kind].fullmatch(text)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        metric = _metric(groups["metric"], expression, source)
+        if kind == "absolute":
+            return Gate(text, kind, metric, groups["op"], value=float(groups["value"]))
+        if kind == "relative":
+            reference = _metric(groups["ref"], expression, source)
+            margin = float(groups["margin"] or 0.0)
+            return Gate(
+                text,
+                kind,
+                metric,
+                groups["op"],
+                reference=reference,
+                margin=-margin if groups.get("sign") == "-" else margin,
+            )
+        if kind == "significance":
+            level = float(groups["level"]) / 100.0
+            if not 0.5 <= level < 1.0:
+                raise ConfigError(
+                    f"{source}: gate {expression!r}: confidence must be between 50% and 100%"
+                )
+            return Gate(text, kind, metric, level=level)
+        return Gate(text, kind, metric, margin=float(groups["margin"]))
+    raise ConfigError(
+        f"{source}: not a gate expression: {expression!r}",
+        hint="write 'roc_auc >= 0.85', 'f1 >= champion.f1 - 0.005', 'roc_auc better than "
+        "champion at 95%' or 'no slice loses more than 0.02 accuracy' (docs/gates.md)",
+    )
+
+
+def parse_gates(expressions: Sequence[str], source: str = "gates") -> list[Gate]:
+    """Parse a list of expressions (all errors are reported together).
+
+    Raises:
+        ConfigError: one or more expressions are invalid.
+    """
+    gates, problems = [], []
+    for index, expression in enumerate(expressions):
+        try:
+            gates.append(parse_gate(expression, f"{source}[{index}]"))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return gates
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _compare(
+    gate: Gate, observed: float | None, required: float, note: str | None = None
+) -> GateResult:
+    if observed is None or not math.isfinite(observed):
+        return GateResult(
+            gate,
+            False,
+            None,
+            required,
+            None,
+            f"{gate.metric} is not available for this model",
+            note,
+        )
+    passed = _OPS[gate.op](observed, required)
+    upward = gate.op in (">=", ">")
+    slack = observed - required if upward else required - observed
+    word = "over" if passed else "short by"
+    if not upward:
+        word = "under" if passed else "over by"
+    detail = f"{gate.metric} = {_fmt(observed)}, required {gate.op} {_fmt(required)} ({word} {_fmt(abs(slack))})"
+    return GateResult(gate, passed, observed, required, slack, detail, note)
+
+
+def check_gates(
+    gates: Sequence[Gate],
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    deltas: Mapping[str, Any] | None = None,
+    slices: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]] | None = None,
+    alias: str | None = None,
+) -> GateVerdict:
+    """Check gates against the candidate's (and champion's) metrics.
+
+    Args:
+        gates: parsed gates.
+        candidate: the candidate's metrics (row metrics and budgets).
+        champion: the champion's metrics, or None when there is no champion yet.
+        deltas: ``{metric: Delta}`` from the paired bootstrap (for significance gates).
+        slices: ``{slice: (candidate metrics, champion metrics or None)}``.
+        alias: the alias the gates belong to (for the report).
+    """
+    results = []
+    for gate in gates:
+        if gate.kind == "absolute":
+            assert gate.value is not None
+            results.append(_compare(gate, candidate.get(gate.metric), gate.value))
+        elif champion is None:
+            results.append(
+                GateResult(
+                    gate,
+                    True,
+                    candidate.get(gate.metric),
+                    None,
+                    None,
+                    "no champion to compare with",
+                    "first model of this name: passes",
+                )
+            )
+        elif gate.kind == "relative":
+            assert gate.reference is not None
+            base = champion.get(gate.reference)
+            if base is None or not math.isfinite(base):
+                results.append(
+                    GateResult(
+                        gate,
+                        False,
+                        candidate.get(gate.metric),
+                        None,
+                        None,
+                        f"the champion has no {gate.reference}",
+                    )
+                )
+                continue
+            results.append(_compare(gate, candidate.get(gate.metric), base + gate.margin))
+        elif gate.kind == "significance":
+            results.append(_significance(gate, (deltas or {}).get(gate.metric)))
+        else:
+            results.append(_slices(gate, slices or {}))
+    return GateVerdict(alias, tuple(results))
+
+
+def _significance(gate: Gate, delta: Any) -> GateResult:
+    assert gate.level is not None
+    level = gate.level
+    if delta is None:
+        return GateResult(
+            gate,
+            False,
+            None,
+            None,
+            None,
+            f"no paired bootstrap of {gate.metric} (not available for both models)",
+        )
+    passed = bool(delta.better_at(level))
+    detail = (
+        f"{gate.metric} delta {delta.delta:+.4g} "
+        f"({int(delta.confidence * 100)}% CI [{delta.low:+.4g}, {delta.high:+.4g}]); "
+        f"candidate better in {delta.p_better:.1%} of resamples, needs {level:.0%}"
+    )
+    return GateResult(gate, passed, delta.delta, 0.0, delta.p_better - level, detail)
+
+
+def _slices(
+    gate: Gate, slices: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]]
+) -> GateResult:
+    if not slices:
+        return GateResult(
+            gate,
+            True,
+            None,
+            gate.margin,
+            None,
+            "no slices declared",
+            "declare slices under models.<name>.slices to make this gate bite",
+        )
+    higher = HIGHER_IS_BETTER.get(gate.metric, True)
+    worst_name, worst_loss = None, -math.inf
+    skipped = []
+    for name, (cand, champ) in slices.items():
+        a = cand.get(gate.metric)
+        b = None if champ is None else champ.get(gate.metric)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+            skipped.append(name)
+            continue
+        loss = (b - a) if higher else (a - b)
+        if loss > worst_loss:
+            worst_name, worst_loss = name, loss
+    if worst_name is None:
+        return GateResult(
+            gate,
+            True,
+            None,
+            gate.margin,
+            None,
+            f"{gate.metric} not available on any slice",
+            f"skipped: {', '.join(skipped)}",
+        )
+    passed = worst_loss <= gate.margin + 1e-12
+    if worst_loss <= 0:
+        detail = (
+            f"no slice loses {gate.metric}; the smallest gain is {_fmt(-worst_loss)} "
+            f"on '{worst_name}'"
+        )
+    else:
+        verb = "within" if passed else "over by"
+        detail = (
+            f"worst slice '{worst_name}' loses {_fmt(worst_loss)} {gate.metric} "
+            f"(limit {_fmt(gate.margin)}; {verb} {_fmt(abs(gate.margin - worst_loss))})"
+        )
+    note = f"skipped slices without data: {', '.join(skipped)}" if skipped else None
+    return GateResult(gate, passed, worst_loss, gate.margin, gate.margin - worst_loss, detail, note)

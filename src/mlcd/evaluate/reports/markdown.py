@@ -1,0 +1,149 @@
+"""The Markdown report: verdict first, ready to paste as a pull-request comment."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from mlcd.evaluate.metrics import HIGHER_IS_BETTER, metrics_for
+
+if TYPE_CHECKING:
+    from mlcd.evaluate.evaluation import Evaluation
+
+_BUDGET_ROWS = ("latency_p50_ms", "latency_p99_ms", "size_mb", "calibration_error")
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "–"
+    return f"{number:.{digits}g}" if abs(number) < 1000 else f"{number:,.0f}"
+
+
+def _signed(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:+.4g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def headline(evaluation: Evaluation) -> str:
+    """The verdict line."""
+    alias = evaluation.verdict.alias or evaluation.against
+    ref = evaluation.candidate.ref
+    results = evaluation.verdict.results
+    if not results:
+        return f"## ➖ NO GATES: {ref} evaluated (no gates declared for `{alias}`)"
+    if evaluation.passed:
+        return f"## ✅ PASSED: {ref} meets all {len(results)} gates of `{alias}`"
+    failed = len(evaluation.verdict.failures)
+    return f"## ❌ FAILED: {ref} fails {failed} of {len(results)} gates of `{alias}`"
+
+
+def render_markdown(evaluation: Evaluation) -> str:
+    """The whole report as Markdown."""
+    e = evaluation
+    lines = [headline(e), ""]
+    champion = (
+        f"champion **{e.champion.ref}** (`{e.against}`)"
+        if e.champion
+        else f"no `{e.against}` yet (first model: relative gates pass)"
+    )
+    lines.append(
+        f"Candidate **{e.candidate.ref}** vs {champion} on `{e.data_path}` "
+        f"({e.rows:,} rows, digest `{e.data_digest[:12]}`), task {e.task}, label `{e.target}`."
+    )
+    if e.champion is not None and e.resamples:
+        lines.append(
+            f"Intervals: paired bootstrap, {e.resamples:,} resamples, "
+            f"{int(e.confidence * 100)}% confidence."
+        )
+    lines.append("")
+    if e.verdict.results:
+        lines += ["### Gates", "", "| | gate | result |", "|---|---|---|"]
+        for result in e.verdict.results:
+            mark = "✅" if result.passed else "❌"
+            detail = result.detail + (f" — {result.note}" if result.note else "")
+            lines.append(f"| {mark} | `{_cell(result.gate.expression)}` | {_cell(detail)} |")
+        lines.append("")
+    lines += _metric_table(e)
+    lines += _slice_table(e)
+    lines += _budget_table(e)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _metric_table(e: Evaluation) -> list[str]:
+    rows = ["### Metrics", ""]
+    if e.champion is None:
+        rows += ["| metric | candidate |", "|---|---|"]
+        for name in metrics_for(e.task):
+            if name in e.candidate.metrics:
+                rows.append(f"| {name} | {_num(e.candidate.metrics[name])} |")
+        return [*rows, ""]
+    level = int(e.confidence * 100)
+    rows += [
+        f"| metric | candidate | champion | delta | {level}% CI | P(better) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in metrics_for(e.task):
+        cand = e.candidate.metrics.get(name)
+        champ = e.champion.metrics.get(name)
+        if cand is None and champ is None:
+            continue
+        delta = e.deltas.get(name)
+        arrow = "↑" if HIGHER_IS_BETTER.get(name, True) else "↓"
+        if delta is not None:
+            rows.append(
+                f"| {name} {arrow} | {_num(cand)} | {_num(champ)} | {_signed(delta.delta)} | "
+                f"[{_signed(delta.low)}, {_signed(delta.high)}] | {delta.p_better:.0%} |"
+            )
+        else:
+            rows.append(f"| {name} {arrow} | {_num(cand)} | {_num(champ)} | – | – | – |")
+    return [*rows, ""]
+
+
+def _slice_table(e: Evaluation) -> list[str]:
+    if not e.slice_rows:
+        return []
+    names = [n for n in metrics_for(e.task)[:3]]
+    header = (
+        "| slice | rows | "
+        + " | ".join(f"{n} (cand / champ)" if e.champion else n for n in names)
+        + " |"
+    )
+    rows = ["### Slices", "", header, "|---|---|" + "---|" * len(names)]
+    for slice_name, count in e.slice_rows.items():
+        cells = []
+        for metric in names:
+            cand = e.candidate.slices.get(slice_name, {}).get(metric)
+            if e.champion is None:
+                cells.append(_num(cand))
+            else:
+                champ = e.champion.slices.get(slice_name, {}).get(metric)
+                cells.append(f"{_num(cand)} / {_num(champ)}")
+        rows.append(f"| {slice_name} | {count:,} | " + " | ".join(cells) + " |")
+    return [*rows, ""]
+
+
+def _budget_table(e: Evaluation) -> list[str]:
+    present = [n for n in _BUDGET_ROWS if n in e.candidate.metrics]
+    if not present:
+        return []
+    if e.champion is None:
+        rows = ["### Budgets", "", "| measure | candidate |", "|---|---|"]
+        rows += [f"| {n} | {_num(e.candidate.metrics[n])} |" for n in present]
+    else:
+        rows = ["### Budgets", "", "| measure | candidate | champion |", "|---|---|---|"]
+        rows += [
+            f"| {n} | {_num(e.candidate.metrics[n])} | {_num(e.champion.metrics.get(n))} |"
+            for n in present
+        ]
+    return [*rows, ""]
