@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "MlcdError": "mlcd.errors",
     "Digest": "mlcd.digest",
+    # monitor: reference profiles (registration hook) and live gauges for the server
+    "compute_reference_profile": "mlcd.monitor",
+    "LiveMonitor": "mlcd.monitor",
     # registry: model packages and loading (mlcd.registry imports SQLAlchemy, not sklearn)
     "save_model": "mlcd.registry",
     "load_model": "mlcd.registry",

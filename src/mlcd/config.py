@@ -159,6 +159,10 @@ class Drift(_Section):
     threshold: float | None = None
     share_threshold: float = Field(default=0.5, gt=0, le=1)
     features: dict[str, FeatureDrift] = Field(default_factory=dict)
+    thresholds: dict[DriftMethod, float] = Field(default_factory=dict)
+    bins: int = Field(default=10, ge=2, le=1000)
+    sample_size: int | None = Field(default=100_000, gt=0)
+    max_values: int | None = Field(default=1_000_000, gt=0)
 
 
 class Webhook(_Section):
@@ -179,6 +183,8 @@ class Monitor(_Section):
     performance_threshold: float | None = None
     max_missing_share: float = Field(default=0.1, ge=0, le=1)
     max_out_of_range_share: float = Field(default=0.1, ge=0, le=1)
+    performance_min_labels: int = Field(default=30, gt=0)
+    label_horizon: str = "30d"
     alerts: Alerts = Alerts()
 
 

@@ -1,0 +1,323 @@
+"""Column summaries built chunk by chunk: the one reduction behind profiles and windows.
+
+A reference profile and a current window are summarised the same way, so their numbers
+compare like for like. Memory stays bounded whatever the window's size: a chunk of rows is
+reduced into counts, running moments and a sample of at most ``max_values`` values per
+numeric column (a uniform sample without replacement once the cap is passed, kept by the
+smallest of independent random keys, so every value has the same chance whatever the chunk
+it came in). Counts (missing, out-of-range, bins, categories) are exact over every row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from mlcd.monitor.stats import Floats, Ints
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Kind = Literal["numeric", "categorical"]
+#: Category kept as counted; values past ``max_categories`` distinct ones land in OTHER.
+OTHER = "__other__"
+DEFAULT_MAX_VALUES = 1_000_000
+DEFAULT_MAX_CATEGORIES = 10_000
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """What a column looked like over a reference set or a window."""
+
+    name: str
+    kind: Kind
+    rows: int = 0
+    missing: int = 0
+    #: values that are not of the column's kind (text in a numeric column, a list, ...)
+    invalid: int = 0
+    # ---- numeric
+    #: finite values, sorted: all of them, or a uniform sample when ``sampled``
+    values: Floats | None = field(default=None, repr=False, compare=False)
+    count: int = 0
+    non_finite: int = 0
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    #: counts per bin of the reference's binning (numeric), or None
+    bin_counts: Ints | None = field(default=None, repr=False, compare=False)
+    #: finite values below the reference minimum / above its maximum
+    below: int = 0
+    above: int = 0
+    # ---- categorical
+    categories: dict[str, int] = field(default_factory=dict, repr=False)
+    #: values never seen in the reference (current windows only)
+    unseen: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        """Whether ``values`` is a sample rather than every finite value."""
+        return self.values is not None and self.values.size < self.count
+
+    @property
+    def present(self) -> int:
+        """Rows with a usable value (not missing, not invalid, finite)."""
+        if self.kind == "numeric":
+            return self.count
+        return self.rows - self.missing - self.invalid
+
+    @property
+    def out_of_range(self) -> int:
+        """Values outside the reference range, infinities included."""
+        return self.below + self.above + self.non_finite
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scalar fields (arrays and category counts left out)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "rows": self.rows,
+            "missing": self.missing,
+            "invalid": self.invalid,
+        }
+        if self.kind == "numeric":
+            out.update(
+                count=self.count,
+                sampled=self.sampled,
+                non_finite=self.non_finite,
+                min=self.min,
+                max=self.max,
+                mean=self.mean,
+                std=self.std,
+                below=self.below,
+                above=self.above,
+            )
+        else:
+            out.update(distinct=len(self.categories), unseen=self.unseen)
+        return out
+
+
+def category_text(value: Any) -> str:
+    """The canonical text of a category value: ``1``, ``1.0`` and ``"1"`` are one category."""
+    if isinstance(value, bool | np.bool_):
+        return "True" if value else "False"
+    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def as_categories(series: pd.Series) -> tuple[pd.Series, int]:
+    """A column as canonical category strings (missing stays missing), and its invalid count."""
+    import pandas as pd
+
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        present = series.dropna()
+        flags = present.to_numpy(dtype=bool)
+        return pd.Series(np.where(flags, "True", "False"), index=present.index), 0
+    if pd.api.types.is_integer_dtype(dtype):
+        return series.dropna().astype("int64").astype(str), 0
+    if pd.api.types.is_float_dtype(dtype):
+        present = series.dropna()
+        values = present.to_numpy(dtype=np.float64)
+        integral = np.isfinite(values) & (values == np.trunc(values))
+        if integral.all():
+            return pd.Series(values.astype(np.int64).astype(str), index=present.index), 0
+        return present.map(category_text), 0
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return series.dropna().astype(str), 0
+    present = series.dropna()
+    nested = present.map(lambda v: isinstance(v, list | dict | tuple | set | np.ndarray))
+    invalid = int(nested.sum())
+    return present[~nested].map(category_text), invalid
+
+
+def as_numbers(series: pd.Series) -> tuple[Floats, int]:
+    """A column as float64 (missing and unparseable values as NaN), and its invalid count."""
+    import pandas as pd
+
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan), 0
+    coerced = pd.to_numeric(series, errors="coerce")
+    invalid = int((coerced.isna() & series.notna()).sum())
+    return coerced.to_numpy(dtype=np.float64, na_value=np.nan), invalid
+
+
+class ColumnAccumulator:
+    """Reduces the chunks of one column into a :class:`ColumnSummary`."""
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        *,
+        binning: Any = None,
+        bounds: tuple[float | None, float | None] = (None, None),
+        known: frozenset[str] | None = None,
+        max_values: int | None = DEFAULT_MAX_VALUES,
+        max_categories: int = DEFAULT_MAX_CATEGORIES,
+        seed: int = 0,
+    ) -> None:
+        self.name = name
+        self.kind: Kind = kind
+        self.binning = binning
+        self.bounds = bounds
+        self.known = known
+        self.max_values = max_values
+        self.max_categories = max_categories
+        self._rng = np.random.default_rng(seed)
+        self.rows = self.missing = self.invalid = 0
+        self.count = self.non_finite = self.below = self.above = 0
+        self._min = math.inf
+        self._max = -math.inf
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._parts: list[Floats] = []
+        self._stored = 0
+        self._keys: Floats | None = None  # random keys, once the sample cap is passed
+        self._bins: Ints | None = None  # bin counts of values dropped from the sample
+        self.categories: dict[str, int] = {}
+        self.unseen = 0
+
+    def add(self, series: pd.Series) -> None:
+        """Fold one chunk of the column in."""
+        self.rows += len(series)
+        if self.kind == "numeric":
+            self._add_numeric(series)
+        else:
+            self._add_categorical(series)
+
+    # ------------------------------------------------------------ numeric
+    def _add_numeric(self, series: pd.Series) -> None:
+        values, invalid = as_numbers(series)
+        nan = np.isnan(values)
+        self.invalid += invalid
+        self.missing += int(nan.sum()) - invalid
+        finite_mask = np.isfinite(values)
+        self.non_finite += int(values.size - finite_mask.sum() - nan.sum())
+        finite = values[finite_mask] if not finite_mask.all() else values
+        if finite.size == 0:
+            return
+        self._moments(finite)
+        low, high = self.bounds
+        if low is not None:
+            self.below += int(np.count_nonzero(finite < low))
+        if high is not None:
+            self.above += int(np.count_nonzero(finite > high))
+        self._keep(np.array(finite, dtype=np.float64, copy=True))
+
+    def _moments(self, finite: Floats) -> None:
+        # Chan et al.'s pairwise update: exact-enough variance in any chunking.
+        n_b = finite.size
+        mean_b = float(finite.mean())
+        m2_b = float(np.square(finite - mean_b).sum())
+        n_a = self.count
+        total = n_a + n_b
+        delta = mean_b - self._mean
+        self._mean += delta * n_b / total
+        self._m2 += m2_b + delta * delta * n_a * n_b / total
+        self.count = total
+        self._min = min(self._min, float(finite.min()))
+        self._max = max(self._max, float(finite.max()))
+
+    def _keep(self, finite: Floats) -> None:
+        cap = self.max_values
+        if cap is None or (self._keys is None and self._stored + finite.size <= cap):
+            self._parts.append(finite)
+            self._stored += finite.size
+            return
+        stored = np.concatenate([*self._parts, finite])
+        if self._keys is None:
+            keys = self._rng.random(stored.size)
+        else:
+            keys = np.concatenate([self._keys, self._rng.random(finite.size)])
+        if stored.size > cap:
+            order = np.argpartition(keys, cap - 1)
+            keep, drop = order[:cap], order[cap:]
+            if self.binning is not None:
+                # Bins count every value: those leaving the sample are counted now, the
+                # kept ones once sorted at the end (cheaper than binning every chunk).
+                counts = np.bincount(self.binning.assign(stored[drop]), minlength=self.binning.size)
+                self._bins = counts if self._bins is None else self._bins + counts
+            stored, keys = stored[keep], keys[keep]
+        self._parts, self._keys, self._stored = [stored], keys, stored.size
+
+    # ------------------------------------------------------------ categorical
+    def _add_categorical(self, series: pd.Series) -> None:
+        texts, invalid = as_categories(series)
+        self.invalid += invalid
+        self.missing += len(series) - len(texts) - invalid
+        if texts.empty:
+            return
+        counts = texts.value_counts(sort=False)
+        for key, value in zip(counts.index.tolist(), counts.tolist(), strict=True):
+            if key in self.categories:
+                self.categories[key] += int(value)
+            elif len(self.categories) < self.max_categories:
+                self.categories[key] = int(value)
+            else:
+                self.categories[OTHER] = self.categories.get(OTHER, 0) + int(value)
+            if self.known is not None and key not in self.known:
+                self.unseen += int(value)
+
+    # ------------------------------------------------------------ result
+    def finish(self) -> ColumnSummary:
+        """The summary of everything added so far (sorts the kept values)."""
+        if self.kind == "categorical":
+            return ColumnSummary(
+                name=self.name,
+                kind="categorical",
+                rows=self.rows,
+                missing=self.missing,
+                invalid=self.invalid,
+                categories=dict(self.categories),
+                unseen=self.unseen,
+            )
+        values = np.concatenate(self._parts) if self._parts else np.empty(0, dtype=np.float64)
+        values.sort()
+        has = self.count > 0
+        bins = None
+        if self.binning is not None:
+            bins = self.binning.count_sorted(values)
+            if self._bins is not None:
+                bins = bins + self._bins
+        return ColumnSummary(
+            name=self.name,
+            kind="numeric",
+            rows=self.rows,
+            missing=self.missing,
+            invalid=self.invalid,
+            values=values,
+            count=self.count,
+            non_finite=self.non_finite,
+            min=self._min if has else None,
+            max=self._max if has else None,
+            mean=self._mean if has else None,
+            std=math.sqrt(self._m2 / self.count) if has else None,
+            bin_counts=bins,
+            below=self.below,
+            above=self.above,
+        )
+
+
+def workers() -> int:
+    """Threads for column-parallel work: every core (numpy sorts release the GIL)."""
+    import os
+
+    return max(1, min(32, os.cpu_count() or 1))
+
+
+def map_columns(work: Any, items: list[Any]) -> list[Any]:
+    """``[work(item) for item in items]`` on a thread per core, in order."""
+    if len(items) <= 1 or workers() == 1:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="mlcd-monitor") as pool:
+        return list(pool.map(work, items))
