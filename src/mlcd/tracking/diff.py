@@ -346,7 +346,20 @@ def run_snapshot(conn: Any, ref: str) -> Snapshot:
 
     record = get(conn, ref)
     label = f"run {record.id[:8]}" + (f" ({record.name})" if record.name else "")
-    return Snapshot(label, dict(record.params), dict(record.metrics))
+    params = {key: _param_value(value) for key, value in record.params.items()}
+    return Snapshot(label, params, dict(record.metrics))
+
+
+def _param_value(text: str | None) -> Any:
+    """A stored param (text) as the number it spells, if it does: ``"0.1"`` -> ``0.1``."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    number = _number(text)
+    return text if number is None else number
 
 
 def resolve_side(
@@ -367,7 +380,7 @@ def resolve_side(
         read: a context manager factory giving a store connection (``store.read``).
 
     Raises:
-        NotFound: neither a revision nor a run.
+        UsageError: neither a revision nor a run.
     """
     if ref is None or ref == WORKSPACE:
         return workspace_snapshot(root, config)
@@ -376,7 +389,7 @@ def resolve_side(
         rev = ref.removeprefix("rev:")
         commit = resolve_revision(root, rev)
         if commit is None:
-            raise NotFound(f"'{rev}' is not a git revision here", hint="check 'git log'")
+            raise UsageError(f"'{rev}' is not a git revision here", hint="check 'git log'")
         return revision_snapshot(root, rev, commit, default_file)
     if not ref.startswith("run:"):
         commit = resolve_revision(root, ref)
@@ -387,7 +400,7 @@ def resolve_side(
         with read() as conn:
             return run_snapshot(conn, run_ref)
     except NotFound:
-        raise NotFound(
+        raise UsageError(
             f"'{ref}' is neither a git revision nor a run",
             hint="give a commit, branch or tag (e.g. HEAD~1), or a run id/name from 'mlcd runs list'",
         ) from None
