@@ -160,8 +160,17 @@ def test_against_a_run_in_the_store(repo: Path, project_store) -> None:
 def test_revision_without_a_lock_is_empty_with_a_note(repo: Path) -> None:
     empty_tree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
     commit = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-        + ["commit-tree", empty_tree, "-m", "before mlcd"],
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit-tree",
+            empty_tree,
+            "-m",
+            "before mlcd",
+        ],
         cwd=repo,
         check=True,
         capture_output=True,
