@@ -310,7 +310,13 @@ class PredictionService:
                 latency_ms=elapsed * 1000,
                 status=status,
                 request_ids=ids,
-                features=inputs.column_values() if inputs is not None else None,
+                # Rejected rows keep the feature columns (null) so every segment of a version
+                # has the same schema.
+                features=(
+                    inputs.column_values()
+                    if inputs is not None
+                    else dict.fromkeys(served.plan.names)
+                ),
                 predictions=predictions,
                 proba=positive,
                 error=error,
