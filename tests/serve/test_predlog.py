@@ -67,7 +67,7 @@ def test_logged_rows_equal_predictions_answered(
 def test_rejected_requests_are_logged_with_their_error(
     registry: Registry, cancer_server: tuple[Running, pd.DataFrame, Any]
 ) -> None:
-    server, X, _ = cancer_server
+    server, _X, _ = cancer_server
     bad = server.client.post(URL, json=[{"nope": 1}], headers={"x-request-id": "bad-1"})
     assert bad.status_code == 422
     server.service.predlog.flush()

@@ -79,7 +79,7 @@ def test_alias_move_under_load_drops_nothing(
 def test_a_version_that_fails_warm_up_leaves_the_old_one_serving(
     registry: Registry, cancer_server: tuple[Running, pd.DataFrame, Any]
 ) -> None:
-    server, X, model = cancer_server
+    server, X, _model = cancer_server
     # Fitted on 30 columns but packaged with a 5-column signature: every prediction fails.
     broken = registry.register("cancer", cancer_model(), X.iloc[:50, :5], alias="champion")
     holder = server.service.primary
