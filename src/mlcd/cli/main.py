@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="mlcd", standalone_mode=False)
-        code = 0
+        returned = command.main(args=argv, prog_name="mlcd", standalone_mode=False)
+        # Without standalone mode typer *returns* the code of typer.Exit (130 for Ctrl-C).
+        code = returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
     except MlcdError as exc:
         from mlcd.cli.output import fail
 
