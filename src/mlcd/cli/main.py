@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "serve_cmd",
     "pipeline_cmd",
     "models_cmd",
+    "monitor_cmd",
 )
 
 

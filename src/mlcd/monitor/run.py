@@ -255,6 +255,7 @@ def run_monitor(
     root = Path(root)
     now = time.time() if now is None else now
     monitor = config.monitor
+    window = Window.parse(since, last, now, monitor.window)  # usage errors before any work
     subject = resolve_subject(store, target)
     model_config = config.models.get(subject.model)
     label = (model_config.target if model_config and model_config.target else None) or "label"
@@ -262,7 +263,6 @@ def run_monitor(
     profile = _reference(subject, reference, config, root, objects, [label])
     settings = DriftSettings.from_config(monitor.drift)
     warnings: list[str] = []
-    window = Window.parse(since, last, now, monitor.window)
     task = infer_task(config, subject.model, profile)
     file_tallies: dict[str, Tally] = {}
     has_labels: list[bool] = []
