@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import TrackingError, UsageError
-from mlcd.tracking.session import Session, track
+from mlcd.tracking.session import Session, shared_store, track
 
 #: Runs opened with start_run in this process, innermost last.
 _stack: list[Session] = []
@@ -126,17 +126,14 @@ def start_run(
         ConfigError: no ``mlcd.yaml`` found, or it is invalid.
         StoreError: the store could not be opened or written.
     """
-    from mlcd.config import find_root, load_config
-    from mlcd.store import Store, runs
-    from mlcd.tracking.git import git_state
+    from mlcd.store import runs
+    from mlcd.tracking.git import cached_git_state
 
-    start = project if project is not None else os.environ.get("MLCD_PROJECT") or "."
-    root = find_root(start)
-    config = load_config(root)
+    root, config = _project(project)
     parent = _stack[-1].run_id if _stack else os.environ.get("MLCD_RUN_ID") or None
-    git = git_state(root)
+    git = cached_git_state(root)
     user = os.environ.get("MLCD_ACTOR") or _user()
-    store = Store(config.store, root=root)
+    store = shared_store(config.store, root)
     all_tags = {**({"mlcd.branch": git.branch} if git.branch else {}), **(tags or {})}
 
     def create(conn: Any) -> str:
@@ -153,11 +150,7 @@ def start_run(
             runs.set_tags(conn, run_id, all_tags)
         return run_id
 
-    try:
-        run_id = store.transact(create)
-    except BaseException:
-        store.dispose()
-        raise
+    run_id = store.transact(create)
     session = Session(
         run_id,
         store=store,
@@ -165,11 +158,30 @@ def start_run(
         artifacts_url=config.artifacts,
         stage=os.environ.get("MLCD_STAGE") or None,
         owns_run=True,
-        owns_store=True,
+        owns_store=False,
         name=name,
     )
     _stack.append(track(session))
     return ActiveRun(session)
+
+
+#: project folder -> (root, mlcd.yaml mtime, MLCD_* overrides, config): parsed once per change.
+_configs: dict[str, tuple[Path, float, tuple[str, ...], Any]] = {}
+
+
+def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
+    from mlcd.config import CONFIG_FILE, find_root, load_config
+
+    start = project if project is not None else os.environ.get("MLCD_PROJECT") or "."
+    root = find_root(start)
+    stamp = (root / CONFIG_FILE).stat().st_mtime
+    env = tuple(os.environ.get(n, "") for n in ("MLCD_STORE", "MLCD_ARTIFACTS", "MLCD_REMOTE"))
+    cached = _configs.get(str(root))
+    if cached is not None and cached[1] == stamp and cached[2] == env:
+        return root, cached[3]
+    config = load_config(root)
+    _configs[str(root)] = (root, stamp, env, config)
+    return root, config
 
 
 def _user() -> str | None:
@@ -432,15 +444,9 @@ def search_runs(
     Raises:
         FilterError: the filter or order is malformed (the message shows where).
     """
-    from mlcd.config import find_root, load_config
-    from mlcd.store import Store
     from mlcd.tracking.query import search
 
     flush()
-    root = find_root(project if project is not None else os.environ.get("MLCD_PROJECT") or ".")
-    store = Store(load_config(root).store, root=root)
-    try:
-        with store.read() as conn:
-            return [r.to_dict() for r in search(conn, filter, order_by, limit)]
-    finally:
-        store.dispose()
+    root, config = _project(project)
+    with shared_store(config.store, root).read() as conn:
+        return [r.to_dict() for r in search(conn, filter, order_by, limit)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,24 @@ def git_state(root: str | os.PathLike[str]) -> GitState:
         dirty=bool(status.stdout.strip()) if status.returncode == 0 else None,
         branch=branch.stdout.strip() or None if branch.returncode == 0 else None,
     )
+
+
+#: How long a process reuses what it read of a repository's state, in seconds.
+STATE_TTL = 10.0
+_state_cache: dict[str, tuple[float, GitState]] = {}
+
+
+def cached_git_state(root: str | os.PathLike[str]) -> GitState:
+    """``git_state``, read at most every ``STATE_TTL`` seconds per repository: a sweep that
+    starts thousands of runs does not start three git processes for each."""
+    key = str(Path(root).absolute())
+    now = time.monotonic()
+    cached = _state_cache.get(key)
+    if cached is not None and now - cached[0] < STATE_TTL:
+        return cached[1]
+    state = git_state(root)
+    _state_cache[key] = (now, state)
+    return state
 
 
 def resolve_revision(root: str | os.PathLike[str], rev: str) -> str | None:
