@@ -269,6 +269,40 @@ def push(
     return report
 
 
+def _restorable_outputs(snapshot: Snapshot, store: Store, statcache: StatCache) -> list[str]:
+    """Digests ``mlcd run`` would restore from the run cache, stage after stage.
+
+    Each stage's fingerprint is computed as if its upstream stages had already been restored
+    from their entries, so a whole chain that ran elsewhere comes down in one pull.
+    """
+    from mlcd.pipeline.fingerprint import stage_fingerprint, stage_params
+    from mlcd.pipeline.status import Digests
+    from mlcd.store import cache
+
+    try:
+        snapshot.dag.check_deps_exist(snapshot.root)
+    except MlcdError:
+        return []  # 'mlcd run' will say what is missing
+    digests = Digests(snapshot.root, statcache)
+    expected: dict[str, str] = {}
+    wanted: list[str] = []
+    with store.read() as conn:
+        for name in snapshot.dag.order:
+            spec = snapshot.stages[name]
+            try:
+                params = stage_params(spec, snapshot.params)
+            except MlcdError:
+                continue
+            deps = {dep: expected.get(dep, digests.of(dep)) for dep in spec.deps}
+            entry = cache.get_entry(conn, stage_fingerprint(spec, deps, params))
+            if entry is None:
+                continue
+            outputs = {p: d for p, d in entry["outputs"].items() if p in spec.produced}
+            expected.update(outputs)
+            wanted.extend(outputs.values())
+    return wanted
+
+
 def _stage_outputs(snapshot: Snapshot) -> list[str]:
     return [p for spec in snapshot.stages.values() for p in spec.produced]
 
@@ -293,7 +327,6 @@ def pull(
     """
     from mlcd.pipeline.data import find_pointers
     from mlcd.pipeline.outputs import restore_outputs
-    from mlcd.pipeline.status import pipeline_status
     from mlcd.store import cache
 
     report = TransferReport(remote.url)
@@ -327,13 +360,7 @@ def pull(
     report.restored = restore_outputs(local, statcache, root, restore, current)
 
     # Stages whose inputs changed since mlcd.lock: fetch what the run cache can restore.
-    try:
-        states = pipeline_status(snapshot, statcache)
-    except MlcdError:
-        states = []  # a dep still missing: 'mlcd run' will say which
-    with store.read() as conn:
-        entries = [cache.get_entry(conn, s.fingerprint) for s in states if s.stale]
-    extra = [d for e in entries if e is not None for d in e["outputs"].values()]
+    extra = _restorable_outputs(snapshot, store, statcache)
     if extra:
         copied, present = copy_missing(remote, local, _available(remote, extra, report), progress)
         report.objects_copied += copied
