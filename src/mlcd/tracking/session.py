@@ -140,18 +140,9 @@ class Session:
         """Buffer one metric point (see ``mlcd.log_metric``)."""
         if key.__class__ is not str or not 0 < len(key) <= KEY_MAX:
             check_key(key, "metric")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"metric {key!r}: value {value!r} is not a number",
-                hint="log a float or an int (numpy scalars and 0-d tensors work too)",
-            ) from None
+        number = value if value.__class__ is float else _check_value(key, value)
         if number - number != 0.0:
-            raise UsageError(
-                f"metric {key!r} is {number}: only finite numbers are stored",
-                hint="skip the point, or log a bounded stand-in (the loss may have diverged)",
-            )
+            number = _check_value(key, number)
         stamp = time.time() if timestamp is None else float(timestamp)
         with self._lock:
             if step is None:
@@ -178,10 +169,24 @@ class Session:
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
     ) -> None:
-        """Buffer several metric points with the same step and time."""
-        stamp = time.time() if timestamp is None else timestamp
-        for key, value in metrics.items():
-            self.log_metric(key, value, step, stamp)
+        """Buffer several metric points with the same step and time (all or none)."""
+        stamp = time.time() if timestamp is None else float(timestamp)
+        checked = [
+            (check_key(key, "metric"), _check_value(key, value)) for key, value in metrics.items()
+        ]
+        if step is not None and (step.__class__ is not int or not -_STEP_MAX <= step <= _STEP_MAX):
+            step = _check_step(next(iter(metrics), "?"), step)
+        with self._lock:
+            steps = self._steps
+            for key, number in checked:
+                at = steps.get(key, -1) + 1 if step is None else step
+                steps[key] = at
+                self._metrics.append((key, number, at, stamp))
+            pending = len(self._metrics)
+        if pending >= self.settings.batch_size:
+            self._nudge(pending)
+        elif self._thread is None:
+            self._start()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Buffer params (a later value for a key replaces the earlier one)."""
@@ -391,6 +396,22 @@ class Session:
         self.owns_run = False
         self._checked_run = True
         self._reset_buffers()
+
+
+def _check_value(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"metric {key!r}: value {value!r} is not a number",
+            hint="log a float or an int (numpy scalars and 0-d tensors work too)",
+        ) from None
+    if number - number != 0.0:
+        raise UsageError(
+            f"metric {key!r} is {number}: only finite numbers are stored",
+            hint="skip the point, or log a bounded stand-in (the loss may have diverged)",
+        )
+    return number
 
 
 def _check_step(key: str, step: Any) -> int:
