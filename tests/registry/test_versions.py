@@ -206,6 +206,7 @@ def _concurrent_registration(tmp_path: Path, url: str, workers: int = 6, each: i
     assert [p.exitcode for p in procs] == [0] * workers
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_concurrent_registration_is_gap_free_and_unique_on_postgres(
     tmp_path: Path, pg_url: str, open_store

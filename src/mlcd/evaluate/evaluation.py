@@ -33,12 +33,15 @@ from mlcd.evaluate.metrics import (
 from mlcd.objects import ObjectStore
 from mlcd.registry import (
     LoadedModel,
+    ModelPackage,
     ModelVersion,
     content_digest,
+    fetch,
     get_version,
     load_model,
     resolve,
 )
+from mlcd.registry.context import default_cache_dir
 from mlcd.store import Store
 from mlcd.store.tables import run_artifacts
 
@@ -163,14 +166,18 @@ def training_digests(store: Store, version: ModelVersion, lineage: Mapping[str, 
 
 
 def refuse_training_data(
-    store: Store, version: ModelVersion, model: LoadedModel, data_path: str, data_digest: str
+    store: Store,
+    version: ModelVersion,
+    lineage: Mapping[str, Any],
+    data_path: str,
+    data_digest: str,
 ) -> None:
     """Raise if ``data_digest`` is among the candidate's training inputs.
 
     Raises:
         UsageError: the evaluation data was used to train the candidate.
     """
-    if data_digest in training_digests(store, version, model.package.lineage):
+    if data_digest in training_digests(store, version, lineage):
         raise UsageError(
             f"refusing to evaluate {version.ref} on {data_path}: that data (digest "
             f"{data_digest[:12]}) is among the data the model was trained on",
@@ -299,10 +306,16 @@ def evaluate(
     cand_version = get_version(store, name, candidate)
     champ_version = _champion(store, name, against)
     load = dict(store=store, objects=objects, cache_dir=cache_dir, trusted=trusted)
-    cand_model = load_model(cand_version.ref, **load)  # type: ignore[arg-type]
     data_path = str(data)
+    if not Path(data_path).exists():
+        read_table(data_path)  # raises the helpful "does not exist" error
     data_digest = str(content_digest(data_path))
-    refuse_training_data(store, cand_version, cand_model, data_path, data_digest)
+    # The lineage is in model.yaml: check it before paying for the flavor's imports.
+    lineage = ModelPackage.read(
+        fetch(objects, cand_version, cache_dir or default_cache_dir()), verify=False
+    ).lineage
+    refuse_training_data(store, cand_version, lineage, data_path, data_digest)
+    cand_model = load_model(cand_version.ref, **load)  # type: ignore[arg-type]
     frame = read_table(data_path)
     target = target or ("target" if "target" in frame.columns else None)
     if target is None or target not in frame.columns:
