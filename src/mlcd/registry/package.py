@@ -326,8 +326,8 @@ def save_model(
         except ImportError as exc:
             raise missing_library(impl.name, exc) from exc
         classes = impl.classes(model)
-        predictions, proba = (None, False)
-        if frame is not None:
+        predictions, proba = None, callable(getattr(model, "predict_proba", None))
+        if frame is not None and classes is None:  # a regressor: learn the output dtype
             predictions, proba = _predictions(model, frame, input_type)
         output = (
             infer_output(predictions, classes, proba or classes is not None)

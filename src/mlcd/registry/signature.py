@@ -8,7 +8,6 @@ first data-quality reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,14 +160,6 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype)
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _plain(value: Any) -> Any:
     """A YAML-safe scalar (numpy scalars become Python ones)."""
     if hasattr(value, "item") and callable(value.item):
@@ -212,6 +203,7 @@ def as_frame(sample: Any) -> tuple[Any, str]:
 
 def infer_inputs(frame: Any) -> tuple[ColumnSpec, ...]:
     """Column specs of a DataFrame: ranges for numbers, categories for the rest."""
+    import numpy as np
     import pandas as pd
 
     specs = []
@@ -232,15 +224,17 @@ def infer_inputs(frame: Any) -> tuple[ColumnSpec, ...]:
                 )
             )
         elif pd.api.types.is_numeric_dtype(dtype):
-            values = series.dropna()
+            # numpy directly: pandas' reductions cost ~0.5 ms a column on small samples
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            values = values[np.isfinite(values)]
             specs.append(
                 ColumnSpec(
                     str(name),
                     _dtype_name(dtype),
                     "numeric",
                     nullable,
-                    _finite(values.min()) if len(values) else None,
-                    _finite(values.max()) if len(values) else None,
+                    float(values.min()) if values.size else None,
+                    float(values.max()) if values.size else None,
                 )
             )
         else:

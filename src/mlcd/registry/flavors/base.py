@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -61,11 +62,19 @@ class Flavor(ABC):
         """Installed versions of the flavor's libraries."""
         found = {}
         for library in self.libraries:
-            try:
-                found[library] = importlib.metadata.version(library)
-            except importlib.metadata.PackageNotFoundError:
-                continue
+            version = installed_version(library)
+            if version is not None:
+                found[library] = version
         return found
+
+
+@functools.cache
+def installed_version(library: str) -> str | None:
+    """The installed version of a distribution (cached: reading metadata costs milliseconds)."""
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def module_of(model: Any) -> str:
