@@ -103,6 +103,20 @@ def test_missing_input_column_is_a_usage_error_naming_it(
         loaded.predict(pd.DataFrame({"age": [30], "spend": [1.0]}))
 
 
+def test_numbers_sent_as_text_are_converted_and_bad_ones_named(
+    tmp_path: Path, frame: pd.DataFrame
+) -> None:
+    model = save_churn_model(tmp_path / "pkg", frame)
+    loaded = load_model(tmp_path / "pkg")
+    rows = pd.DataFrame({"age": ["61", "22"], "spend": ["10.5", "80"], "plan": ["a", "b"]})
+
+    expected = model.predict(rows.astype({"age": int, "spend": float}))
+
+    assert loaded.predict(rows).tolist() == expected.tolist()
+    with pytest.raises(UsageError, match="column 'age' must be numeric"):
+        loaded.predict(rows.assign(age=["old", "young"]))
+
+
 def test_tampered_model_file_is_refused_naming_the_file(
     tmp_path: Path, frame: pd.DataFrame
 ) -> None:

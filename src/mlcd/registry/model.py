@@ -79,8 +79,15 @@ class LoadedModel:
             frame = frame[columns]
             for spec in self.signature.inputs:
                 series = frame[spec.name]
-                if spec.kind == "numeric" and series.dtype == object:
-                    frame = frame.assign(**{spec.name: pd.to_numeric(series, errors="raise")})
+                if spec.kind == "numeric" and not pd.api.types.is_numeric_dtype(series.dtype):
+                    try:
+                        converted = pd.to_numeric(series, errors="raise")
+                    except (ValueError, TypeError) as exc:
+                        raise UsageError(
+                            f"column '{spec.name}' must be numeric ({spec.dtype}): {exc}",
+                            hint="send numbers (or null where the column is nullable)",
+                        ) from exc
+                    frame = frame.assign(**{spec.name: converted})
         if self.signature.input_type == INPUT_NDARRAY:
             return frame.to_numpy()
         return frame
