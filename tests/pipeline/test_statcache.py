@@ -130,3 +130,30 @@ def test_damaged_cache_file_is_rebuilt(tmp_path: Path) -> None:
         assert cache.file_digest(path) == hash_file(path).hex
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM stat").fetchone() == (1,)
+
+
+def test_unchanged_folder_is_answered_from_its_listing_record(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, 50)
+    with StatCache(tmp_path / "stat.db") as cache:
+        digest = cache.dir_digest(folder)
+    with sqlite3.connect(tmp_path / "stat.db") as conn:
+        conn.execute("DELETE FROM stat")  # only the folder record is left to answer from
+
+    with StatCache(tmp_path / "stat.db") as cache:
+        assert cache.dir_digest(folder) == digest
+        assert cache.hashed_files == 0
+
+
+def test_added_file_invalidates_the_folder_record(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, 50)
+    with StatCache(tmp_path / "stat.db") as cache:
+        before = cache.dir_digest(folder)
+    extra = folder / "part-0" / "new.bin"
+    extra.write_bytes(b"new")
+    _age(extra)
+
+    with StatCache(tmp_path / "stat.db") as cache:
+        after = cache.dir_digest(folder)
+        assert cache.hashed_files == 1
+    assert after != before
+    assert after == str(LocalObjectStore(tmp_path / "objects").put_dir(folder))

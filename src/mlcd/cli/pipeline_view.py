@@ -229,14 +229,15 @@ def show_status(
     from mlcd.pipeline.data import data_status
     from mlcd.pipeline.snapshot import find_root, load_snapshot
     from mlcd.pipeline.statcache import StatCache
-    from mlcd.pipeline.status import pipeline_status
+    from mlcd.pipeline.status import Digests, pipeline_status
 
     root = find_root()
     snapshot = load_snapshot(root)
     with StatCache(snapshot.state_dir / "statcache.db") as statcache:
-        states = pipeline_status(snapshot, statcache, tuple(stages or ()))
+        digests = Digests(root, statcache)  # a dep that is also tracked data is hashed once
+        states = pipeline_status(snapshot, statcache, tuple(stages or ()), digests)
         produced = [p for spec in snapshot.stages.values() for p in spec.produced]
-        data = [] if stages else data_status(root, statcache, skip=produced)
+        data = [] if stages else data_status(root, statcache, produced, digests)
     stale = [s for s in states if s.stale or s.upstream]
     changed = [d for d in data if d.status != "unchanged"]
     if as_json:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import PipelineError, UsageError
-from mlcd.pipeline.outputs import ensure_gitignored
 from mlcd.pipeline.statcache import StatCache
+from mlcd.pipeline.status import Digests
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -140,11 +140,14 @@ def find_pointers(root: Path, skip: Iterable[str] = ()) -> list[Pointer]:
     return sorted(found, key=lambda p: p.path)
 
 
-def data_status(root: Path, statcache: StatCache, skip: Iterable[str] = ()) -> list[DataState]:
+def data_status(
+    root: Path, statcache: StatCache, skip: Iterable[str] = (), digests: Digests | None = None
+) -> list[DataState]:
     """Each tracked path against its pointer (the stat cache keeps this to stat calls)."""
+    digests = digests or Digests(root, statcache)
     states = []
     for pointer in find_pointers(root, skip):
-        current = statcache.path_digest(root / pointer.path)
+        current = digests.of(pointer.path)
         if current is None:
             status = "missing"
         elif current != pointer.digest:
@@ -212,6 +215,7 @@ def add_data(
     """
     from mlcd.digest import Digest
     from mlcd.pipeline.lockfile import write_atomic
+    from mlcd.pipeline.outputs import ensure_gitignored
 
     produced = produced or {}
     tracked = [p.path for p in find_pointers(root)]

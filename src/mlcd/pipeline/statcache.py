@@ -10,13 +10,14 @@ changing, so such entries are re-hashed once on the next look.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import stat as stat_mod
 import threading
 import time
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii as _quote
+from operator import itemgetter
 from pathlib import Path
 
 from mlcd.digest import hash_bytes, hash_file
@@ -36,7 +37,14 @@ CREATE TABLE IF NOT EXISTS stat (
     ctime_ns INTEGER NOT NULL,
     recorded_ns INTEGER NOT NULL,
     digest TEXT NOT NULL
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS folder (
+    path TEXT PRIMARY KEY,
+    listing TEXT NOT NULL,
+    newest_ns INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 Signature = tuple[int, int, int, int]  # ino, size, mtime_ns, ctime_ns
@@ -50,13 +58,24 @@ def signature(st: os.stat_result) -> Signature:
 def manifest_bytes(entries: Iterable[tuple[str, str, int]]) -> bytes:
     """Canonical manifest of ``(relative path, hex, size)`` entries.
 
-    Byte for byte what ``mlcd.objects.base.encode_manifest`` writes, without building a
-    ``Digest`` per file (that validation is most of the cost on a 2,000-file folder).
+    Byte for byte what ``mlcd.objects.base.encode_manifest`` writes (compact JSON sorted by
+    path), without building a ``Digest`` per file: that validation would be most of the cost
+    on a 2,000-file folder.
     """
-    ordered = sorted(entries)
-    return json.dumps(
-        [{"path": p, "digest": d, "size": s} for p, d, s in ordered], separators=(",", ":")
+    ordered = sorted(entries, key=itemgetter(0))
+    return (
+        "["
+        + ",".join(f'{{"path":{_quote(p)},"digest":"{d}","size":{s}}}' for p, d, s in ordered)
+        + "]"
     ).encode()
+
+
+def listing_key(files: list[tuple[str, os.stat_result]]) -> str:
+    """A digest of a folder's listing: every name with its stat signature, in walk order."""
+    text = repr(
+        [(name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in files]
+    )
+    return hash_bytes(text.encode()).hex
 
 
 def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
@@ -92,6 +111,7 @@ class StatCache:
         self.db_path = Path(db_path)
         self._conn: sqlite3.Connection | None = None
         self._pending: dict[str, tuple[Signature, int, str]] = {}
+        self._pending_folders: dict[str, tuple[str, int, int, str]] = {}
         self._lock = threading.RLock()
         self.hashed_bytes = 0
         self.hashed_files = 0
@@ -117,7 +137,7 @@ class StatCache:
         if row and str(row[0]).lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(_SCHEMA)
+        conn.executescript(_SCHEMA)
         return conn
 
     def _lookup_one(self, key: str) -> tuple[Signature, int, str] | None:
@@ -170,21 +190,24 @@ class StatCache:
     def flush(self) -> None:
         """Write new entries (one transaction); a no-op when nothing was hashed."""
         with self._lock:
-            if not self._pending:
+            if not self._pending and not self._pending_folders:
                 return
             rows = [
                 (path, *sig, recorded, digest)
                 for path, (sig, recorded, digest) in self._pending.items()
             ]
+            folders = [(path, *values) for path, values in self._pending_folders.items()]
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                conn.executemany("INSERT OR REPLACE INTO folder VALUES (?, ?, ?, ?, ?)", folders)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             self._pending.clear()
+            self._pending_folders.clear()
 
     def close(self) -> None:
         """Flush and close the database."""
@@ -229,10 +252,14 @@ class StatCache:
             return known
         return self._hash_many([(key, st)])[key]
 
-    def dir_entries(self, path: str | os.PathLike[str]) -> list[tuple[str, str, int]]:
+    def dir_entries(
+        self,
+        path: str | os.PathLike[str],
+        files: list[tuple[str, os.stat_result]] | None = None,
+    ) -> list[tuple[str, str, int]]:
         """``(relative path, hex, size)`` of every file below a folder, hashing only changes."""
         base = os.path.abspath(path)
-        files = walk_files(base)
+        files = walk_files(base) if files is None else files
         with self._lock:
             known = self._lookup_prefix(base) if files else {}
         entries: list[tuple[str, str, int]] = []
@@ -252,8 +279,33 @@ class StatCache:
         return entries
 
     def dir_digest(self, path: str | os.PathLike[str]) -> str:
-        """The ``HEX.dir`` digest of a folder, equal to what ``ObjectStore.put_dir`` returns."""
-        return hash_bytes(manifest_bytes(self.dir_entries(path))).hex + ".dir"
+        """The ``HEX.dir`` digest of a folder, equal to what ``ObjectStore.put_dir`` returns.
+
+        A folder whose listing (names and stat signatures) is unchanged since its digest was
+        taken is answered from that record, without looking its files up one by one.
+        """
+        base = os.path.abspath(path)
+        files = walk_files(base)
+        key = listing_key(files)
+        newest = max((st.st_mtime_ns for _, st in files), default=0)
+        with self._lock:
+            row = self._pending_folders.get(base)
+            if row is None:
+                found = (
+                    self._connect()
+                    .execute(
+                        "SELECT listing, newest_ns, recorded_ns, digest FROM folder WHERE path = ?",
+                        (base,),
+                    )
+                    .fetchone()
+                )
+                row = tuple(found) if found else None
+        if row is not None and row[0] == key and row[1] < row[2] - RACY_NS:
+            return str(row[3])
+        digest = hash_bytes(manifest_bytes(self.dir_entries(base, files))).hex + ".dir"
+        with self._lock:
+            self._pending_folders[base] = (key, newest, time.time_ns(), digest)
+        return digest
 
     def path_digest(self, path: str | os.PathLike[str]) -> str | None:
         """``HEX`` for a file, ``HEX.dir`` for a folder, None when nothing is there."""

@@ -178,7 +178,10 @@ def inspect_stage(
 
 
 def pipeline_status(
-    snapshot: Snapshot, statcache: StatCache, targets: Iterable[str] = ()
+    snapshot: Snapshot,
+    statcache: StatCache,
+    targets: Iterable[str] = (),
+    digests: Digests | None = None,
 ) -> list[StageState]:
     """The state of the selected stages (all by default) in run order.
 
@@ -186,12 +189,12 @@ def pipeline_status(
     ``upstream`` set: it runs only if that stage's new outputs differ.
 
     Raises:
-        PipelineError: the graph is invalid (cycle, overlapping outs, missing deps).
-        ConfigError: a declared param does not exist.
+        ConfigError: the graph is invalid (cycle, overlapping outs, missing deps), or a
+            declared param does not exist.
     """
     dag = snapshot.dag
     dag.check_deps_exist(snapshot.root)
-    digests = Digests(snapshot.root, statcache)
+    digests = digests or Digests(snapshot.root, statcache)
     states: dict[str, StageState] = {}
     for name in dag.select(targets):
         state = inspect_stage(snapshot, snapshot.stages[name], digests)

@@ -1,0 +1,254 @@
+"""Data tracking and no-op pipeline checks: mlcd against DVC on the same data, in the same run.
+
+One project folder holds both tools (``dvc init --no-scm``, DVC's fastest mode, beside
+``mlcd.yaml``) and one dataset: 2,000 files of 256 KiB (500 MiB) and one 1 GiB file, random
+bytes, page cache warm. Measured, alternating the tools:
+
+* first tracking: ``mlcd data add`` vs ``dvc add``, the folder and the big file, each into an
+  empty cache (every byte hashed and copied);
+* no-op status: ``mlcd status`` vs ``dvc status`` once both are up to date;
+* no-op run of a 10-stage chain whose first stage reads the whole dataset: ``mlcd run`` vs
+  ``dvc repro``.
+
+Commands are the installed console scripts, timed from process start to exit (Python start-up
+included), with byte-code compiled as an installed package has it.
+
+Usage: python benchmarks/bench_pipeline.py [--quick] [--reps N] [--track-reps N] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import median, report, time_command
+
+MiB = 1024 * 1024
+STAGES = 10
+
+
+def _bin(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            sys.exit(f"{name} not found: pip install 'mlcd[bench]' (or -e '.[bench]')")
+        return found
+    return str(path)
+
+
+def make_data(root: Path, files: int, file_kib: int, big_mib: int) -> None:
+    """The dataset: ``data/files/`` (many small files) and ``data/big.bin``."""
+    rng = random.Random(20240601)
+    folder = root / "data" / "files"
+    folder.mkdir(parents=True)
+    for index in range(files):
+        (folder / f"part-{index // 250:02d}").mkdir(exist_ok=True)
+        (folder / f"part-{index // 250:02d}" / f"f{index:05d}.bin").write_bytes(
+            rng.randbytes(file_kib * 1024)
+        )
+    with open(root / "data" / "big.bin", "wb") as handle:
+        for _ in range(big_mib // 16):
+            handle.write(rng.randbytes(16 * MiB))
+
+
+def _chain(tool: str) -> list[tuple[str, str, list[str], str]]:
+    """``(name, cmd, deps, out)`` of the 10 chained stages, writing under ``out_<tool>/``."""
+    stages = []
+    for index in range(1, STAGES + 1):
+        out = f"out_{tool}/s{index:02d}.txt"
+        if index == 1:
+            deps = ["data/files", "data/big.bin"]
+            cmd = f"mkdir -p out_{tool} && ls data/files | wc -l > {out}"
+        else:
+            deps = [f"out_{tool}/s{index - 1:02d}.txt"]
+            cmd = f"cat {deps[0]} > {out} && echo {index} >> {out}"
+        stages.append((f"s{index:02d}", cmd, deps, out))
+    return stages
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of one run; CPU (user + system) barely moves with machine load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def write_pipelines(root: Path) -> None:
+    """The same 10 stages as ``mlcd.yaml`` and ``dvc.yaml``."""
+    import yaml
+
+    def section(tool: str) -> dict[str, object]:
+        return {
+            name: {"cmd": cmd, "deps": deps, "outs": [out]} for name, cmd, deps, out in _chain(tool)
+        }
+
+    (root / "mlcd.yaml").write_text(yaml.safe_dump({"stages": section("mlcd")}, sort_keys=False))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": section("dvc")}, sort_keys=False))
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(
+            f"'{' '.join(argv)}' failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+
+
+def reset_tracking(root: Path) -> None:
+    """Forget what both tools tracked: empty caches, no pointer files, no state."""
+    for path in (
+        root / ".mlcd",
+        root / ".dvc" / "cache",
+        root / ".dvc" / "tmp",
+        root / "data" / "files.dvc",
+        root / "data" / "big.bin.dvc",
+        root / "data" / "files.mlcd",
+        root / "data" / "big.bin.mlcd",
+        root / "data" / ".gitignore",
+    ):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def first_tracking(
+    root: Path, env: dict[str, str], mlcd: str, dvc: str, reps: int
+) -> dict[str, dict[str, list[float]]]:
+    """Times of tracking the folder and the big file into empty caches, tools alternating."""
+    times: dict[str, dict[str, list[float]]] = {
+        "mlcd": {"files": [], "big": []},
+        "dvc": {"files": [], "big": []},
+    }
+    commands = {"mlcd": [mlcd, "data", "add"], "dvc": [dvc, "add", "-q"]}
+    for rep in range(reps):
+        reset_tracking(root)
+        order = ["mlcd", "dvc"] if rep % 2 == 0 else ["dvc", "mlcd"]
+        for tool in order:
+            for what, path in (("files", "data/files"), ("big", "data/big.bin")):
+                elapsed = time_command([*commands[tool], path], reps=1, warmup=0, cwd=root, env=env)
+                times[tool][what].extend(elapsed)
+        print(
+            f"  tracking rep {rep + 1}/{reps}: "
+            + ", ".join(
+                f"{t} {times[t]['files'][-1]:.2f}+{times[t]['big'][-1]:.2f}s" for t in order
+            ),
+            file=sys.stderr,
+        )
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 files + a 64 MiB file")
+    parser.add_argument("--reps", type=int, default=15, help="repetitions of no-op commands")
+    parser.add_argument("--track-reps", type=int, default=3, help="repetitions of first tracking")
+    parser.add_argument("--dir", type=Path, default=None, help="where to build (default: temp)")
+    parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
+    args = parser.parse_args()
+    files, big_mib = (200, 64) if args.quick else (2000, 1024)
+    mlcd, dvc = _bin("mlcd"), _bin("dvc")
+
+    # An installed package has byte-code; without it every run would compile mlcd's modules.
+    import compileall
+
+    import mlcd as package
+
+    compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_NO_UPDATER": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    base = Path(tempfile.mkdtemp(prefix="mlcd-bench-pipeline-", dir=args.dir))
+    root = base / "project"
+    root.mkdir()
+    try:
+        print(f"building {files} files of 256 KiB + {big_mib} MiB in {root}", file=sys.stderr)
+        make_data(root, files, 256, big_mib)
+        (root / "mlcd.yaml").write_text("stages: {}\n")
+        run([dvc, "init", "--no-scm", "-q"], root, env)
+        run([dvc, "config", "core.analytics", "false"], root, env)
+
+        tracking = first_tracking(root, env, mlcd, dvc, args.track_reps)
+        rows = []
+        cpu_rows: list[tuple[str, float, float]] = []
+        for what, label in (("files", f"{files} files"), ("big", f"one {big_mib} MiB file")):
+            m, d = median(tracking["mlcd"][what]), median(tracking["dvc"][what])
+            rows.append((f"first tracking, {label} (`data add` / `dvc add`)", m, d))
+            report(
+                "pipeline",
+                case=f"track_{what}",
+                mlcd_s=round(m, 3),
+                dvc_s=round(d, 3),
+                ratio=round(d / m, 2),
+                reps=args.track_reps,
+                files=files,
+                big_mib=big_mib,
+            )
+
+        write_pipelines(root)
+        run([mlcd, "run"], root, env)
+        run([dvc, "repro", "-q"], root, env)
+        cases = {
+            "no-op status (`status`)": ([mlcd, "status"], [dvc, "status", "-q"]),
+            f"no-op {STAGES}-stage run (`run` / `repro`)": ([mlcd, "run"], [dvc, "repro", "-q"]),
+        }
+        for label, (m_argv, d_argv) in cases.items():
+            times: dict[str, list[tuple[float, float]]] = {"mlcd": [], "dvc": []}
+            for argv in (m_argv, d_argv):
+                for _ in range(2):
+                    timed(argv, root, env)  # warm-up
+            for _ in range(args.reps):  # alternate, so load changes hit both alike
+                times["mlcd"].append(timed(m_argv, root, env))
+                times["dvc"].append(timed(d_argv, root, env))
+            m, d = (median([w for w, _ in times[t]]) for t in ("mlcd", "dvc"))
+            m_cpu, d_cpu = (median([c for _, c in times[t]]) for t in ("mlcd", "dvc"))
+            rows.append((label, m, d))
+            cpu_rows.append((label, m_cpu, d_cpu))
+            report(
+                "pipeline",
+                case=label,
+                mlcd_s=round(m, 4),
+                dvc_s=round(d, 4),
+                ratio=round(d / m, 2),
+                mlcd_cpu_s=round(m_cpu, 4),
+                dvc_cpu_s=round(d_cpu, 4),
+                cpu_ratio=round(d_cpu / m_cpu, 2),
+                reps=args.reps,
+            )
+
+        version = subprocess.run([dvc, "--version"], capture_output=True, text=True, env=env)
+        print(f"\nDVC {version.stdout.strip()}, dataset {files} x 256 KiB + {big_mib} MiB\n")
+        print("| case | mlcd (s) | DVC (s) | DVC / mlcd |\n|---|---|---|---|")
+        for label, m, d in rows:
+            print(f"| {label} | {m:.3f} | {d:.3f} | {d / m:.1f}x |")
+        print("\nCPU time (user + system) of the no-op commands, less sensitive to machine load:\n")
+        print("| case | mlcd CPU (s) | DVC CPU (s) | DVC / mlcd |\n|---|---|---|---|")
+        for label, m, d in cpu_rows:
+            print(f"| {label} | {m:.3f} | {d:.3f} | {d / m:.1f}x |")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"kept {base}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
