@@ -12,7 +12,7 @@ import pytest
 
 from mlcd.config import Slice
 from mlcd.digest import Digest
-from mlcd.errors import GateFailed, UsageError
+from mlcd.errors import EvaluationError, GateFailed, UsageError
 from mlcd.evaluate import evaluate, promote, write_reports
 from mlcd.objects import LocalObjectStore
 from mlcd.registry import content_digest, get_version, history, register_from_path, resolve
@@ -282,3 +282,22 @@ def test_missing_label_column_is_explained(world: World) -> None:
             cache_dir=world.cache,
         )
     assert "churned" in (info.value.hint or "")
+
+
+def test_rows_without_a_label_are_refused_with_a_hint(world: World, tmp_path: Path) -> None:
+    version = world.register("good")
+    frame = pd.read_parquet(world.test)
+    frame.loc[5, "churned"] = None
+    frame.to_parquet(tmp_path / "holes.parquet")
+
+    with pytest.raises(EvaluationError, match="nulls") as info:
+        evaluate(
+            world.store,
+            world.objects,
+            "churn",
+            version,
+            data=tmp_path / "holes.parquet",
+            target="churned",
+            cache_dir=world.cache,
+        )
+    assert "drop rows" in (info.value.hint or "")

@@ -203,14 +203,24 @@ class _Labels:
         self.index = {_key(c): i for i, c in enumerate(self.classes)}
 
     def codes(self, values: Any) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int64)
-        for position, value in enumerate(values):
+        """Class indices of ``values``; labels never seen before are appended as classes."""
+        import pandas as pd
+
+        # Map the few distinct labels, not every row.
+        inverse, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object)))
+        lookup = np.empty(len(uniques), dtype=np.int64)
+        for position, value in enumerate(uniques):
             key = _key(value)
             if key not in self.index:
                 self.index[key] = len(self.classes)
                 self.classes.append(value.item() if hasattr(value, "item") else value)
-            out[position] = self.index[key]
-        return out
+            lookup[position] = self.index[key]
+        if (inverse < 0).any():
+            raise EvaluationError(
+                "the labels or predictions contain nulls",
+                hint="drop rows without a label from the evaluation data",
+            )
+        return lookup[inverse]
 
     def align(self, proba: np.ndarray | None, classes: Sequence[Any] | None) -> np.ndarray | None:
         if proba is None or classes is None:
