@@ -128,3 +128,11 @@ def test_slices_by_value_and_range() -> None:
     assert masks["plan_a"].tolist() == [True, False, True, False, True]
     with pytest.raises(EvaluationError, match="column 'region'"):
         slice_masks(frame, {"eu": Slice(column="region", value="eu")})
+
+
+def test_r2_keeps_its_digits_when_the_mean_dwarfs_the_spread() -> None:
+    rng = np.random.default_rng(3)
+    y = 1e9 + rng.normal(0, 1, 5000)
+    scored = Scored("regression", y, y + rng.normal(0, 0.5, 5000))
+
+    assert point(scored)["r2"] == pytest.approx(skm.r2_score(scored.y, scored.pred), rel=1e-6)

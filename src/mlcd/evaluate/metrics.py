@@ -84,21 +84,55 @@ class Scored:
     # ---- per-row vectors, computed once and reused by every resample
     @cached_property
     def correct(self) -> np.ndarray:
+        """1.0 where the prediction is right (classification)."""
         return (self.y == self.pred).astype(np.float64)
 
     @cached_property
-    def onehot_true(self) -> np.ndarray:
-        return np.eye(self.k, dtype=np.float64)[self.y]
+    def columns(self) -> tuple[dict[str, slice], np.ndarray]:
+        """Every per-row quantity a metric sums, side by side (rows x columns), and where
+        each sits: one matrix product with the weights then gives all the sums at once."""
+        parts: list[tuple[str, np.ndarray]] = [("total", np.ones((self.n, 1)))]
+        if self.task == "classification":
+            true = np.eye(self.k, dtype=np.float64)[self.y]
+            predicted = np.eye(self.k, dtype=np.float64)[self.pred]
+            parts += [
+                ("correct", self.correct[:, None]),
+                ("tp", true * predicted),
+                ("predicted", predicted),
+                ("actual", true),
+            ]
+            if self.proba is not None:
+                picked = self.proba[np.arange(self.n), self.y]
+                parts.append(("log_loss", -np.log(np.clip(picked, _EPS, 1.0))[:, None]))
+        else:
+            error = self.pred - self.y
+            # Centred: R²'s total sum of squares is shift-invariant, and sum(y²) - n·mean²
+            # loses every digit when the mean dwarfs the spread.
+            centred = self.y.astype(np.float64) - (float(self.y.mean()) if self.n else 0.0)
+            parts += [
+                ("se", (error**2)[:, None]),
+                ("ae", np.abs(error)[:, None]),
+                ("ape", (np.abs(error) / np.maximum(np.abs(self.y), _EPS))[:, None]),
+                ("y", centred[:, None]),
+                ("y2", (centred**2)[:, None]),
+            ]
+        where, position = {}, 0
+        for name, block in parts:
+            where[name] = slice(position, position + block.shape[1])
+            position += block.shape[1]
+        return where, np.ascontiguousarray(np.hstack([b for _, b in parts]))
 
-    @cached_property
-    def onehot_pred(self) -> np.ndarray:
-        return np.eye(self.k, dtype=np.float64)[self.pred]
-
-    @cached_property
-    def row_log_loss(self) -> np.ndarray:
-        assert self.proba is not None
-        picked = self.proba[np.arange(self.n), self.y]
-        return -np.log(np.clip(picked, _EPS, 1.0))
+    def sums(self, W: np.ndarray) -> dict[str, np.ndarray]:
+        """Weighted sums of every column (resamples x width), cached per weight matrix."""
+        cached = self.__dict__.get("_sums")
+        if cached is not None and cached[0] is W:
+            result: dict[str, np.ndarray] = cached[1]
+            return result
+        where, matrix = self.columns
+        product = W @ matrix  # reads W once, whatever the number of metrics
+        result = {name: product[:, span] for name, span in where.items()}
+        self.__dict__["_sums"] = (W, result)
+        return result
 
     def ranking(self, column: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ROC AUC of class ``column``: negatives by score, positives, and for each
@@ -160,21 +194,9 @@ def _auc_one(W: np.ndarray, scored: Scored, column: int) -> np.ndarray:
         )
 
 
-def _class_counts(W: np.ndarray, scored: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # precision, recall and f1 share these sums: computed once per weight matrix.
-    cached = scored.__dict__.get("_counts")
-    if cached is not None and cached[0] is W:
-        result: tuple[np.ndarray, np.ndarray, np.ndarray] = cached[1]
-        return result
-    tp = W @ (scored.onehot_true * scored.onehot_pred)
-    predicted = W @ scored.onehot_pred
-    actual = W @ scored.onehot_true
-    scored.__dict__["_counts"] = (W, (tp, predicted, actual))
-    return tp, predicted, actual
-
-
 def _averaged(W: np.ndarray, scored: Scored, which: str) -> np.ndarray:
-    tp, predicted, actual = _class_counts(W, scored)
+    sums = scored.sums(W)
+    tp, predicted, actual = sums["tp"], sums["predicted"], sums["actual"]
     if which == "precision":
         per_class = _safe_div(tp, predicted)
     elif which == "recall":
@@ -184,7 +206,7 @@ def _averaged(W: np.ndarray, scored: Scored, which: str) -> np.ndarray:
     if scored.k == 2:  # binary: the second class is the positive one
         result: np.ndarray = per_class[:, 1]
         return result
-    present = (W @ scored.onehot_true > 0) | (W @ scored.onehot_pred > 0)
+    present = (actual > 0) | (predicted > 0)  # macro over the classes seen, as scikit-learn
     return _safe_div((per_class * present).sum(axis=1), present.sum(axis=1).astype(np.float64))
 
 
@@ -197,14 +219,17 @@ def weighted(name: str, W: np.ndarray, scored: Scored) -> np.ndarray | None:
     Raises:
         EvaluationError: an unknown metric name.
     """
-    total = W.sum(axis=1)
     if scored.task == "classification":
         if name == "accuracy":
-            return _safe_div(W @ scored.correct, total)
+            sums = scored.sums(W)
+            return _safe_div(sums["correct"][:, 0], sums["total"][:, 0])
         if name in ("precision", "recall", "f1"):
             return _averaged(W, scored, name)
         if name == "log_loss":
-            return None if scored.proba is None else _safe_div(W @ scored.row_log_loss, total)
+            if scored.proba is None:
+                return None
+            sums = scored.sums(W)
+            return _safe_div(sums["log_loss"][:, 0], sums["total"][:, 0])
         if name == "roc_auc":
             if scored.proba is None or scored.k < 2:
                 return None
@@ -215,19 +240,19 @@ def weighted(name: str, W: np.ndarray, scored: Scored) -> np.ndarray | None:
         if name in REGRESSION:
             return None
     else:
-        error = scored.pred - scored.y
-        if name == "rmse":
-            return np.sqrt(_safe_div(W @ (error**2), total))
-        if name == "mae":
-            return _safe_div(W @ np.abs(error), total)
-        if name == "mape":
-            return _safe_div(W @ (np.abs(error) / np.maximum(np.abs(scored.y), _EPS)), total)
-        if name == "r2":
-            sse = W @ (error**2)
-            mean = _safe_div(W @ scored.y, total)
-            sst = W @ (scored.y**2) - total * mean**2
+        if name in REGRESSION:
+            sums = {key: value[:, 0] for key, value in scored.sums(W).items()}
+            total = sums["total"]
+            if name == "rmse":
+                return np.sqrt(_safe_div(sums["se"], total))
+            if name == "mae":
+                return _safe_div(sums["ae"], total)
+            if name == "mape":
+                return _safe_div(sums["ape"], total)
+            mean = _safe_div(sums["y"], total)
+            sst = sums["y2"] - total * mean**2
             with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.nan)
+                return np.where(sst > 0, 1.0 - sums["se"] / np.where(sst > 0, sst, 1.0), np.nan)
         if name in CLASSIFICATION:
             return None
     if name in MODEL_LEVEL:
