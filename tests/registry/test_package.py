@@ -290,3 +290,21 @@ def test_numpy_sample_gives_positional_signature(tmp_path: Path) -> None:
     assert loaded.classes is None
     assert loaded.predict_proba(X[:2]) is None
     assert np.allclose(loaded.predict(X[:5]), model.predict(X[:5]))
+
+
+def test_signature_of_dates_bools_and_wide_text_columns(tmp_path: Path) -> None:
+    sample = pd.DataFrame(
+        {
+            "when": pd.date_range("2024-01-01", periods=1500, freq="h"),
+            "flag": [True, False] * 750,
+            "id": [f"user-{i}" for i in range(1500)],
+            "x": np.arange(1500.0),
+        }
+    )
+    save_model(Doubler(), tmp_path / "pkg", sample_input=sample, trusted=True)
+
+    columns = {c.name: c for c in ModelPackage.read(tmp_path / "pkg").signature.inputs}
+    assert (columns["when"].kind, columns["when"].categories) == ("categorical", None)
+    assert columns["flag"].categories == (False, True)
+    assert columns["id"].categories is None  # more than 1,000 distinct values
+    assert (columns["x"].min, columns["x"].max) == (0.0, 1499.0)

@@ -161,10 +161,12 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A YAML-safe scalar (numpy scalars become Python ones)."""
+    """A YAML-safe scalar: numpy scalars become Python ones, anything else its text."""
     if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
+        value = value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def as_frame(sample: Any) -> tuple[Any, str]:
@@ -240,7 +242,8 @@ def infer_inputs(frame: Any) -> tuple[ColumnSpec, ...]:
         else:
             distinct = series.dropna().unique()
             categories: tuple[Any, ...] | None = None
-            if len(distinct) <= MAX_CATEGORIES:
+            # Timestamps are not categories: record the column, leave it unbounded.
+            if len(distinct) <= MAX_CATEGORIES and not pd.api.types.is_datetime64_any_dtype(dtype):
                 categories = tuple(sorted((_plain(v) for v in distinct), key=lambda v: str(v)))
             specs.append(
                 ColumnSpec(
