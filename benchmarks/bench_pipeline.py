@@ -59,6 +59,7 @@ def make_data(root: Path, files: int, file_kib: int, big_mib: int) -> None:
     with open(root / "data" / "big.bin", "wb") as handle:
         for _ in range(big_mib // 16):
             handle.write(rng.randbytes(16 * MiB))
+    os.sync()  # written back now, not while the first tool is being timed
 
 
 def _chain(tool: str) -> list[tuple[str, str, list[str], str]]:
@@ -124,6 +125,7 @@ def reset_tracking(root: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+    os.sync()
 
 
 def first_tracking(
@@ -142,6 +144,7 @@ def first_tracking(
             for what, path in (("files", "data/files"), ("big", "data/big.bin")):
                 elapsed = time_command([*commands[tool], path], reps=1, warmup=0, cwd=root, env=env)
                 times[tool][what].extend(elapsed)
+                os.sync()  # each tool's cache writes land before the next command is timed
         print(
             f"  tracking rep {rep + 1}/{reps}: "
             + ", ".join(

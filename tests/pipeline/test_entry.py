@@ -18,14 +18,22 @@ HEAVY = ["typer", "pydantic", "sqlalchemy", "rich", "yaml", "pandas", "numpy", "
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["status"], ("status", {"stages": []})),
+        (["status"], ("show_status", {"stages": []})),
         (
             ["status", "--json", "--check", "a"],
-            ("status", {"stages": ["a"], "as_json": True, "check": True}),
+            ("show_status", {"stages": ["a"], "as_json": True, "check": True}),
         ),
-        (["run", "-f", "-j", "2", "b"], ("run", {"stages": ["b"], "force": True, "jobs": 2})),
-        (["run", "--jobs=3", "--dry-run"], ("run", {"stages": [], "jobs": 3, "dry_run": True})),
-        (["run", "--executor", "ray"], ("run", {"stages": [], "executor": "ray"})),
+        (
+            ["run", "-f", "-j", "2", "b"],
+            ("run_stages", {"stages": ["b"], "force": True, "jobs": 2}),
+        ),
+        (
+            ["run", "--jobs=3", "--dry-run"],
+            ("run_stages", {"stages": [], "jobs": 3, "dry_run": True}),
+        ),
+        (["run", "--executor", "ray"], ("run_stages", {"stages": [], "executor": "ray"})),
+        (["data", "add", "a", "b/c"], ("add_data_paths", {"paths": [Path("a"), Path("b/c")]})),
+        (["data", "status", "--check"], ("show_data_status", {"check": True})),
     ],
 )
 def test_plain_calls_are_parsed(argv: list[str], expected: tuple[str, dict[str, object]]) -> None:
@@ -42,6 +50,10 @@ def test_plain_calls_are_parsed(argv: list[str], expected: tuple[str, dict[str, 
         ["run", "-j", "x"],
         ["gc"],
         ["run", "--", "a"],
+        ["data"],
+        ["data", "add"],
+        ["data", "status", "x"],
+        ["data", "rm", "x"],
     ],
 )
 def test_anything_else_goes_to_the_full_cli(argv: list[str]) -> None:
@@ -103,3 +115,15 @@ def test_no_op_loads_no_heavy_library(make_project, mlcd, command: str) -> None:
     line = next(line for line in out.stdout.splitlines() if line.startswith("@@"))
     loaded = set(json.loads(line[2:]))
     assert not {m for m in HEAVY if m in loaded}, out.stderr
+
+
+def test_data_commands_through_the_fast_path(make_project, mlcd) -> None:
+    root = make_project(CHAIN, {**CHAIN_FILES, "raw/x.csv": "x\n1\n"})
+
+    added = _entry(root, "data", "add", "raw")
+    fast, full = _entry(root, "data", "status", "--json"), mlcd(root, "data", "status", "--json")
+
+    assert added.returncode == 0, added.stderr
+    assert "tracked raw (1 file(s), 4 bytes) -> raw.mlcd" in added.stdout
+    assert (fast.returncode, fast.stdout) == (full.returncode, full.stdout)
+    assert json.loads(fast.stdout)["data"][0]["status"] == "unchanged"

@@ -1,4 +1,4 @@
-"""The ``mlcd`` console script: ``status`` and ``run`` without loading typer.
+"""The ``mlcd`` console script: ``status``, ``run`` and ``data`` without loading typer.
 
 ``mlcd status`` and a no-op ``mlcd run`` are typed after every edit and run in every CI job;
 importing typer and building its (pydantic-backed) parameter coercion costs several times
@@ -11,26 +11,35 @@ command, these two included, with the same behaviour and exit codes.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
-#: command -> (flags: option -> parameter, valued options: option -> (parameter, type))
-_COMMANDS: dict[str, tuple[dict[str, str], dict[str, tuple[str, type]]]] = {
-    "status": ({"--check": "check", "--json": "as_json"}, {}),
-    "run": (
+#: command words -> (flags: option -> parameter, valued options: option -> (parameter, type),
+#: the parameter positional arguments go to (None: none allowed), the pipeline_view function)
+_COMMANDS: dict[
+    tuple[str, ...],
+    tuple[dict[str, str], dict[str, tuple[str, type]], str | None, str],
+] = {
+    ("status",): ({"--check": "check", "--json": "as_json"}, {}, "stages", "show_status"),
+    ("run",): (
         {"--force": "force", "-f": "force", "--dry-run": "dry_run", "--json": "as_json"},
         {"--jobs": ("jobs", int), "-j": ("jobs", int), "--executor": ("executor", str)},
+        "stages",
+        "run_stages",
     ),
+    ("data", "add"): ({"--json": "as_json"}, {}, "paths", "add_data_paths"),
+    ("data", "status"): ({"--check": "check", "--json": "as_json"}, {}, None, "show_data_status"),
 }
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """``(command, keyword arguments)`` for a plain ``status``/``run`` call, else None."""
-    if not argv or argv[0] not in _COMMANDS:
+    """``(pipeline_view function, keyword arguments)`` for a plain call, else None."""
+    words = next((w for w in _COMMANDS if tuple(argv[: len(w)]) == w), None)
+    if words is None:
         return None
-    command = argv[0]
-    flags, valued = _COMMANDS[command]
-    kwargs: dict[str, Any] = {"stages": []}
-    args = iter(argv[1:])
+    flags, valued, positional, function = _COMMANDS[words]
+    kwargs: dict[str, Any] = {positional: []} if positional else {}
+    args = iter(argv[len(words) :])
     for arg in args:
         name, _, inline = arg.partition("=")
         if arg in flags:
@@ -44,23 +53,24 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
                 kwargs[parameter] = kind(text)
             except ValueError:
                 return None  # typer words the usage error
-        elif arg.startswith("-"):
-            return None  # --help, --, or an option only typer knows
+        elif arg.startswith("-") or positional is None:
+            return None  # --help, --, an option only typer knows, an unexpected argument
         else:
-            kwargs["stages"].append(arg)
-    return command, kwargs
+            kwargs[positional].append(arg)
+    if positional == "paths":
+        if not kwargs["paths"]:
+            return None  # typer says a path is required
+        kwargs["paths"] = [Path(p) for p in kwargs["paths"]]
+    return function, kwargs
 
 
-def _call(command: str, kwargs: dict[str, Any]) -> int:
+def _call(function: str, kwargs: dict[str, Any]) -> int:
     from mlcd.errors import MlcdError, exit_code
 
     try:
-        from mlcd.cli import pipeline_view as view
+        from mlcd.cli import pipeline_view
 
-        if command == "status":
-            view.show_status(**kwargs)
-        else:
-            view.run_stages(**kwargs)
+        getattr(pipeline_view, function)(**kwargs)
         return 0
     except MlcdError as exc:
         from mlcd.cli.output import fail
