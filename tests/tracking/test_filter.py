@@ -260,3 +260,52 @@ def test_long_param_values_are_found_too(store_url: str, open_store) -> None:
     assert world.names("params.features like 'feature_feature%'") == ["r"]
     assert world.names(f"tags.note in ('{long_value}', 'x')") == ["r"]
     assert world.names("params.features != 'x'") == ["r"]
+
+
+@pytest.fixture
+def many_runs(sqlite_url: str, open_store) -> Store:
+    """300 runs with overlapping params, metrics and tags (SQLite: the planned queries)."""
+    import random
+
+    store = open_store(sqlite_url)
+    rnd = random.Random(7)
+    with store.write() as conn:
+        for i in range(300):
+            run_id = runs.create_run(conn, name=f"r{i}", started_at=1_700_000_000 + i)
+            runs.log_params(conn, run_id, {"model": rnd.choice("ab"), "depth": rnd.randint(1, 3)})
+            if i % 7:
+                runs.log_metrics(conn, run_id, [runs.MetricPoint("auc", rnd.random())])
+            runs.set_tags(conn, run_id, {"branch": "main" if i % 3 else "dev"})
+    return store
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "tags.branch = 'main'",
+        "tags.branch = 'main' and params.model = 'a'",
+        "metrics.auc > 0.5 and params.model = 'a' and tags.branch = 'main'",
+        "metrics.auc > 0.98 and tags.branch = 'main'",
+        "params.depth = 2 and params.model in ('a', 'b') and metrics.auc < 0.9",
+        "params.model like 'a%' and tags.branch != 'dev' and name like 'r1%'",
+        "metrics.auc >= 0 and not params.depth = 3 and status = 'running'",
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 10, None])
+def test_planned_queries_return_what_the_plain_query_returns(
+    many_runs: Store, expression: str, limit: int | None
+) -> None:
+    # SQLite gets a plan (driving from the narrowest condition, or walking runs newest
+    # first); the result must be exactly that of the straightforward IN-subquery form.
+    from sqlalchemy import select
+
+    from mlcd.store.tables import runs as runs_table
+    from mlcd.tracking.clause import order_clauses, to_sql
+
+    with many_runs.read() as conn:
+        planned = [r.id for r in search(conn, expression, limit=limit, with_data=False)]
+        stmt = select(runs_table.c.id).where(to_sql(parse_filter(expression)))
+        stmt = stmt.order_by(*order_clauses([]))
+        plain = [row.id for row in conn.execute(stmt if limit is None else stmt.limit(limit))]
+    assert planned == plain
+    assert plain  # every case matches something

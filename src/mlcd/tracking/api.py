@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import TrackingError, UsageError
-from mlcd.tracking.session import Session, shared_store, track
+from mlcd.tracking.session import Session, check_key, shared_store, track
 
 #: Runs opened with start_run in this process, innermost last.
 _stack: list[Session] = []
@@ -134,7 +134,8 @@ def start_run(
     git = cached_git_state(root)
     user = os.environ.get("MLCD_ACTOR") or _user()
     store = shared_store(config.store, root)
-    all_tags = {**({"mlcd.branch": git.branch} if git.branch else {}), **(tags or {})}
+    given = {check_key(k, "tag"): v for k, v in (tags or {}).items()}
+    all_tags = {**({"mlcd.branch": git.branch} if git.branch else {}), **given}
 
     def create(conn: Any) -> str:
         run_id = runs.create_run(

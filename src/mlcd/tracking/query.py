@@ -16,7 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from mlcd.errors import UsageError
 from mlcd.store.tables import run_latest_metrics, run_params, run_tags, runs
-from mlcd.tracking.clause import order_clauses, to_sql
+from mlcd.tracking.clause import order_clauses, planned_where
 from mlcd.tracking.filter import Node, parse_filter, parse_order
 
 #: Columns of a run row, in display order.
@@ -95,11 +95,13 @@ def search(
         raise UsageError(f"limit must be at least 1, not {limit}")
     if offset < 0:
         raise UsageError(f"offset must not be negative, not {offset}")
-    condition = to_sql(_filter_node(filter))
+    order = parse_order(order_by)
+    page = None if limit is None else limit + offset
+    condition = planned_where(conn, _filter_node(filter), page, newest_first=not order)
     stmt = (
         select(*(runs.c[name] for name in ATTRIBUTE_COLUMNS))
         .where(condition)
-        .order_by(*order_clauses(parse_order(order_by)))
+        .order_by(*order_clauses(order))
     )
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -116,7 +118,7 @@ def count(conn: Connection, filter: str | Node | None = None) -> int:
     Raises:
         FilterError: a malformed filter.
     """
-    condition = to_sql(_filter_node(filter))
+    condition = planned_where(conn, _filter_node(filter))
     return int(conn.execute(select(func.count()).select_from(runs).where(condition)).scalar_one())
 
 
