@@ -98,3 +98,11 @@ def test_columns_missing_from_or_unknown_to_the_window_are_listed() -> None:
     assert window.missing_columns == ["city"]
     assert window.extra_columns == ["surprise"]
     assert "city: column missing from the window" in assess_quality(profile, window).breaches
+
+
+def test_a_window_without_the_model_outputs_is_not_a_quality_breach() -> None:
+    reference = _reference().assign(prediction=1)
+    profile = build_profile(reference)
+    window = summarise_window(profile, [_reference(100)])
+    assert window.missing_columns == []
+    assert assess_quality(profile, window).breaches == []

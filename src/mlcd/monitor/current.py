@@ -121,6 +121,7 @@ def summarise_window(
         first_at=first if math.isfinite(first) else None,
         last_at=last if math.isfinite(last) else None,
         versions=dict(versions),
-        missing_columns=[n for n in profile.features if n not in seen] if rows else [],
+        # Only inputs: a window without the model's outputs is tested for less, not broken.
+        missing_columns=[n for n in profile.inputs if n not in seen] if rows else [],
         extra_columns=sorted(c for c in seen if c not in profile.features and c not in skip),
     )

@@ -477,7 +477,9 @@ def performance_report(
     total: Tally | None = None
     periods: dict[float, Tally] = {}
     first = chosen[0][0] if chosen else 0.0
-    step = period_for(((end or first) - (start if start is not None else first)) or BUCKET_S)
+    last = chosen[-1][0] + BUCKET_S if chosen else BUCKET_S
+    span = (end if end is not None else last) - (start if start is not None else first)
+    step = period_for(max(span, BUCKET_S))
     for hour, tally in chosen:
         total = tally if total is None else total.merge(tally)
         slot = hour // step * step

@@ -111,7 +111,11 @@ class Binning:
             return cls()
         if ends.size <= MAX_DISCRETE:
             return cls(values=tuple(float(v) for v in values[ends - 1]))
-        quantiles = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+        # Linear-interpolated quantiles read straight off the sorted values (no partition).
+        position = (values.size - 1) * np.linspace(0, 1, bins + 1)[1:-1]
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, values.size - 1)
+        quantiles = values[low] + (position - low) * (values[high] - values[low])
         return cls(edges=tuple(float(q) for q in np.unique(quantiles)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -390,7 +394,10 @@ def build_profile(
             binning = Binning.from_sorted(values, bins, ends)
             summary = replace(summary, bin_counts=binning.count_sorted(values))
         role: Role = "prediction" if summary.name in PREDICTION_COLUMNS else "feature"
-        features[summary.name] = FeatureProfile(summary, binning, role)
+        feature = FeatureProfile(summary, binning, role)
+        if summary.kind == "numeric":
+            feature.__dict__["ends"] = ends  # prime the cached property: computed once
+        features[summary.name] = feature
     return ReferenceProfile(features, rows, sample_size, bins, dict(source or {}))
 
 

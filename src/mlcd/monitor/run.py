@@ -287,7 +287,9 @@ def run_monitor(
             )
         with store.read() as conn:
             segments = find_segments(conn, subject.model, window, subject.version)
-        reader = LogReader(root, segments, window, version=subject.version)
+        # Only the columns monitoring reads: the log may carry many more.
+        wanted = [*profile.features, "ts", "status", "error", "version"]
+        reader = LogReader(root, segments, window, version=subject.version, columns=wanted)
         summary = summarise_window(profile, reader, max_values=settings.max_values)
         if reader.missing:
             warnings.append(
@@ -302,6 +304,9 @@ def run_monitor(
         warnings.append(
             "the reference has no 'prediction' column, so prediction drift is not tested"
         )
+    absent = [n for n in profile.outputs if n not in summary.columns and summary.accepted]
+    if absent:
+        warnings.append(f"the window has no {', '.join(absent)} column: not tested for drift")
     say("testing drift")
     drift = detect_drift(profile, summary.columns, settings)
     quality = assess_quality(

@@ -49,15 +49,16 @@ def run_ends(values: Floats) -> Ints:
 
 @dataclass(frozen=True)
 class _Points:
-    """Both empirical CDFs at every distinct pooled value (in no particular order).
+    """``F_a - F_b`` at every distinct pooled value, and the distance to the next one.
 
-    ``width`` is the distance to the next larger pooled value (0 for the largest), so that
-    ``sum(|cdf_a - cdf_b| * width)`` is the area between the CDFs.
+    Split in two sides (the reference's distinct values, then the current's that the
+    reference lacks) to spare copies; ``sum(|diff| * width)`` is the area between the CDFs.
     """
 
-    cdf_a: Floats
-    cdf_b: Floats
-    width: Floats
+    diff_a: Floats
+    width_a: Floats
+    diff_b: Floats
+    width_b: Floats
 
 
 def _cdf_points(a: Floats, b: Floats, ends_a: Ints | None = None) -> _Points:
@@ -88,7 +89,10 @@ def _cdf_points(a: Floats, b: Floats, ends_a: Ints | None = None) -> _Points:
         b_at_a, value_a = at_or_below[:n], a
     else:
         b_at_a, value_a = at_or_below[ends_a - 1], a[ends_a - 1]
-    width_a = np.minimum(a_next[ends_a], b_next[b_at_a]) - value_a
+    width_a = np.minimum(a_next[ends_a], b_next[b_at_a])
+    width_a -= value_a
+    diff_a = ends_a / n
+    diff_a -= b_at_a / m
     # at the last value of each current run, unless a reference run has the same value
     if ends_b.size == m and not any_tied:
         value_b, right_b, count_b = b, right, np.arange(1, m + 1)
@@ -97,14 +101,15 @@ def _cdf_points(a: Floats, b: Floats, ends_a: Ints | None = None) -> _Points:
         if any_tied:
             jb = jb[~tied[jb]]
         value_b, right_b, count_b = b[jb], right[jb], jb + 1
-    width_b = np.minimum(b_next[count_b], a_next[right_b]) - value_b
-    width = np.concatenate((width_a, width_b))
-    width[width == np.inf] = 0.0  # the largest pooled value: both CDFs are 1 there
-    return _Points(
-        np.concatenate((ends_a / n, right_b / n)),
-        np.concatenate((b_at_a / m, count_b / m)),
-        width,
-    )
+    width_b = np.minimum(b_next[count_b], a_next[right_b])
+    width_b -= value_b
+    diff_b = right_b / n
+    diff_b -= count_b / m
+    # Only the largest pooled value has no next one; both CDFs are 1 there.
+    for width in (width_a, width_b):
+        if width.size and width[-1] == np.inf:
+            width[-1] = 0.0
+    return _Points(diff_a, width_a, diff_b, width_b)
 
 
 def _ks_pvalue(d: float, n_a: int, n_b: int) -> float:
@@ -117,9 +122,9 @@ def _ks_pvalue(d: float, n_a: int, n_b: int) -> float:
 
 
 def _ks_from(points: _Points) -> float:
-    diffs = points.cdf_a - points.cdf_b
-    max_s = float(diffs.max())
-    min_s = float(np.clip(-diffs.min(), 0, 1))
+    sides = [d for d in (points.diff_a, points.diff_b) if d.size]
+    max_s = max(float(d.max()) for d in sides)
+    min_s = float(np.clip(-min(float(d.min()) for d in sides), 0, 1))
     return min_s if min_s > max_s else max_s
 
 
@@ -164,17 +169,31 @@ def wasserstein_sorted(a: Floats, b: Floats, ends_a: Ints | None = None) -> floa
 
 
 def _wasserstein_from(points: _Points) -> float:
-    return float(np.dot(np.abs(points.cdf_a - points.cdf_b), points.width))
+    # Multiply and sum (pairwise summation), not np.dot/np.vecdot: measured 200x faster here,
+    # and a BLAS dot may start threads of its own that fight the column threads.
+    return float(
+        (np.abs(points.diff_a) * points.width_a).sum()
+        + (np.abs(points.diff_b) * points.width_b).sum()
+    )
 
 
-def compare_sorted(a: Floats, b: Floats, ends_a: Ints | None = None) -> tuple[TestResult, float]:
-    """The KS test and the Wasserstein distance of two sorted samples from one CDF merge."""
+def compare_sorted(
+    a: Floats, b: Floats, ends_a: Ints | None = None, p_value: bool = True
+) -> tuple[TestResult, float]:
+    """The KS test and the Wasserstein distance of two sorted samples from one CDF pass.
+
+    ``p_value=False`` leaves the KS p-value out (None): far in the tail, scipy's Smirnov
+    distribution takes up to a second per call on large samples, which is wasted when
+    another method decides.
+    """
     _check(a, b)
     points = _cdf_points(a, b, ends_a)
-    if max(a.size, b.size) <= KS_EXACT_MAX_N:
+    d = _ks_from(points)
+    if not p_value:
+        ks = TestResult(d)
+    elif max(a.size, b.size) <= KS_EXACT_MAX_N:
         ks = _ks_small(a, b)
     else:
-        d = _ks_from(points)
         ks = TestResult(d, _ks_pvalue(d, a.size, b.size))
     return ks, _wasserstein_from(points)
 

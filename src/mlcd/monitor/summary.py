@@ -210,7 +210,8 @@ class ColumnAccumulator:
             self.below += int(np.count_nonzero(finite < low))
         if high is not None:
             self.above += int(np.count_nonzero(finite > high))
-        self._keep(np.array(finite, dtype=np.float64, copy=True))
+        # No copy: the parts are concatenated (copied) once, when the summary is finished.
+        self._keep(np.asarray(finite, dtype=np.float64))
 
     def _moments(self, finite: Floats) -> None:
         # Chan et al.'s pairwise update: exact-enough variance in any chunking.
