@@ -13,9 +13,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def monitor(
-    target: Annotated[
-        str, typer.Argument(help="The model: NAME, NAME@ALIAS or NAME/VERSION.", metavar="MODEL")
-    ],
+    model: Annotated[str, typer.Argument(help="The model: NAME, NAME@ALIAS or NAME/VERSION.")],
     since: Annotated[
         str | None,
         typer.Option(
@@ -62,7 +60,7 @@ def monitor(
         report = run_monitor(
             config=project.config,
             root=project.root,
-            target=target,
+            target=model,
             store=project.store,
             objects=project.objects,
             since=since,
@@ -132,7 +130,7 @@ def monitor(
     emit(data, as_json, render)
     if report.failed:
         raise CheckFailed(
-            f"monitoring of '{target}' crossed {len(report.failures)} threshold(s)",
+            f"monitoring of '{model}' crossed {len(report.failures)} threshold(s)",
             hint="read the report (--report-dir DIR) for the columns and metrics involved",
         )
 
