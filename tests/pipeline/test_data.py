@@ -127,3 +127,28 @@ def test_damaged_pointer_file_is_reported(make_project, mlcd) -> None:
 
     assert result.returncode == 3
     assert "raw.mlcd is not a valid data pointer" in result.stderr
+
+
+def test_added_data_is_recorded_and_survives_gc(make_project, mlcd, open_store) -> None:
+    from sqlalchemy import select
+
+    from mlcd.store import runs
+    from mlcd.store.tables import runs as runs_table
+
+    root = make_project(CONFIG, CHAIN_FILES)
+    _raw(root)
+    assert mlcd(root, "data", "add", "raw").returncode == 0
+
+    collected = mlcd(root, "gc", "--grace", "0", "--json")
+    store = open_store(f"sqlite:///{root / '.mlcd' / 'mlcd.db'}")
+    with store.read() as conn:
+        (run_id,) = conn.execute(
+            select(runs_table.c.id).where(runs_table.c.kind == "data")
+        ).scalars()
+        artifacts = runs.artifacts_of(conn, run_id)
+
+    assert collected.returncode == 0, collected.stderr
+    assert [(a.role, a.path) for a in artifacts] == [("output", "raw")]
+    objects = LocalObjectStore(root / ".mlcd" / "objects")
+    assert objects.has(hash_file(root / "raw" / "a.csv"))
+    assert objects.has(hash_file(root / "raw" / "sub" / "b.csv"))

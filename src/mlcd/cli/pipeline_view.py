@@ -299,6 +299,7 @@ def show_dag(fmt: str = "text") -> None:
 def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
     """Store files or folders by content and write a PATH.mlcd pointer to commit."""
     from mlcd.pipeline.data import add_data
+    from mlcd.pipeline.record import git_state, record_data_add
     from mlcd.pipeline.snapshot import find_root, load_snapshot
     from mlcd.pipeline.statcache import StatCache
 
@@ -307,8 +308,27 @@ def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
     produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
     lazy = _Lazy(root)
     try:
+        project = lazy.project
+        # Opening the metadata store (SQLAlchemy, migrations) and asking git for the commit
+        # are mostly Python work; they overlap with hashing and copying, which are not.
+        warm: dict[str, Any] = {}
+
+        def warm_up() -> None:
+            try:
+                warm["git"] = git_state(root)
+                warm["store"] = project.store
+            except Exception:  # opened again below, where the error is reported properly
+                pass
+
+        warmer = threading.Thread(target=warm_up, daemon=True)
+        warmer.start()
         with StatCache(snapshot.state_dir / "statcache.db") as statcache:
-            added = add_data(root, paths, lazy.project.objects, statcache, produced)
+            added = add_data(root, paths, project.objects, statcache, produced)
+        warmer.join()
+        store = warm.get("store") or project.store  # the warm-up failed: open it here
+        record_data_add(
+            store, root, [(p.path, p.digest, p.size) for p, _ in added], warm.get("git")
+        )
     finally:
         lazy.close()
     if as_json:

@@ -170,3 +170,40 @@ class RunRecord:
             runs.end_run(conn, run_id, status)
 
         self.store.transact(work)
+
+
+def record_data_add(
+    store: Store,
+    root: Path,
+    added: list[tuple[str, str, int]],
+    git: tuple[str | None, bool | None] | None = None,
+) -> str:
+    """Record ``mlcd data add`` as a finished run (kind ``data``), one output per path.
+
+    The record is what keeps tracked data's objects from ``mlcd gc`` (they are referenced),
+    and it says who added which version when.
+
+    Args:
+        store: the metadata store.
+        root: the project root (for the git state, unless ``git`` is given).
+        added: ``(path, digest, size)`` of each tracked path.
+        git: ``(commit, dirty)`` if already known.
+
+    Returns:
+        The run id.
+    """
+    from mlcd.store import runs
+
+    commit, dirty = git if git is not None else git_state(root)
+
+    def work(conn: Any) -> str:
+        run_id = runs.create_run(
+            conn, name="data add", kind="data", git_commit=commit, git_dirty=dirty, user=_user()
+        )
+        runs.add_artifacts(
+            conn, run_id, [runs.ArtifactRef("output", p, d, size) for p, d, size in added]
+        )
+        runs.end_run(conn, run_id, "finished")
+        return run_id
+
+    return store.transact(work)
