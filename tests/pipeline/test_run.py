@@ -168,7 +168,8 @@ def test_failure_output_shows_the_tail_of_the_stage_log(make_project, mlcd) -> N
     result = mlcd(root, "run")
 
     assert result.returncode == 3
-    assert "something broke in a" in result.stdout
+    assert "stage 'a' failed: command exited with code 7" in result.stderr
+    assert "something broke in a" in result.stderr
     assert "hint: read the log (.mlcd/logs/" in result.stderr
 
 

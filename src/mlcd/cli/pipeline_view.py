@@ -168,11 +168,14 @@ def _render_run(result: RunResult) -> None:
         return
     parts = [f"{n} {what}" for what, n in counts.items()]
     _write(f"Run {result.run_id}: {', '.join(parts)}.\n")
-    for stage in result.failed:
+    for stage in result.failed:  # diagnostics go to stderr, with the error that follows
         if stage.outcome == "failed":
-            _write(f"\nstage '{stage.stage}' failed: {stage.error}\n")
+            sys.stderr.write(f"\nstage '{stage.stage}' failed: {stage.error}\n")
             if stage.log_tail:
-                _write(f"--- last lines of {stage.log_path} ---\n{stage.log_tail}\n---\n")
+                sys.stderr.write(
+                    f"--- last lines of {stage.log_path} ---\n{stage.log_tail}\n---\n"
+                )
+            sys.stderr.flush()
 
 
 def run_stages(

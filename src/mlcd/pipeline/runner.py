@@ -166,9 +166,10 @@ def run_pipeline(
         outcomes. A failed stage does not raise: check ``result.ok``.
 
     Raises:
-        PipelineError: the graph is invalid (cycle, overlapping outs, missing dep, unknown
-            target); nothing ran.
-        ConfigError: a declared param does not exist; nothing ran.
+        ConfigError: the graph is invalid (cycle, overlapping outs, missing dep) or a
+            declared param does not exist; nothing ran.
+        UsageError: a target is not a stage; nothing ran.
+        PipelineError: ``mlcd.lock`` is unreadable.
         KeyboardInterrupt: interrupted; running commands were stopped, the run marked killed.
     """
     options = options or RunOptions()
