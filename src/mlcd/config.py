@@ -93,6 +93,8 @@ class Model(_Section):
     task: Literal["classification", "regression"] | None = None
     target: str | None = None
     eval_data: str | None = None
+    #: training (or validation) data profiled at registration: the monitoring reference
+    reference_data: str | None = None
     slices: dict[str, Slice] = Field(default_factory=dict)
     description: str | None = None
 

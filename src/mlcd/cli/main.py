@@ -49,6 +49,8 @@ COMMAND_MODULES = (
     "pipeline_cmd",
     "models_cmd",
     "monitor_cmd",
+    "retrain_cmd",
+    "ci_cmd",
 )
 
 

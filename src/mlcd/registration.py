@@ -1,0 +1,119 @@
+"""Registering the models a pipeline produced, with their monitoring reference.
+
+After ``mlcd run`` (or a retrain, or ``mlcd ci``), every model declared under ``models:``
+whose package folder exists is registered (the same package again is the same version, so
+this is idempotent). A new version also gets its reference profile: the declared
+``reference_data`` (else ``monitor.reference``) is profiled once, with the model's own
+predictions on it, and stored by digest, so monitoring never re-reads the training set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlcd.config import Config
+from mlcd.errors import MlcdError
+from mlcd.objects import ObjectStore
+from mlcd.store import Store
+
+log = logging.getLogger("mlcd.registration")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One declared model after a run."""
+
+    model: str
+    version: int | None
+    created: bool
+    reference_digest: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _reference_frame(root: Path, path: str, package: Path, target: str | None) -> Any:
+    """The reference table with the model's predictions (for prediction drift)."""
+    from mlcd.evaluate.evaluation import read_table
+    from mlcd.registry import load_model
+
+    frame = read_table(root / path)
+    model = load_model(package)
+    inputs = frame[[c for c in model.signature.columns if c in frame.columns]]
+    if len(inputs.columns) == len(model.signature.columns):
+        frame = frame.copy()
+        frame["prediction"] = model.predict(inputs)
+        proba = model.predict_proba(inputs)
+        if proba is not None and getattr(proba, "ndim", 1) == 2 and proba.shape[1] == 2:
+            frame["proba"] = proba[:, 1]
+    if target and target in frame.columns:
+        frame = frame.drop(columns=[target])
+    kinds = {c.name: c.kind for c in model.signature.inputs if c.kind in ("numeric", "categorical")}
+    return frame, kinds
+
+
+def _set_reference(store: Store, name: str, version: int, digest: str) -> None:
+    from mlcd.store import models as repo
+
+    store.transact(lambda conn: repo.update_version(conn, name, version, reference_digest=digest))
+
+
+def register_declared_models(
+    root: Path,
+    config: Config,
+    store: Store,
+    objects: ObjectStore,
+    run_id: str | None = None,
+    models: Iterable[str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> list[Registered]:
+    """Register each declared model's package folder; profile the reference of new versions.
+
+    A model whose folder does not exist yet is skipped with a note; a folder that is not a
+    valid package raises (the run produced something the registry refuses).
+    """
+    from mlcd.monitor import compute_reference_profile
+    from mlcd.registry import register_from_path
+    from mlcd.store import models as repo
+
+    say = say or (lambda _line: None)
+    out = []
+    for name in models or list(config.models):
+        spec = config.models[name]
+        package = root / spec.path
+        if not (package / "model.yaml").is_file():
+            out.append(
+                Registered(name, None, False, note=f"{spec.path} holds no model package yet")
+            )
+            continue
+        registration = register_from_path(
+            store,
+            objects,
+            name,
+            package,
+            run_id=run_id,
+            source=f"{spec.stage or 'path'}:{spec.path}",
+        )
+        version = registration.version
+        with store.read() as conn:
+            reference = repo.get_version(conn, name, version.version).get("reference_digest")
+        source = spec.reference_data or config.monitor.reference
+        note = None
+        if reference is None and source:
+            try:
+                frame, kinds = _reference_frame(root, source, package, spec.target)
+                digest = str(compute_reference_profile(frame, objects, kinds=kinds))
+                _set_reference(store, name, version.version, digest)
+                reference = digest
+            except MlcdError as exc:  # the version stands; monitoring will say it has no reference
+                note = f"no reference profile: {exc.message}"
+                log.warning("%s v%s: %s", name, version.version, note)
+        verb = "registered" if registration.created else "already registered as"
+        say(f"{name}: {verb} v{version.version}" + (f" ({note})" if note else ""))
+        out.append(Registered(name, version.version, registration.created, reference, note))
+    return out
