@@ -16,7 +16,7 @@ edit by hand (and its comments), and two branches adding different data do not c
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,6 @@ from mlcd.pipeline.statcache import StatCache
 from mlcd.pipeline.status import Digests
 
 if TYPE_CHECKING:
-    from mlcd.digest import Digest
     from mlcd.objects import ObjectStore
 
 POINTER_SUFFIX = ".mlcd"
@@ -230,8 +229,7 @@ def add_data(
         if full.is_dir():
             entries = statcache.dir_entries(full)
             known = {rel: Digest(hex_) for rel, hex_, _ in entries}
-            _put_many(objects, full, known)
-            digest = str(objects.put_dir(full, known=known))  # now only the manifest is new
+            digest = str(objects.put_dir(full, known=known))
             pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries))
         else:
             hex_ = statcache.file_digest(full)
@@ -247,26 +245,3 @@ def add_data(
         tracked.append(relative)
         results.append((pointer, previous != text))
     return results
-
-
-#: Files stored at once: each put ends in an fsync, and many in flight let the filesystem
-#: commit them together (ext4 batches concurrent journal commits).
-_PUT_THREADS = 32
-
-
-def _put_many(objects: ObjectStore, folder: Path, known: dict[str, Digest]) -> None:
-    """Store the files of a folder whose digests are known, many at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def put(item: tuple[str, Digest]) -> None:
-        objects.put_file(folder / item[0], item[1])
-
-    with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
-        for _ in pool.map(put, known.items()):
-            pass
-
-
-def iter_pointer_digests(pointers: Iterable[Pointer]) -> Iterator[str]:
-    """The digests tracked data refers to (for push, pull and gc)."""
-    for pointer in pointers:
-        yield pointer.digest
