@@ -1,4 +1,5 @@
 """Write raw.csv: two informative features and a binary label (seed and size from argv)."""
+
 import sys
 
 import numpy as np

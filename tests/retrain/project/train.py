@@ -1,4 +1,5 @@
 """Fit a logistic regression; train.noise flips that share of training labels."""
+
 import numpy as np
 import pandas as pd
 import yaml
@@ -6,7 +7,8 @@ from sklearn.linear_model import LogisticRegression
 
 import mlcd
 
-noise = float(yaml.safe_load(open("params.yaml"))["train"]["noise"])
+with open("params.yaml") as handle:
+    noise = float(yaml.safe_load(handle)["train"]["noise"])
 frame = pd.read_csv("data/train.csv")
 X, y = frame.drop(columns=["y"]), frame["y"].to_numpy()
 flip = np.random.default_rng(0).random(len(y)) < noise

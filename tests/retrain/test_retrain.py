@@ -1,0 +1,170 @@
+"""Retraining end to end on a real project: triggers, gates, promotion, guards, resumption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.retrain.conftest import RetrainProject, stage_env
+
+
+def _events(project: RetrainProject, kind: str | None = None) -> list[dict]:
+    args = ["events", "clf", "--json", "--limit", "500"] + (["--kind", kind] if kind else [])
+    result = project.cli(*args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _champion(project: RetrainProject) -> int | None:
+    result = project.cli("models", "list", "--json")
+    models = json.loads(result.stdout)
+    return models[0]["aliases"].get("champion") if models else None
+
+
+def test_manual_retrain_promotes_then_gates_refuse_a_worse_model(project: RetrainProject) -> None:
+    first = project.cli("retrain", "clf", "--reason", "first model", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "promoted"
+    assert _champion(project) == 1
+
+    project.set_noise(0.45)  # flips almost half the labels: clearly worse
+    worse = project.cli("retrain", "clf", "--reason", "bad params", "--json")
+    assert worse.returncode == 1
+    outcome = json.loads(worse.stdout)
+    assert outcome["status"] == "refused" and outcome["version"] == 2
+    assert "accuracy" in outcome["reason"] and "short by" in outcome["reason"]
+    assert _champion(project) == 1  # the alias did not move
+    refused = _events(project, "retrain.refused")
+    assert refused and refused[0]["version"] == 2
+    assert (Path(outcome["report_dir"]) / "report.md").is_file()
+
+
+def test_new_data_fires_only_when_the_data_changes(project: RetrainProject) -> None:
+    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    first_look = project.cli("watch", "--once", "--json")
+    assert first_look.returncode == 0, first_look.stderr
+    assert json.loads(first_look.stdout.splitlines()[-1])["retrains"] == []
+    unchanged = json.loads(project.cli("watch", "--once", "--json").stdout.splitlines()[-1])
+    assert unchanged["retrains"] == []
+    assert unchanged["triggers"]["clf"][0]["reason"] == "tracked data unchanged"
+
+    project.raw(seed=2)
+    fired = json.loads(project.cli("watch", "--once", "--json").stdout.splitlines()[-1])
+    assert fired["triggers"]["clf"][0]["fired"] is True
+    assert [r["status"] for r in fired["retrains"]] == ["promoted"]
+    assert _champion(project) == 2
+    again = json.loads(project.cli("watch", "--once", "--json").stdout.splitlines()[-1])
+    assert again["retrains"] == []  # the new digests were remembered
+    assert [e["kind"] for e in _events(project, "trigger.fired")] == ["trigger.fired"]
+
+
+def test_schedule_fires_per_tick_and_respects_the_daily_budget(
+    project: RetrainProject, open_store
+) -> None:
+    from mlcd.config import load_config
+    from mlcd.objects import open_object_store
+    from mlcd.retrain.context import Context
+    from mlcd.retrain.triggers import evaluate_triggers
+    from mlcd.retrain.watch import run_pass
+
+    project.config(
+        "retrain:\n  clf:\n    triggers:\n      schedule: '0 * * * *'\n    promote_to: champion\n    cooldown: 0s\n    max_per_day: 1\n"
+    )
+    config = load_config(project.root)
+    ctx = Context(
+        project.root,
+        config,
+        open_store(config.store.replace("sqlite:///", f"sqlite:///{project.root}/")),
+        open_object_store(config.artifacts, project.root),
+    )
+    t0 = 1_800_000_000.0 - (1_800_000_000.0 % 3600) + 60  # one minute past an hour
+    assert not evaluate_triggers(ctx, "clf", at=t0)[0].fired  # first look records the tick
+    assert not evaluate_triggers(ctx, "clf", at=t0 + 600)[0].fired  # same hour: not due
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = stage_env()["PATH"]
+    try:
+        report = run_pass(ctx, at=t0 + 3600)  # the next hour's tick
+        assert report.triggers["clf"][0]["fired"] and report.retrains[0]["status"] == "promoted"
+        budget = run_pass(ctx, at=t0 + 7200)  # another tick, but 1 retrain per day
+    finally:
+        os.environ["PATH"] = old_path
+    assert budget.triggers["clf"][0]["fired"]
+    assert (
+        budget.retrains[0]["status"] == "skipped" and "daily budget" in budget.retrains[0]["reason"]
+    )
+
+
+def test_two_watchers_never_retrain_the_same_model_at_once(project: RetrainProject) -> None:
+    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    assert project.cli("watch", "--once").returncode == 0  # record the data digests
+    project.raw(seed=3, rows=60_000)  # bigger data: a retrain that takes a while
+    env = {**os.environ, **stage_env()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mlcd.cli.main", "watch", "--once", "--json"],
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    started = _events(project, "retrain.started")
+    # one retrain for the data change (besides the baseline), whatever the interleaving:
+    # the second watcher either lost the lock or found the new digests already handled
+    assert len(started) == 2, [e["reason"] for e in started]
+
+
+@pytest.mark.slow
+def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> None:
+    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    assert project.cli("watch", "--once").returncode == 0
+    (project.root / "train.py").write_text(
+        "import time, pathlib\npathlib.Path('train.started').write_text('x')\ntime.sleep(60)\n"
+        + (project.root / "train.py").read_text()
+    )
+    project.raw(seed=4)
+    env = {**os.environ, **stage_env()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlcd.cli.main", "watch", "--interval", "1"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (project.root / "train.started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (project.root / "train.started").exists()
+    os.killpg(proc.pid, signal.SIGKILL)  # the daemon and its stage die mid-retrain
+    proc.wait()
+    (project.root / "train.py").write_text(
+        (project.root / "train.py").read_text().split("time.sleep(60)\n", 1)[1]
+    )
+    # the lease of the dead watcher expires; then the next watch starts over cleanly
+    from mlcd.retrain import guard
+
+    resumed = None
+    deadline = time.monotonic() + guard.LEASE_TTL_S + 60
+    while time.monotonic() < deadline:
+        result = project.cli("watch", "--once", "--json")
+        assert result.returncode == 0, result.stderr
+        resumed = json.loads(result.stdout.splitlines()[-1])
+        if resumed["retrains"]:
+            break
+        time.sleep(2)
+    assert resumed and [r["status"] for r in resumed["retrains"]] == ["promoted"]
+    interrupted = _events(project, "retrain.interrupted")
+    assert len(interrupted) == 1 and "did not finish" in interrupted[0]["reason"]
+    assert _champion(project) == 2
