@@ -168,3 +168,81 @@ def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> No
     interrupted = _events(project, "retrain.interrupted")
     assert len(interrupted) == 1 and "did not finish" in interrupted[0]["reason"]
     assert _champion(project) == 2
+
+
+def _signals_context(project: RetrainProject, open_store, policy: str):  # type: ignore[no-untyped-def]
+    from mlcd.config import load_config
+    from mlcd.objects import open_object_store
+    from mlcd.retrain.context import Context
+
+    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    project.config(policy)
+    config = load_config(project.root)
+    store = open_store(f"sqlite:///{project.root / '.mlcd' / 'mlcd.db'}")
+    return Context(project.root, config, store, open_object_store(config.artifacts, project.root))
+
+
+def _log_predictions(ctx, rows):  # type: ignore[no-untyped-def]
+    from tests.monitor.conftest import PredictionLogDir
+
+    return PredictionLogDir(ctx.root, ctx.store).write("clf", 1, rows)
+
+
+def _traffic(n: int, shift: float, seed: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=n) + shift, "b": rng.normal(size=n) + shift})
+    frame["prediction"] = (frame["a"] + 0.5 * frame["b"] > 0).astype(int)
+    frame["ts"] = time.time() - 600
+    return frame
+
+
+def test_drift_trigger_fires_on_shifted_traffic_only(project: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
+    from mlcd.retrain.triggers import evaluate_triggers
+
+    ctx = _signals_context(
+        project, open_store, "retrain:\n  clf:\n    triggers:\n      drift: {share: 0.5}\n"
+    )
+    _log_predictions(ctx, _traffic(600, 0.0, seed=11))
+    (calm,) = evaluate_triggers(ctx, "clf")
+    assert calm.trigger == "drift" and not calm.fired, calm.reason
+    _log_predictions(ctx, _traffic(3000, 2.5, seed=12))
+    (drifted,) = evaluate_triggers(ctx, "clf")
+    assert drifted.fired and set(drifted.details["drifted"]) == {"a", "b"}
+
+
+def test_decay_trigger_fires_when_labels_disagree(project: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
+    from mlcd.retrain.triggers import evaluate_triggers
+    from tests.monitor.conftest import PredictionLogDir
+
+    ctx = _signals_context(
+        project,
+        open_store,
+        "retrain:\n  clf:\n    triggers:\n      decay: {metric: accuracy, below: 0.7, min_labels: 50}\n",
+    )
+    log = PredictionLogDir(ctx.root, ctx.store)
+    traffic = _traffic(200, 0.0, seed=13)
+    traffic["request_id"] = [f"r{i}" for i in range(len(traffic))]
+    log.write("clf", 1, traffic)
+    (unlabelled,) = evaluate_triggers(ctx, "clf")
+    assert not unlabelled.fired
+    # labels arrive after their predictions and before the join's settling delay
+    log.feedback(
+        "clf",
+        {rid: int(p) for rid, p in zip(traffic["request_id"], traffic["prediction"], strict=True)},
+        time.time() - 300,
+    )
+    (right,) = evaluate_triggers(ctx, "clf")
+    assert not right.fired and right.details["value"] == pytest.approx(1.0), right.reason
+    later = _traffic(200, 0.0, seed=14)
+    later["request_id"] = [f"s{i}" for i in range(len(later))]
+    log.write("clf", 1, later)
+    log.feedback(
+        "clf",
+        {rid: 1 - int(p) for rid, p in zip(later["request_id"], later["prediction"], strict=True)},
+        time.time() - 200,
+    )
+    (wrong,) = evaluate_triggers(ctx, "clf")
+    assert wrong.fired and wrong.details["value"] == pytest.approx(0.5, abs=0.01), wrong.reason
