@@ -241,7 +241,8 @@ class Session:
         while True:
             self._wake.wait(backoff)
             self._wake.clear()
-            closing = self._closing
+            if self._closing:
+                return  # close() writes the rest together with the run's end
             try:
                 self._write_pending()
                 backoff = self.settings.flush_interval
@@ -249,8 +250,6 @@ class Session:
                 self.error = exc
                 # The batch went back into the buffer; retry later, more slowly.
                 backoff = min(30.0, backoff * 2)
-            if closing:
-                return
 
     def store(self) -> Store:
         """The metadata store (opened on first use; checks that the run exists)."""
@@ -290,8 +289,11 @@ class Session:
         Raises:
             TrackingError: the store refused the write (the records stay buffered).
         """
+        self._flush(None)
+
+    def _flush(self, end: str | None) -> None:
         try:
-            self._write_pending()
+            self._write_pending(end)
         except MlcdError as exc:
             raise TrackingError(
                 f"could not write run {self.run_id[:8]}'s records: {exc.message}",
@@ -299,14 +301,15 @@ class Session:
             ) from exc
         self.error = None
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, end: str | None = None) -> None:
+        """Write the buffer (and, with ``end``, end the run in the last transaction)."""
         with self._write_lock:
             with self._lock:
                 metrics, self._metrics = self._metrics, []
                 params, self._params = self._params, {}
                 tags, self._tags = self._tags, {}
                 artifacts, self._artifacts = self._artifacts, []
-            if not (metrics or params or tags or artifacts):
+            if not (metrics or params or tags or artifacts or end):
                 return
             written = 0
             try:
@@ -317,7 +320,11 @@ class Session:
                 while first or written < len(metrics):
                     chunk = metrics[written : written + _CHUNK]
                     extras = (params, tags, artifacts) if first else ({}, {}, [])
-                    store.transact(lambda conn, c=chunk, e=extras: self._write(conn, c, *e))  # type: ignore[misc]
+                    last = written + len(chunk) >= len(metrics)
+                    status = end if last else None
+                    store.transact(
+                        lambda conn, c=chunk, e=extras, s=status: self._write(conn, c, *e, end=s)  # type: ignore[misc]
+                    )
                     written += len(chunk)
                     first = False
             except BaseException:
@@ -346,6 +353,7 @@ class Session:
         params: dict[str, Any],
         tags: dict[str, Any],
         artifacts: list[Any],
+        end: str | None = None,
     ) -> None:
         from mlcd.store import runs
 
@@ -357,6 +365,8 @@ class Session:
             runs.log_metric_rows(conn, self.run_id, metrics)
         if artifacts:
             runs.add_artifacts(conn, self.run_id, artifacts)
+        if end is not None:
+            runs.end_run(conn, self.run_id, end)
 
     # ------------------------------------------------------------------ closing
     def close(self, status: str | None = None) -> None:
@@ -374,11 +384,8 @@ class Session:
             thread.join(timeout=max(10.0, 5 * self.settings.flush_interval))
         self.closed = True
         try:
-            self.flush()
-            if self.owns_run and status is not None:
-                from mlcd.store import runs
-
-                self.store().transact(lambda conn: runs.end_run(conn, self.run_id, status))
+            # the last records and the run's end in one transaction
+            self._flush(status if self.owns_run else None)
         finally:
             if self._owns_store and self._store is not None:
                 self._store.dispose()
