@@ -27,7 +27,7 @@ def events_command(
         rows = events.query(conn, model=model, kind=kind, limit=limit)
 
     def when(at: float) -> str:
-        return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(at, tz=UTC).strftime("%m-%d %H:%M:%S")
 
     def render(out: Any) -> None:
         if not rows:
@@ -36,16 +36,20 @@ def events_command(
         out.print(
             table(
                 None,
-                ["when (UTC)", "kind", "model", "version", "alias", "from", "actor", "reason"],
+                ["when (UTC)", "kind", "model", "version", "alias", "reason"],
                 [
                     [
                         when(r["at"]),
                         r["kind"],
                         r["model"],
-                        r["version"],
+                        ""
+                        if r["version"] is None
+                        else (
+                            f"{r['from_version']}→{r['version']}"
+                            if r["from_version"]
+                            else r["version"]
+                        ),
                         r["alias"],
-                        r["from_version"],
-                        r["actor"],
                         r["reason"],
                     ]
                     for r in rows
