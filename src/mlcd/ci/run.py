@@ -1,0 +1,606 @@
+"""The CI run behind ``mlcd ci``: pull caches, run the pipeline, gate each model, diff, push.
+
+``run_ci`` composes the layers below it and never raises for an outcome: a failed stage, a
+failed gate, or an error in one step (pull, pipeline, a model's evaluation, push) is kept
+in the ``CiResult``, the reports are written, and ``CiResult.check()`` raises the error the
+exit code is taken from. That way a pull-request comment and the JUnit file exist for every
+outcome, including the broken ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcd.errors import (
+    ConfigError,
+    GateFailed,
+    MlcdError,
+    ObjectError,
+    StageFailed,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from mlcd.config import Config
+    from mlcd.evaluate import Evaluation
+    from mlcd.objects import ObjectStore
+    from mlcd.pipeline.runner import Reporter, RunResult
+    from mlcd.pipeline.snapshot import Snapshot
+    from mlcd.pipeline.transfer import TransferReport
+    from mlcd.store import Store
+    from mlcd.tracking.diff import Diff
+
+#: The alias ``mlcd ci`` gates against and promotes to.
+CHAMPION = "champion"
+
+#: How each pipeline outcome reads in the report.
+STAGE_HOW = {
+    "ran": "ran",
+    "cached": "restored from the run cache",
+    "pulled": "restored from the remote",
+    "skipped": "up to date",
+    "failed": "failed",
+    "blocked": "not run (upstream failed)",
+}
+
+
+@dataclass(frozen=True)
+class CiOptions:
+    """What ``mlcd ci`` was asked to do."""
+
+    base: str | None = None
+    models: tuple[str, ...] = ()
+    promote: bool = False
+    jobs: int | None = None
+    resamples: int = 1000
+    trusted: bool = False
+    report: Path | None = None
+    junit: Path | None = None
+
+
+@dataclass
+class StepError:
+    """A step that could not be done (as opposed to a gate that said no)."""
+
+    step: str
+    error: MlcdError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "type": type(self.error).__name__,
+            "message": self.error.message,
+            "hint": self.error.hint,
+        }
+
+
+@dataclass
+class ModelCheck:
+    """One model's candidate: its version, its evaluation against the champion, promotion."""
+
+    name: str
+    version: int | None = None
+    created: bool = False
+    champion: int | None = None
+    evaluation: Evaluation | None = None
+    report_digest: str | None = None
+    promoted: bool = False
+    promotion_note: str | None = None
+    error: StepError | None = None
+
+    @property
+    def ref(self) -> str:
+        """``name/version`` (or the bare name when registration failed)."""
+        return self.name if self.version is None else f"{self.name}/{self.version}"
+
+    @property
+    def unchanged(self) -> bool:
+        """The candidate is the champion already: the model did not change."""
+        return self.version is not None and self.version == self.champion
+
+    @property
+    def status(self) -> str:
+        """``passed``, ``failed`` (a gate), ``unchanged`` or ``error``."""
+        if self.error is not None:
+            return "error"
+        if self.unchanged:
+            return "unchanged"
+        if self.evaluation is not None and not self.evaluation.passed:
+            return "failed"
+        return "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        evaluation = None
+        if self.evaluation is not None:
+            import json
+
+            from mlcd.evaluate.reports import render_json
+
+            evaluation = json.loads(render_json(self.evaluation))  # NaN-free, plain numbers
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "created": self.created,
+            "champion": self.champion,
+            "status": self.status,
+            "summary": None if self.evaluation is None else self.evaluation.verdict.summary(),
+            "evaluation": evaluation,
+            "report_digest": self.report_digest,
+            "promoted": self.promoted,
+            "promotion_note": self.promotion_note,
+            "error": None if self.error is None else self.error.to_dict(),
+        }
+
+
+@dataclass
+class StageLine:
+    """One stage's outcome as the report shows it."""
+
+    stage: str
+    outcome: str  # a key of STAGE_HOW
+    duration_s: float = 0.0
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "outcome": self.outcome,
+            "how": STAGE_HOW.get(self.outcome, self.outcome),
+            "duration_s": round(self.duration_s, 3),
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class CiResult:
+    """Everything ``mlcd ci`` did, in the order it did it."""
+
+    root: Path
+    options: CiOptions
+    commit: str | None = None
+    branch: str | None = None
+    base_commit: str | None = None
+    remote: str | None = None
+    pulled: TransferReport | None = None
+    run: RunResult | None = None
+    stages: list[StageLine] = field(default_factory=list)
+    models: list[ModelCheck] = field(default_factory=list)
+    diff: Diff | None = None
+    pushed: TransferReport | None = None
+    errors: list[StepError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def failed_stages(self) -> list[StageLine]:
+        """Stages that failed or were blocked by a failure."""
+        return [s for s in self.stages if s.outcome in ("failed", "blocked")]
+
+    @property
+    def gate_failures(self) -> list[ModelCheck]:
+        """Models whose candidate failed a gate of ``champion``."""
+        return [m for m in self.models if m.status == "failed"]
+
+    @property
+    def all_errors(self) -> list[StepError]:
+        """Step errors, including each model's."""
+        return [*self.errors, *(m.error for m in self.models if m.error is not None)]
+
+    @property
+    def verdict(self) -> str:
+        """``error`` (a step broke), ``failed`` (a stage or a gate) or ``passed``."""
+        if self.all_errors:
+            return "error"
+        if self.failed_stages or self.gate_failures:
+            return "failed"
+        return "passed"
+
+    @property
+    def passed(self) -> bool:
+        """True when every stage and every gate passed and no step broke."""
+        return self.verdict == "passed"
+
+    def check(self) -> None:
+        """Raise the error the exit code comes from; return when everything passed.
+
+        Raises:
+            MlcdError: the first step that broke (its own class: 2 config/usage, 3 runtime).
+            StageFailed: a pipeline stage failed (3).
+            GateFailed: a candidate failed a gate of ``champion`` (1).
+        """
+        where = f" (report: {self.reports['md']})" if "md" in self.reports else ""
+        errors = self.all_errors
+        if errors:
+            raise errors[0].error
+        if self.failed_stages:
+            failed = [s.stage for s in self.failed_stages if s.outcome == "failed"]
+            raise StageFailed(
+                f"stage(s) failed: {', '.join(failed)}; no model was evaluated{where}",
+                hint="read the stage log named in the report, fix the stage and push again",
+            )
+        if self.gate_failures:
+            raise GateFailed(
+                "; ".join(
+                    f"{m.ref} did not pass the gates of '{CHAMPION}': "
+                    f"{m.evaluation.verdict.summary() if m.evaluation else ''}"
+                    for m in self.gate_failures
+                )
+                + where,
+                hint="improve the model (params, data or code) and push again; "
+                "the champion stays where it is",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document (``mlcd ci --json``)."""
+        return {
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "commit": self.commit,
+            "branch": self.branch,
+            "base": None
+            if self.options.base is None
+            else {"ref": self.options.base, "commit": self.base_commit},
+            "remote": self.remote,
+            "pull": None if self.pulled is None else self.pulled.to_dict(),
+            "run_id": None if self.run is None else self.run.run_id,
+            "stages": [s.to_dict() for s in self.stages],
+            "ran": [s.stage for s in self.stages if s.outcome == "ran"],
+            "restored": [s.stage for s in self.stages if s.outcome in ("cached", "pulled")],
+            "models": [m.to_dict() for m in self.models],
+            "promote": self.options.promote,
+            "diff": None if self.diff is None else self.diff.to_dict(),
+            "push": None if self.pushed is None else self.pushed.to_dict(),
+            "errors": [e.to_dict() for e in self.all_errors],
+            "notes": self.notes,
+            "reports": {k: str(v) for k, v in self.reports.items()},
+        }
+
+
+# ---------------------------------------------------------------- checks before any work
+def _check_options(config: Config, options: CiOptions) -> list[str]:
+    """The models to gate; raises for names and settings that cannot work."""
+    names = list(options.models) or list(config.models)
+    unknown = [n for n in names if n not in config.models]
+    if unknown:
+        raise UsageError(
+            f"--model {', '.join(unknown)}: not declared under 'models:' in mlcd.yaml "
+            f"(declared: {', '.join(config.models) or 'none'})",
+            hint="pass a declared model name, or declare the model (path, eval_data, target)",
+        )
+    for name in names:
+        if not config.models[name].eval_data:
+            raise ConfigError(
+                f"models.{name}.eval_data is not set: 'mlcd ci' needs held-out data to "
+                "evaluate the candidate against the champion",
+                hint=f"set models.{name}.eval_data in mlcd.yaml to a test split no training "
+                "stage reads (e.g. data/test.parquet)",
+            )
+    for report in (options.report, options.junit):
+        if report is not None and report.exists() and report.is_dir():
+            raise UsageError(
+                f"{report} is a folder; --report and --junit take file paths",
+                hint="e.g. --report mlcd-report.md --junit mlcd-junit.xml",
+            )
+    if options.jobs is not None and options.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (got {options.jobs})")
+    if options.resamples < 0:
+        raise UsageError(f"--resamples must be 0 or more (got {options.resamples})")
+    return names
+
+
+def _resolve_base(root: Path, base: str) -> str:
+    from mlcd.tracking.git import git_state, resolve_revision
+
+    commit = resolve_revision(root, base)
+    if commit is not None:
+        return commit
+    inside = git_state(root).commit is not None
+    raise UsageError(
+        f"--base {base!r} is not a git revision in {root}"
+        if inside
+        else f"--base {base!r}: {root} is not in a git repository with commits",
+        hint="fetch the base branch first (git fetch origin main; in GitHub Actions check out "
+        "with fetch-depth: 0), or pass a commit, branch or tag that exists"
+        if inside
+        else "run mlcd ci in a clone of the repository, or leave out --base",
+    )
+
+
+# ---------------------------------------------------------------- the steps
+def _stage_lines(snapshot: Snapshot, run: RunResult, pulled: Sequence[str]) -> list[StageLine]:
+    """Stage outcomes, with "up to date" stages whose outputs the pull restored as pulled."""
+    restored = set(pulled)
+    lines = []
+    for stage in run.stages:
+        outcome = stage.outcome
+        produced = snapshot.stages[stage.stage].produced if stage.stage in snapshot.stages else ()
+        if outcome == "skipped" and produced and any(p in restored for p in produced):
+            outcome = "pulled"
+        detail = stage.error if outcome == "failed" else None
+        if detail and stage.log_path:
+            detail += f" (log: {stage.log_path})"
+        lines.append(StageLine(stage.stage, outcome, stage.duration_s, detail))
+    return lines
+
+
+def _stage_of(snapshot: Snapshot, path: str) -> str | None:
+    for spec in snapshot.stages.values():
+        if path in spec.produced:
+            return spec.name
+    return None
+
+
+def _check_model(
+    root: Path,
+    config: Config,
+    store: Store,
+    objects: ObjectStore,
+    snapshot: Snapshot,
+    check: ModelCheck,
+    run_id: str | None,
+    reason: str,
+    options: CiOptions,
+    say: Callable[[str], None],
+) -> None:
+    """Register the model's package, evaluate it against the champion, promote if asked.
+
+    Fills ``check`` as it goes, so a step that raises leaves what was done before it.
+    """
+    from mlcd.evaluate import evaluate, promote, record_evaluation
+    from mlcd.registry import register_from_path
+    from mlcd.store import models as repo
+
+    name = check.name
+    spec = config.models[name]
+    path = root / spec.path
+    if not path.is_dir():
+        raise ConfigError(
+            f"models.{name}.path: {spec.path} does not exist after the pipeline ran",
+            hint=f"make a stage declare '{spec.path}' as an out and save the model there "
+            "with mlcd.save_model",
+        )
+    stage = spec.stage or _stage_of(snapshot, spec.path)
+    registration = register_from_path(
+        store,
+        objects,
+        name,
+        path,
+        run_id=run_id,
+        source=f"{stage}:{spec.path}" if stage else spec.path,
+    )
+    check.version = registration.version.version
+    check.created = registration.created
+    with store.read() as conn:
+        check.champion = repo.get_alias(conn, name, CHAMPION)
+    gates = list(config.gates.get(CHAMPION, []))
+    # Relative to where mlcd runs (the project root in CI), so reports show 'data/test.csv'.
+    data = os.path.relpath(root / spec.eval_data) if spec.eval_data else None
+    if check.unchanged:
+        say(f"{check.ref} is the {CHAMPION} already (the model did not change): nothing to gate")
+        return
+    say(f"evaluating {check.ref} against {CHAMPION} ({len(gates)} gate(s))")
+    common: dict[str, Any] = dict(
+        target=spec.target,
+        task=spec.task,
+        slices=spec.slices or None,
+        resamples=options.resamples,
+        cache_dir=snapshot.state_dir / "cache" / "models",
+        trusted=options.trusted,
+    )
+    evaluation = evaluate(
+        store,
+        objects,
+        name,
+        check.version,
+        data=data or "",
+        against=CHAMPION,
+        gates=gates,
+        gates_alias=CHAMPION,
+        **common,
+    )
+    check.evaluation = evaluation
+    check.report_digest = record_evaluation(store, objects, evaluation)
+    say(f"{check.ref}: {evaluation.verdict.summary()}")
+    if options.promote and evaluation.passed:
+        # promote() runs the gates again, against the champion as it is at that moment, and
+        # refuses if it moved meanwhile: the evaluation above is not a licence to move it.
+        promotion = promote(
+            store,
+            objects,
+            name,
+            check.version,
+            CHAMPION,
+            gates=gates,
+            data=data,
+            against=CHAMPION,
+            reason=reason,
+            **common,
+        )
+        check.promoted = promotion.move is not None
+        check.promotion_note = promotion.note
+        say(f"{check.ref} promoted to {CHAMPION}" if check.promoted else str(promotion.note))
+    elif options.promote:
+        check.promotion_note = f"not promoted: the gates of '{CHAMPION}' failed"
+
+
+def run_ci(
+    root: Path,
+    config: Config,
+    store: Store,
+    objects: ObjectStore,
+    remote: ObjectStore | None,
+    options: CiOptions | None = None,
+    reporter: Reporter | None = None,
+    say: Callable[[str], None] | None = None,
+) -> CiResult:
+    """Pull, run the pipeline, register and gate each model, diff against the base, push.
+
+    Args:
+        root: the project root.
+        config: the loaded ``mlcd.yaml``.
+        store: the metadata store.
+        objects: the local object store.
+        remote: the remote to pull from and push to (None: no transfer).
+        options: base ref, models, promotion, report paths.
+        reporter: receives the pipeline's progress events.
+        say: receives one line per step (progress for people).
+
+    Returns:
+        What happened; the Markdown and JUnit reports are written when asked for. Call
+        ``check()`` on it to raise the error that sets the exit code.
+
+    Raises:
+        UsageError: an unknown ``--model``, a bad ``--base`` (before any work is done).
+        ConfigError: a model without ``eval_data``.
+    """
+    from mlcd.pipeline.runner import RunOptions, Services, run_pipeline
+    from mlcd.pipeline.snapshot import load_snapshot
+    from mlcd.tracking.git import git_state
+
+    options = options or CiOptions()
+    say = say or (lambda _line: None)
+    names = _check_options(config, options)
+    result = CiResult(root=root, options=options)
+    if options.base is not None:
+        result.base_commit = _resolve_base(root, options.base)
+    state = git_state(root)
+    result.commit, result.branch = state.commit, state.branch
+    if state.dirty:
+        result.notes.append("the working tree has uncommitted changes to tracked files")
+    snapshot = load_snapshot(root)
+    try:
+        _transfer_in(result, snapshot, store, objects, remote, say)
+        if not result.errors:
+            say("running the pipeline")
+            try:
+                run = run_pipeline(
+                    snapshot,
+                    lambda: Services(store, objects),
+                    RunOptions(jobs=options.jobs),
+                    reporter,
+                )
+            except MlcdError as exc:
+                result.errors.append(StepError("pipeline", exc))
+            else:
+                result.run = run
+                pulled = result.pulled.restored if result.pulled else []
+                result.stages = _stage_lines(snapshot, run, pulled)
+        if result.run is not None and result.run.ok:
+            snapshot = load_snapshot(root)  # mlcd.lock changed
+            reason = "mlcd ci --promote" + (f" at {result.commit[:12]}" if result.commit else "")
+            for name in names:
+                check = ModelCheck(name)
+                result.models.append(check)
+                try:
+                    _check_model(
+                        root,
+                        config,
+                        store,
+                        objects,
+                        snapshot,
+                        check,
+                        result.run.run_id,
+                        reason,
+                        options,
+                        say,
+                    )
+                except MlcdError as exc:
+                    check.error = StepError(f"model {name}", exc)
+            if not names:
+                result.notes.append("no models declared under 'models:': nothing to gate")
+        if options.base is not None:
+            try:
+                result.diff = _diff(root, config, store, options.base)
+            except MlcdError as exc:
+                result.errors.append(StepError("diff", exc))
+        _transfer_out(result, store, objects, remote, say)
+    finally:
+        _write_reports(result)
+    return result
+
+
+def _transfer_in(
+    result: CiResult,
+    snapshot: Snapshot,
+    store: Store,
+    objects: ObjectStore,
+    remote: ObjectStore | None,
+    say: Callable[[str], None],
+) -> None:
+    from mlcd.pipeline.statcache import StatCache
+    from mlcd.pipeline.transfer import pull
+
+    if remote is None:
+        result.notes.append(
+            "no remote declared: nothing pulled or pushed, every stale stage runs here"
+        )
+        return
+    result.remote = remote.url
+    say(f"pulling run-cache entries and objects from {remote.url}")
+    try:
+        with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+            result.pulled = pull(result.root, snapshot, store, objects, remote, statcache)
+    except (MlcdError, OSError) as exc:
+        result.errors.append(StepError("pull", _transfer_error(exc, "pulling from", remote)))
+        return
+    if result.pulled.missing:
+        result.notes.append(
+            f"{len(result.pulled.missing)} object(s) named in mlcd.lock are not on the remote; "
+            "the stages that make them run here"
+        )
+
+
+def _transfer_out(
+    result: CiResult,
+    store: Store,
+    objects: ObjectStore,
+    remote: ObjectStore | None,
+    say: Callable[[str], None],
+) -> None:
+    from mlcd.pipeline.snapshot import load_snapshot
+    from mlcd.pipeline.transfer import push
+
+    if remote is None or result.pulled is None:
+        return
+    say(f"pushing objects and run-cache entries to {remote.url}")
+    try:
+        result.pushed = push(result.root, load_snapshot(result.root), store, objects, remote)
+    except (MlcdError, OSError) as exc:
+        result.errors.append(StepError("push", _transfer_error(exc, "pushing to", remote)))
+
+
+def _transfer_error(exc: Exception, doing: str, remote: ObjectStore) -> MlcdError:
+    """An mlcd error for a failed transfer (a folder remote can fail with a plain OSError)."""
+    if isinstance(exc, MlcdError):
+        return exc
+    return ObjectError(
+        f"{doing} the remote {remote.url} failed: {exc}",
+        hint="check the remote's url in mlcd.yaml, that it is a folder (or bucket) you can "
+        "write to, and its credentials",
+    )
+
+
+def _diff(root: Path, config: Config, store: Store, base: str) -> Diff:
+    from mlcd.tracking.diff import compare_snapshots, resolve_side, workspace_snapshot
+
+    old = resolve_side(f"rev:{base}", root, config, store.read)
+    return compare_snapshots(old, workspace_snapshot(root, config))
+
+
+def _write_reports(result: CiResult) -> None:
+    from mlcd.ci.report import render_junit, render_markdown, write_text
+
+    options = result.options
+    if options.report is not None:
+        result.reports["md"] = options.report
+    if options.junit is not None:
+        result.reports["junit"] = options.junit
+    if options.report is not None:
+        write_text(options.report, render_markdown(result))
+    if options.junit is not None:
+        write_text(options.junit, render_junit(result))
