@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.pipeline.runner import Reporter
-
 if TYPE_CHECKING:
-    from mlcd.pipeline.runner import RunResult, Services, StageResult
+    from mlcd.pipeline.runner import RunResult, Services
     from mlcd.project import Project
 
 
-_ICONS = {
+ICONS = {
     "ran": "✓",
     "cached": "↺",
     "skipped": "·",
@@ -62,92 +59,6 @@ class _Lazy:
             self._project.close()
 
 
-class _Progress(Reporter):
-    """Live progress on stderr: a line per finished stage, a ticking line for running ones."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._running: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-        self._live: Any = None
-        self._console: Any = None
-
-    def _start(self) -> None:
-        if self._console is not None or not self.enabled:
-            return
-        from mlcd.cli.output import err_console
-
-        self._console = err_console()
-        if self._console.is_terminal:
-            from rich.live import Live
-
-            self._live = Live(
-                self._render(), console=self._console, refresh_per_second=8, transient=True
-            )
-            self._live.start()
-
-    def _render(self) -> Any:
-        from rich.text import Text
-
-        now = time.monotonic()
-        lines = [
-            f"  ⠿ {name} {action} ({now - since:.1f}s)"
-            for name, (action, since) in self._running.items()
-        ]
-        return Text("\n".join(lines))
-
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-
-    def planned(self, stages: list[str]) -> None:
-        self._start()
-        if self._console is not None:
-            self._console.print(f"[bold]mlcd run[/]: {len(stages)} stage(s): {', '.join(stages)}")
-
-    def started(self, stage: str, action: str) -> None:
-        with self._lock:
-            self._start()
-            self._running[stage] = (action, time.monotonic())
-            if self._live is None and self._console is not None:
-                self._console.print(f"  ▶ {stage}: {action}…")
-            self._refresh()
-
-    def waiting(self, stage: str, path: str, holder: str) -> None:
-        with self._lock:
-            self._start()
-            if self._console is not None:
-                self._console.print(
-                    f"  [yellow]…[/] {stage}: waiting for '{path}', held by {holder}", markup=True
-                )
-
-    def finished(self, result: StageResult) -> None:
-        from rich.markup import escape
-
-        with self._lock:
-            self._start()
-            self._running.pop(result.stage, None)
-            self._refresh()
-            if self._console is None:
-                return
-            style = {"failed": "red", "blocked": "red", "cached": "cyan", "ran": "green"}.get(
-                result.outcome, "dim"
-            )
-            what = {
-                "ran": f"ran in {result.duration_s:.1f}s",
-                "cached": f"restored from cache in {result.duration_s:.1f}s",
-                "skipped": "up to date",
-                "failed": f"failed after {result.duration_s:.1f}s: {result.error}",
-                "blocked": result.reason,
-            }.get(result.outcome, result.reason)
-            icon = _ICONS.get(result.outcome, "·")
-            self._console.print(f"  [{style}]{icon} {escape(result.stage)}[/]: {escape(what)}")
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-
-
 def _render_run(result: RunResult) -> None:
     counts: dict[str, int] = {}
     for stage in result.stages:
@@ -159,7 +70,7 @@ def _render_run(result: RunResult) -> None:
                 stage.outcome, stage.outcome
             )
             lines.append(
-                f"  {_ICONS.get(stage.outcome, '·')} {stage.stage}: {verb} ({stage.reason})"
+                f"  {ICONS.get(stage.outcome, '·')} {stage.stage}: {verb} ({stage.reason})"
             )
         _write("\n".join(lines) + "\n")
         return
@@ -172,9 +83,7 @@ def _render_run(result: RunResult) -> None:
         if stage.outcome == "failed":
             sys.stderr.write(f"\nstage '{stage.stage}' failed: {stage.error}\n")
             if stage.log_tail:
-                sys.stderr.write(
-                    f"--- last lines of {stage.log_path} ---\n{stage.log_tail}\n---\n"
-                )
+                sys.stderr.write(f"--- last lines of {stage.log_path} ---\n{stage.log_tail}\n---\n")
             sys.stderr.flush()
 
 
@@ -196,7 +105,9 @@ def run_stages(
     root = find_root()
     snapshot = load_snapshot(root)
     lazy = _Lazy(root)
-    progress = _Progress(enabled=True)
+    from mlcd.cli.pipeline_progress import Progress
+
+    progress = Progress(enabled=True)
     options = RunOptions(tuple(stages or ()), force, jobs, dry_run, executor)
     try:
         result = run_pipeline(snapshot, lazy.services, options, progress)
