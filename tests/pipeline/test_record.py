@@ -108,3 +108,23 @@ def test_failed_stage_has_no_cache_entry_and_its_log_is_kept(
         Digest.parse(stages["a"]["log_digest"])
     )
     assert log == b"bad input\n"
+
+
+def test_stage_logging_through_the_python_api_lands_in_the_pipeline_run(
+    make_project, mlcd, open_store
+) -> None:
+    root = make_project(
+        """
+        stages:
+          fit:
+            cmd: python -c "import mlcd; mlcd.log_metric('loss', 0.25, step=3); mlcd.flush()" && echo ok > done.txt
+            outs: [done.txt]
+        """
+    )
+
+    document = run_json(mlcd, root)
+
+    store = open_store(f"sqlite:///{root / '.mlcd' / 'mlcd.db'}")
+    with store.read() as conn:
+        history = runs.metric_history(conn, document["run_id"], "loss")
+    assert [(p.value, p.step) for p in history] == [(0.25, 3)]
