@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import yaml
+from sqlalchemy import select
 
+from mlcd.store.tables import runs
 from tests.pipeline.conftest import calls, outcomes, run_json, stage_env
 
 
@@ -96,7 +98,9 @@ def test_independent_stages_of_two_runs_proceed_side_by_side(make_project) -> No
     assert (root / "y.txt").read_text() == "y\n"
 
 
-def test_sigkill_mid_stage_leaves_a_state_the_next_run_completes(make_project, mlcd) -> None:
+def test_sigkill_mid_stage_leaves_a_state_the_next_run_completes(
+    make_project, mlcd, open_store
+) -> None:
     root = make_project(
         """
         stages:
@@ -128,15 +132,15 @@ def test_sigkill_mid_stage_leaves_a_state_the_next_run_completes(make_project, m
     assert (root / "three.txt").read_text() == "one\nwhole\n"
     assert json.loads(mlcd(root, "status", "--json").stdout)["up_to_date"] is True
     assert calls(root) == ["first", "slow", "slow", "last"]
+    store = open_store(f"sqlite:///{root / '.mlcd' / 'mlcd.db'}")
+    with store.read() as conn:
+        statuses = sorted(conn.execute(select(runs.c.status)).scalars())
+    assert statuses == ["finished", "killed"]  # the killed run is found and marked
 
 
 def test_run_interrupted_by_sigterm_stops_its_commands_and_is_marked_killed(
     make_project, open_store
 ) -> None:
-    from sqlalchemy import select
-
-    from mlcd.store.tables import runs
-
     root = make_project(
         """
         stages:

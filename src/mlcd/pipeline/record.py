@@ -73,6 +73,36 @@ def flat_params(params: Mapping[str, Mapping[str, Any]], default_file: str) -> d
     return flat
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def _mark_dead_runs_killed(conn: Any) -> None:
+    """End as ``killed`` the pipeline runs of this host whose process is gone (SIGKILL, crash)."""
+    from sqlalchemy import select
+
+    from mlcd.store import runs
+    from mlcd.store.tables import runs as runs_table
+
+    host = socket.gethostname()
+    running = conn.execute(
+        select(runs_table.c.id).where(
+            runs_table.c.kind == "pipeline", runs_table.c.status == "running"
+        )
+    ).scalars()
+    for run_id in list(running):
+        tags = runs.tags_of(conn, run_id)
+        pid = tags.get("mlcd.pid")
+        if tags.get("mlcd.host") == host and pid and pid.isdigit() and not _alive(int(pid)):
+            runs.end_run(conn, run_id, "killed")
+
+
 class RunRecord:
     """A pipeline run in the metadata store; every method is one short write transaction.
 
@@ -91,6 +121,7 @@ class RunRecord:
         commit, dirty = git_state(root)
 
         def work(conn: Any) -> str:
+            _mark_dead_runs_killed(conn)
             run_id = runs.create_run(
                 conn, kind="pipeline", git_commit=commit, git_dirty=dirty, user=_user()
             )
