@@ -102,7 +102,8 @@ def _model_bullet(check: ModelCheck) -> str:
     against = (
         f"champion {evaluation.champion.ref}"
         if evaluation.champion is not None
-        else "no champion yet (relative gates pass for a first model)"
+        else "no champion yet"
+        + (" (relative gates pass for a first model)" if verdict.results else "")
     )
     total = len(verdict.results)
     if not total:

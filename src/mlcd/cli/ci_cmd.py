@@ -60,7 +60,7 @@ def ci(
 
     from mlcd.ci.run import CiOptions, run_ci
     from mlcd.cli.output import emit, err_console
-    from mlcd.cli.pipeline_view import _Progress
+    from mlcd.cli.pipeline_progress import Progress
     from mlcd.project import Project
 
     options = CiOptions(
@@ -78,7 +78,7 @@ def ci(
     def say(line: str) -> None:
         console.print(f"[bold]mlcd ci[/]: {escape(line)}")
 
-    progress = _Progress(enabled=True)
+    progress = Progress(enabled=True)
     with Project.open() as project:
         target = project.remote(remote) if remote or project.config.remotes else None
         try:
