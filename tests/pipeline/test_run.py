@@ -473,3 +473,14 @@ def test_status_outside_a_project_says_how_to_start_one(tmp_path: Path, mlcd) ->
     assert result.returncode == 2
     assert "no mlcd.yaml found" in result.stderr
     assert "mlcd init" in result.stderr
+
+
+def test_unknown_executor_is_a_config_error_and_records_nothing(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+
+    result = mlcd(root, "run", "--executor", "kubernetes")
+
+    assert result.returncode == 2
+    assert "unknown executor 'kubernetes'" in result.stderr
+    assert calls(root) == []
+    assert not (root / "mlcd.lock").exists()

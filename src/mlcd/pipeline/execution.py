@@ -120,13 +120,17 @@ class Execution:
 
     def execute(self) -> RunResult:
         """Record a run and bring every selected stage up to date."""
-        plan = self.dag.select(self.options.targets)
-        run_id = self.record.start(self.root, self.options.targets)
-        self.log_dir = self.snapshot.state_dir / "logs" / run_id
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         from mlcd.pipeline.executors import open_executor
 
-        self.executor = open_executor(self.options.executor, self.jobs)
+        plan = self.dag.select(self.options.targets)
+        self.executor = open_executor(self.options.executor, self.jobs)  # a bad name: no run
+        try:
+            run_id = self.record.start(self.root, self.options.targets)
+        except BaseException:
+            self.executor.close()
+            raise
+        self.log_dir = self.snapshot.state_dir / "logs" / run_id
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.reporter.planned(plan)
         results: dict[str, StageResult] = {}
         try:
