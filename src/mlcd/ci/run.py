@@ -328,13 +328,6 @@ def _stage_lines(snapshot: Snapshot, run: RunResult, pulled: Sequence[str]) -> l
     return lines
 
 
-def _stage_of(snapshot: Snapshot, path: str) -> str | None:
-    for spec in snapshot.stages.values():
-        if path in spec.produced:
-            return spec.name
-    return None
-
-
 def _check_model(
     root: Path,
     config: Config,
@@ -352,7 +345,7 @@ def _check_model(
     Fills ``check`` as it goes, so a step that raises leaves what was done before it.
     """
     from mlcd.evaluate import evaluate, promote, record_evaluation
-    from mlcd.registry import register_from_path
+    from mlcd.registration import register_declared_models
     from mlcd.store import models as repo
 
     name = check.name
@@ -364,17 +357,16 @@ def _check_model(
             hint=f"make a stage declare '{spec.path}' as an out and save the model there "
             "with mlcd.save_model",
         )
-    stage = spec.stage or _stage_of(snapshot, spec.path)
-    registration = register_from_path(
-        store,
-        objects,
-        name,
-        path,
-        run_id=run_id,
-        source=f"{stage}:{spec.path}" if stage else spec.path,
-    )
-    check.version = registration.version.version
-    check.created = registration.created
+    # The same registration as 'mlcd run' and retrains: a new version gets its monitoring
+    # reference profile too.
+    (registered,) = register_declared_models(root, config, store, objects, run_id, [name], say)
+    if registered.version is None:
+        raise ConfigError(
+            f"models.{name}.path: {spec.path} is not a model package: {registered.note}",
+            hint="save the model there with mlcd.save_model",
+        )
+    check.version = registered.version
+    check.created = registered.created
     with store.read() as conn:
         check.champion = repo.get_alias(conn, name, CHAMPION)
     gates = list(config.gates.get(CHAMPION, []))
