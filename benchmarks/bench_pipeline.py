@@ -5,7 +5,7 @@ One project folder holds both tools (``dvc init --no-scm``, DVC's fastest mode, 
 bytes, page cache warm. Measured, alternating the tools:
 
 * first tracking: ``mlcd data add`` vs ``dvc add``, the folder and the big file, each into an
-  empty cache (every byte hashed and copied);
+  empty cache (every byte hashed and copied), in a project already initialised;
 * no-op status: ``mlcd status`` vs ``dvc status`` once both are up to date;
 * no-op run of a 10-stage chain whose first stage reads the whole dataset: ``mlcd run`` vs
   ``dvc repro``.
@@ -110,9 +110,17 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
 
 
 def reset_tracking(root: Path) -> None:
-    """Forget what both tools tracked: empty caches, no pointer files, no state."""
+    """Forget the data both tools tracked: empty caches, no pointer files, no file hashes.
+
+    The projects themselves stay initialised (``.dvc/config``; mlcd's metadata database and
+    parsed ``mlcd.yaml``): the case measured is new data added to a project in use.
+    """
+    mlcd_state = root / ".mlcd"
     for path in (
-        root / ".mlcd",
+        mlcd_state / "objects",
+        mlcd_state / "statcache.db",
+        mlcd_state / "statcache.db-wal",
+        mlcd_state / "statcache.db-shm",
         root / ".dvc" / "cache",
         root / ".dvc" / "tmp",
         root / "data" / "files.dvc",
@@ -188,6 +196,8 @@ def main() -> None:
         (root / "mlcd.yaml").write_text("stages: {}\n")
         run([dvc, "init", "--no-scm", "-q"], root, env)
         run([dvc, "config", "core.analytics", "false"], root, env)
+        run([mlcd, "gc", "--dry-run"], root, env)  # creates mlcd's metadata database
+        run([mlcd, "status"], root, env)  # and its parsed mlcd.yaml, as in a project in use
 
         tracking = first_tracking(root, env, mlcd, dvc, args.track_reps)
         rows = []
