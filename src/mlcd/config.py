@@ -188,6 +188,9 @@ class Monitor(_Section):
     performance_min_labels: int = Field(default=30, gt=0)
     label_horizon: str = "30d"
     alerts: Alerts = Alerts()
+    #: the server's live gauges: rows per version's rolling window (0 turns them off)
+    live_window_rows: int = Field(default=10_000, ge=0, le=10_000_000)
+    live_refresh_s: float = Field(default=5.0, gt=0)
 
 
 # ---------------------------------------------------------------- step 6: retraining

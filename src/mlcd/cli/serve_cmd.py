@@ -185,6 +185,7 @@ def worker_app() -> Any:
         shadow=spec["shadow"],
         drain_grace_s=float(spec["drain_seconds"]),
         metrics_dir=spec["metrics_dir"],
+        monitor=project.config.monitor,
     )
 
 

@@ -25,8 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from mlcd import __version__
-from mlcd.config import Serve
+from mlcd.config import Monitor, Serve
 from mlcd.serve import oip
+from mlcd.serve.gauges import LiveGauges
 from mlcd.serve.holder import ModelHolder, ModelSource
 from mlcd.serve.metrics import ServeMetrics
 from mlcd.serve.predlog import PredictionLog
@@ -66,6 +67,7 @@ def create_app(
     guard: CanaryGuard | None = None,
     drain_grace_s: float = 0.0,
     metrics_dir: str | None = None,
+    monitor: Monitor | None = None,
 ) -> FastAPI:
     """The model server's ASGI app.
 
@@ -82,17 +84,24 @@ def create_app(
         guard: the rule that switches a bad canary off (default :class:`CanaryGuard`).
         drain_grace_s: on SIGTERM, report not-ready for this long before shutting down.
         metrics_dir: the prometheus-client multiprocess folder when running several workers.
+        monitor: drift settings and the live window (``mlcd.yaml``'s ``monitor:``): versions
+            with a stored reference profile get live drift and quality gauges on ``/metrics``.
 
     Returns:
         The FastAPI app (its ``state.service`` is the :class:`PredictionService`).
     """
     settings = settings or Serve()
     name = ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
+    monitor = monitor or Monitor()
     metrics = ServeMetrics(name, metrics_dir)
+    gauges = _live_gauges(name, source, monitor, metrics_dir)
+    if gauges is not None:
+        metrics.add_collector(gauges)
     holder_args: dict[str, Any] = {
         "max_rows": settings.max_rows,
         "poll_interval_s": settings.poll_interval_s,
         "on_load": lambda role, version, ok: metrics.loaded(role, version, ok),
+        "on_serve": gauges.watch if gauges is not None else None,
     }
     primary = ModelHolder(source, ref, "primary", **holder_args)
     canary_holder = (
@@ -103,16 +112,19 @@ def create_app(
     )
     predlog = None
     options = settings.prediction_log
-    if log_folder is not None and options.enabled:
+    logging_on = log_folder is not None and options.enabled
+    if logging_on or gauges is not None:
+        # The gauges are fed by the log's writer thread; without a log it writes nothing.
         predlog = PredictionLog(
             store,
-            project_root or log_folder.parent,
-            log_folder,
+            project_root or (log_folder.parent if log_folder else Path.cwd()),
+            log_folder if logging_on else None,
             batch_rows=options.batch_rows,
             flush_interval_s=options.flush_interval_s,
             queue_size=options.queue_size,
             on_drop=metrics.log_dropped.inc,
             on_write=metrics.log_written.inc,
+            on_batch=gauges.observe if gauges is not None else None,
         )
     service = PredictionService(
         name=name,
@@ -142,6 +154,8 @@ def create_app(
                 holder.stop()
             if predlog is not None:
                 await asyncio.to_thread(predlog.close)
+            if gauges is not None:
+                gauges.close()
             metrics.close()
 
     app = FastAPI(
@@ -156,6 +170,24 @@ def create_app(
     _routes(app, service)
     app.add_middleware(FastPath, service=service, max_body=settings.max_body_bytes)
     return app
+
+
+def _live_gauges(
+    name: str, source: ModelSource, monitor: Monitor, metrics_dir: str | None
+) -> LiveGauges | None:
+    """The live monitoring gauges, unless ``monitor.live_window_rows`` is 0."""
+    if monitor.live_window_rows <= 0:
+        return None
+    from mlcd.monitor.drift import DriftSettings
+
+    return LiveGauges(
+        name,
+        source,
+        settings=DriftSettings.from_config(monitor.drift),
+        window_rows=monitor.live_window_rows,
+        refresh_s=monitor.live_refresh_s,
+        multiprocess_dir=metrics_dir,
+    )
 
 
 def _install_signals(service: PredictionService, grace_s: float) -> Callable[[], None]:

@@ -83,6 +83,15 @@ class RegistrySource:
             trusted=self.trusted,
         )
 
+    def reference(self, name: str, version: int) -> Any:
+        """The version's stored reference profile (``reference_digest``), or None."""
+        from mlcd.monitor.profile import load_profile
+        from mlcd.store import models as repo
+
+        with self.store.read() as conn:
+            digest = repo.get_version(conn, name, version).get("reference_digest")
+        return None if digest is None else load_profile(self.objects, digest)
+
 
 @dataclass
 class Served:
@@ -206,6 +215,9 @@ class ModelHolder:
         max_rows: the request row limit the input plan enforces.
         poll_interval_s: how often to ask the source.
         on_load: called with (role, version, ok) after every load attempt.
+        on_serve: called with (role, served) in the holder's thread once a version is loaded
+            and warmed, right before it starts answering (the live gauges load its
+            reference profile then); an exception there is logged, the swap goes on.
     """
 
     def __init__(
@@ -217,6 +229,7 @@ class ModelHolder:
         max_rows: int = 10_000,
         poll_interval_s: float = 5.0,
         on_load: Callable[[str, int | None, bool], None] | None = None,
+        on_serve: Callable[[str, Served], None] | None = None,
     ) -> None:
         self.source = source
         self.ref = ref
@@ -226,6 +239,7 @@ class ModelHolder:
         self.max_rows = max_rows
         self.poll_interval_s = poll_interval_s
         self.on_load = on_load
+        self.on_serve = on_serve
         self.current: Served | None = None
         self.failed_version: int | None = None
         self.last_error: str | None = None
@@ -303,6 +317,11 @@ class ModelHolder:
             if self.on_load is not None:
                 self.on_load(self.role, version, False)
             return False
+        if self.on_serve is not None:
+            try:
+                self.on_serve(self.role, served)
+            except Exception:  # monitoring of a version must not keep it from serving
+                log.exception("%s/%s: preparing its live gauges failed", self.name, version)
         previous = self.current
         self.current = served  # the swap: one reference assignment, atomic for readers
         self.failed_version = None

@@ -85,6 +85,13 @@ class ServeMetrics:
             registry=registry,
         ).labels(model)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._collectors: list[Any] = []
+
+    def add_collector(self, collector: Any) -> None:
+        """Export a custom collector's families too (the live monitoring gauges)."""
+        self._collectors.append(collector)
+        if self.registry is not None:
+            self.registry.register(collector)
 
     def observe(self, version: int | None, endpoint: str, status: int, seconds: float) -> None:
         """Count a finished request and its latency."""
@@ -124,6 +131,8 @@ class ServeMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            for collector in self._collectors:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         assert self.registry is not None
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -7,6 +7,8 @@ writes one segment per model, version and day under
 ``<folder>/model=<name>/date=YYYY-MM-DD/<first_ts>-<uuid>.parquet`` (temp file, then rename)
 and registers it in ``prediction_segments``. A segment that cannot be written or registered
 is dropped and counted too; the server keeps answering. Columns: docs/architecture.md.
+The writer also hands every drained batch to ``on_batch`` (the live monitoring gauges),
+so that work stays off the request path as well.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class LogEntry:
     version: int | None
     ts: float
     latency_ms: float
-    status: str  # ok | rejected | shadow
+    status: str  # ok | rejected | error | shadow
     request_ids: Sequence[str]
     features: Mapping[str, Any] | None = None  # column -> values (array or list), or None
     predictions: Any = None  # array or list, one per row
@@ -55,34 +57,39 @@ class PredictionLog:
     Args:
         store: where segments are registered (None: files only, for tools without a store).
         root: the project root; registered paths are relative to it.
-        folder: where segments are written (``<state>/predictions``).
+        folder: where segments are written (``<state>/predictions``); None writes no
+            segments (the entries only go to ``on_batch``).
         batch_rows: write as soon as this many rows wait.
         flush_interval_s: otherwise write at least this often.
         queue_size: rows that may wait; more are dropped and counted.
         on_drop: called with the number of rows dropped (metrics).
         on_write: called with the number of rows written (metrics).
+        on_batch: called in the writer thread with each drained batch of entries (an empty
+            list when the writer woke with nothing to do), before the batch is written.
     """
 
     def __init__(
         self,
         store: Store | None,
         root: Path,
-        folder: Path,
+        folder: Path | None,
         *,
         batch_rows: int = 5000,
         flush_interval_s: float = 2.0,
         queue_size: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int], None] | None = None,
+        on_batch: Callable[[list[LogEntry]], None] | None = None,
     ) -> None:
         self.store = store
         self.root = Path(root)
-        self.folder = Path(folder)
+        self.folder = Path(folder) if folder is not None else None
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self.queue_size = queue_size
         self._on_drop = on_drop
         self._on_write = on_write
+        self._on_batch = on_batch
         self._queue: deque[LogEntry] = deque()
         self._lock = threading.Lock()
         self._queued_rows = 0
@@ -167,7 +174,12 @@ class PredictionLog:
             self._queue.clear()
             self._busy = bool(entries)
         try:
-            if entries:
+            if self._on_batch is not None:
+                try:
+                    self._on_batch(entries)
+                except Exception:  # monitoring must never stop the log
+                    log.exception("prediction log: the batch observer failed")
+            if entries and self.folder is not None:
                 self._write(entries)
         finally:
             with self._lock:
@@ -204,6 +216,7 @@ class PredictionLog:
 
         from mlcd.digest import hash_file
 
+        assert self.folder is not None
         table = to_table(group)
         first_at = min(e.ts for e in group)
         last_at = max(e.ts for e in group)
@@ -271,15 +284,15 @@ def to_table(entries: Sequence[LogEntry]) -> Any:
             if name not in columns and name not in names:
                 names.append(name)
     for name in names:
-        columns[name] = _concat([(e.features or {}).get(name) for e in entries], counts)
-    columns["prediction"] = _concat([e.predictions for e in entries], counts)
-    columns["proba"] = _concat([e.proba for e in entries], counts, pa.float64())
+        columns[name] = concat_column([(e.features or {}).get(name) for e in entries], counts)
+    columns["prediction"] = concat_column([e.predictions for e in entries], counts)
+    columns["proba"] = concat_column([e.proba for e in entries], counts, pa.float64())
     table = pa.table(columns)
     assert table.num_rows == total
     return table
 
 
-def _concat(parts: Sequence[Any], counts: Sequence[int], kind: Any = None) -> Any:
+def concat_column(parts: Sequence[Any], counts: Sequence[int], kind: Any = None) -> Any:
     """One Arrow column from per-entry values (arrays or lists; None for rows without)."""
     import numpy as np
     import pyarrow as pa

@@ -197,11 +197,13 @@ class PredictionService:
                 f"the prediction took longer than the {self.settings.timeout_s:g} s timeout: "
                 "send fewer rows per request (or raise serve.timeout_s)"
             )
-            return self._error(endpoint, served, 504, message, started, arm), False
+            failed = (ids, inputs)
+            return self._error(endpoint, served, 504, message, started, arm, failed), False
         except Exception as exc:
             log.exception("%s/%s failed to predict", served.name, served.version)
             message = f"model {served.name}/{served.version} failed to predict: {exc}"
-            return self._error(endpoint, served, 500, message, started, arm), release
+            failed = (ids, inputs)
+            return self._error(endpoint, served, 500, message, started, arm, failed), release
         if endpoint == "v2":
             document = oip.response(served, predictions, proba, ids, oip_id, outputs)
         else:
@@ -270,10 +272,20 @@ class PredictionService:
         return Answer(exc.status, orjson.dumps(body), self._version_headers(served, "primary"))
 
     def _error(
-        self, endpoint: str, served: Served, status: int, message: str, started: float, arm: str
+        self,
+        endpoint: str,
+        served: Served,
+        status: int,
+        message: str,
+        started: float,
+        arm: str,
+        failed: tuple[list[str], Inputs],
     ) -> Answer:
         elapsed = time.perf_counter() - started
         self.metrics.observe(served.version, endpoint, status, elapsed)
+        # Valid inputs the model could not answer: logged (status error) for whoever debugs it.
+        ids, inputs = failed
+        self._log(served, "error", ids, elapsed, inputs, None, None, error=message)
         if self.canary is not None and self.router.percent > 0:
             self._guard(arm, elapsed, True)
         body = {"error": message, "status": status} if endpoint == "v1" else {"error": message}
