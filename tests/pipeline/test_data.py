@@ -117,6 +117,17 @@ def test_nested_tracking_is_refused(make_project, mlcd) -> None:
     assert "'raw/sub' overlaps 'raw', which is tracked already" in result.stderr
 
 
+def test_folder_holding_tracked_data_is_refused(make_project, mlcd) -> None:
+    root = make_project(CONFIG, CHAIN_FILES)
+    _raw(root)
+    mlcd(root, "data", "add", "raw/sub")
+
+    result = mlcd(root, "data", "add", "raw")
+
+    assert result.returncode == 2
+    assert "'raw' contains 'raw/sub.mlcd', the pointer of tracked data" in result.stderr
+
+
 def test_damaged_pointer_file_is_reported(make_project, mlcd) -> None:
     root = make_project(CONFIG, CHAIN_FILES)
     _raw(root)

@@ -218,16 +218,24 @@ def add_data(
     from mlcd.pipeline.outputs import ensure_gitignored
 
     produced = produced or {}
-    tracked = [p.path for p in find_pointers(root)]
+    relatives = [_project_relative(root, path) for path in paths]
+    # The folders being added are not searched: their own files are listed below anyway.
+    tracked = [p.path for p in find_pointers(root, skip=relatives)]
     results = []
-    for path in paths:
-        relative = _project_relative(root, path)
+    for relative in relatives:
         full = root / relative
         if not full.exists():
             raise UsageError(f"cannot track '{relative}': no such file or folder")
         _check_addable(relative, produced, [t for t in tracked if t != relative])
         if full.is_dir():
             entries = statcache.dir_entries(full)
+            inner = next((rel for rel, _, _ in entries if rel.endswith(POINTER_SUFFIX)), None)
+            if inner is not None:
+                raise UsageError(
+                    f"'{relative}' contains '{relative}/{inner}', the pointer of tracked data",
+                    hint="track either the folder or what is inside it (remove the inner "
+                    "pointer first)",
+                )
             known = {rel: Digest(hex_) for rel, hex_, _ in entries}
             digest = str(objects.put_dir(full, known=known))
             pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries))

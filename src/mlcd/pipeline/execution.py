@@ -173,6 +173,9 @@ class Execution:
                                 running[pool.submit(self._stage, name)] = name
                                 progressed = True
                     if not running:
+                        # the plan is closed under upstream and ordered: something always
+                        # becomes ready, so this would be a scheduling bug, not a hang
+                        assert not pending, f"no stage of {pending} can start"
                         continue
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for future in done:
