@@ -1,10 +1,10 @@
 """The logging session of one run in one process: an in-memory buffer and its background flusher.
 
-``log_metric`` only appends a tuple to a list under a lock; a daemon thread writes the buffer
-to the metadata store in batches (one transaction, ``executemany``) every ``flush_interval``
-seconds, or sooner once ``batch_size`` points are waiting. ``flush()`` writes synchronously
-and raises if the store refused; an ``atexit`` hook flushes whatever is left when the process
-ends normally. A SIGKILL loses at most what was logged since the last flush: the points of
+``log_metric`` only appends a tuple to a list under a lock; one daemon thread per process
+writes every open session's buffer to the metadata store in batches (one transaction,
+``executemany``) every ``flush_interval`` seconds, or sooner once ``batch_size`` points are
+waiting. ``flush()`` writes synchronously and raises if the store refused; an ``atexit``
+hook flushes whatever is left when the process ends normally. A SIGKILL loses at most what was logged since the last flush: the points of
 the last ``flush_interval`` seconds (one second by default), never a committed batch.
 
 The flusher thread opens the store itself, so SQLAlchemy and the migrations are imported
@@ -121,13 +121,14 @@ class Session:
     def _reset_buffers(self) -> None:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._wake = threading.Event()
         self._metrics: list[tuple[str, float, int, float]] = []
         self._params: dict[str, Any] = {}
         self._tags: dict[str, Any] = {}
         self._artifacts: list[Any] = []
         self._steps: dict[str, int] = {}
-        self._thread: threading.Thread | None = None
+        self._attached = False  # known to the process's flusher thread
+        self._retry_at = 0.0
+        self._backoff = 0.0
         self._closing = False
         self.closed = False
         self.error: BaseException | None = None
@@ -154,13 +155,13 @@ class Session:
             pending = len(self._metrics)
         if pending >= self.settings.batch_size:
             self._nudge(pending)
-        elif self._thread is None:
-            self._start()
+        elif not self._attached:
+            self._attach()
 
     def _nudge(self, pending: int) -> None:
-        if self._thread is None:
-            self._start()
-        self._wake.set()
+        if not self._attached:
+            self._attach()
+        _FLUSHER.wake()
         if pending >= self.settings.max_buffer:
             # Back-pressure: a store that cannot keep up must not let memory grow unbounded.
             self.flush()
@@ -185,28 +186,31 @@ class Session:
             pending = len(self._metrics)
         if pending >= self.settings.batch_size:
             self._nudge(pending)
-        elif self._thread is None:
-            self._start()
+        elif not self._attached:
+            self._attach()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Buffer params (a later value for a key replaces the earlier one)."""
         checked = {check_key(k, "param"): v for k, v in params.items()}
         with self._lock:
             self._params.update(checked)
-        self._ensure_thread()
+        if not self._attached:
+            self._attach()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Buffer tags."""
         checked = {check_key(k, "tag"): v for k, v in tags.items()}
         with self._lock:
             self._tags.update(checked)
-        self._ensure_thread()
+        if not self._attached:
+            self._attach()
 
     def add_artifact(self, ref: Any) -> None:
         """Buffer an artifact record (the blob is already in the object store)."""
         with self._lock:
             self._artifacts.append(ref)
-        self._ensure_thread()
+        if not self._attached:
+            self._attach()
 
     def objects(self) -> ObjectStore:
         """The object store artifacts go to (opened on first use)."""
@@ -218,38 +222,30 @@ class Session:
         return self._objects
 
     # ------------------------------------------------------------------ flushing
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._start()
-
-    def _start(self) -> None:
+    def _attach(self) -> None:
+        """Hand the session to the process's flusher thread (started on first use)."""
         with self._lock:
-            if self._thread is not None or self.closed:
+            if self._attached or self.closed:
                 return
-            _register_process_hooks()
-            self._thread = threading.Thread(
-                target=self._loop, name=f"mlcd-flush-{self.run_id[:8]}", daemon=True
-            )
-            self._thread.start()
+            self._attached = True
+        _register_process_hooks()
+        _FLUSHER.attach(self)
 
-    def _loop(self) -> None:
+    def background_write(self) -> None:
+        """One pass of the flusher thread: open the store if needed, write what is pending.
+
+        A failure keeps the records buffered and retries later, backing off to 30 s.
+        """
+        if self._closing or time.monotonic() < self._retry_at:
+            return
         try:
-            self.store()  # import SQLAlchemy and open the store here, not on the caller's thread
+            self.store()  # SQLAlchemy is imported here, on the flusher's thread
+            self._write_pending()
+            self._backoff = 0.0
         except BaseException as exc:
             self.error = exc
-        backoff = self.settings.flush_interval
-        while True:
-            self._wake.wait(backoff)
-            self._wake.clear()
-            if self._closing:
-                return  # close() writes the rest together with the run's end
-            try:
-                self._write_pending()
-                backoff = self.settings.flush_interval
-            except BaseException as exc:
-                self.error = exc
-                # The batch went back into the buffer; retry later, more slowly.
-                backoff = min(30.0, backoff * 2)
+            self._backoff = min(30.0, max(self.settings.flush_interval, self._backoff * 2))
+            self._retry_at = time.monotonic() + self._backoff
 
     def store(self) -> Store:
         """The metadata store (opened on first use; checks that the run exists)."""
@@ -377,11 +373,7 @@ class Session:
         """
         if self.closed:
             return
-        self._closing = True
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._wake.set()
-            thread.join(timeout=max(10.0, 5 * self.settings.flush_interval))
+        self._closing = True  # the flusher leaves it alone from now on
         self.closed = True
         try:
             # the last records and the run's end in one transaction
@@ -403,6 +395,54 @@ class Session:
         self.owns_run = False
         self._checked_run = True
         self._reset_buffers()
+
+
+class _Flusher:
+    """The one background thread of a process that writes every open session's buffer.
+
+    One thread, not one per run: a sweep that starts thousands of short runs starts no thread
+    per run, and a run that ends writes its last records itself, synchronously.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sessions: list[Session] = []
+        self._thread: threading.Thread | None = None
+
+    def attach(self, session: Session) -> None:
+        """Serve ``session`` from now on; its store is opened on the flusher's thread."""
+        with self._lock:
+            self._sessions.append(session)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="mlcd-flush", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Write now (a batch is full)."""
+        self._wake.set()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: no thread runs, no session is served yet."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sessions = []
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                self._sessions = [s for s in self._sessions if not s.closed]
+                sessions = list(self._sessions)
+            for session in sessions:
+                session.background_write()
+            interval = min((s.settings.flush_interval for s in sessions), default=1.0)
+            self._wake.wait(interval)
+            self._wake.clear()
+
+
+_FLUSHER = _Flusher()
 
 
 def _check_value(key: str, value: Any) -> float:
@@ -499,6 +539,7 @@ def _flush_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
+    _FLUSHER.reset_after_fork()
     for session in list(_SESSIONS):
         session.after_fork()
     _INHERITED.extend(_SHARED_STORES.values())
