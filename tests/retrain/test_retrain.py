@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.retrain.conftest import RetrainProject, stage_env
 
 
@@ -130,11 +131,11 @@ def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> No
     assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
     assert project.cli("watch", "--once").returncode == 0
     (project.root / "train.py").write_text(
-        "import time, pathlib\npathlib.Path('train.started').write_text('x')\ntime.sleep(60)\n"
+        "import time, pathlib\npathlib.Path('train.started').write_text('x')\ntime.sleep(8)\n"
         + (project.root / "train.py").read_text()
     )
     project.raw(seed=4)
-    env = {**os.environ, **stage_env()}
+    env = {**os.environ, **stage_env(), "MLCD_RETRAIN_LEASE_S": "6"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlcd.cli.main", "watch", "--interval", "1"],
         cwd=project.root,
@@ -150,15 +151,17 @@ def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> No
     os.killpg(proc.pid, signal.SIGKILL)  # the daemon and its stage die mid-retrain
     proc.wait()
     (project.root / "train.py").write_text(
-        (project.root / "train.py").read_text().split("time.sleep(60)\n", 1)[1]
+        (project.root / "train.py").read_text().split("time.sleep(8)\n", 1)[1]
     )
-    # the lease of the dead watcher expires; then the next watch starts over cleanly
-    from mlcd.retrain import guard
-
+    # the lease of the dead watcher expires (6 s here); then the next watch starts over cleanly
     resumed = None
-    deadline = time.monotonic() + guard.LEASE_TTL_S + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        result = project.cli("watch", "--once", "--json")
+        result = run_cli(
+            ["watch", "--once", "--json"],
+            cwd=project.root,
+            env={**stage_env(), "MLCD_RETRAIN_LEASE_S": "6"},
+        )
         assert result.returncode == 0, result.stderr
         resumed = json.loads(result.stdout.splitlines()[-1])
         if resumed["retrains"]:

@@ -7,6 +7,7 @@ of blocking for ever.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,14 @@ from mlcd.store import Store, events, locks
 from mlcd.store.sql import now
 
 LEASE_TTL_S = 60.0
+
+
+def lease_ttl() -> float:
+    """The retrain lease's lifetime: ``MLCD_RETRAIN_LEASE_S`` or 60 s. A crashed holder
+    blocks the model for at most this long."""
+    return float(os.environ.get("MLCD_RETRAIN_LEASE_S") or LEASE_TTL_S)
+
+
 STARTED = "retrain.started"
 
 
@@ -57,7 +66,7 @@ def check_budget(
 
 @contextmanager
 def retrain_lock(
-    store: Store, model: str, owner: str, ttl_s: float = LEASE_TTL_S
+    store: Store, model: str, owner: str, ttl_s: float | None = None
 ) -> Iterator[None]:
     """Hold the retrain lease of ``model`` for the block, renewing it in the background.
 
@@ -65,7 +74,8 @@ def retrain_lock(
         RetrainError: another live process holds it.
     """
     name = lock_name(model)
-    if not store.transact(lambda conn: locks.acquire(conn, name, owner, ttl_s)):
+    ttl = lease_ttl() if ttl_s is None else ttl_s
+    if not store.transact(lambda conn: locks.acquire(conn, name, owner, ttl)):
         with store.read() as conn:
             holder = locks.holder(conn, name) or {}
         raise RetrainError(
@@ -75,9 +85,9 @@ def retrain_lock(
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(ttl_s / 3):
+        while not stop.wait(ttl / 3):
             try:
-                store.transact(lambda conn: locks.renew(conn, name, owner, ttl_s))
+                store.transact(lambda conn: locks.renew(conn, name, owner, ttl))
             except Exception:  # a transient store error: the next renewal retries
                 continue
 
