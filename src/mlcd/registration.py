@@ -98,6 +98,7 @@ def register_declared_models(
             package,
             run_id=run_id,
             source=f"{spec.stage or 'path'}:{spec.path}",
+            description=spec.description,
         )
         version = registration.version
         with store.read() as conn:

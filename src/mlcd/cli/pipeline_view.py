@@ -87,6 +87,27 @@ def _render_run(result: RunResult) -> None:
             sys.stderr.flush()
 
 
+def _register_models(lazy: _Lazy, snapshot: Any, result: RunResult) -> list[Any]:
+    """Register the declared models whose producing stage ran or was restored."""
+    from mlcd.registration import register_declared_models
+
+    config = lazy.project.config
+    produced = {s.stage for s in result.stages if s.outcome in ("ran", "cached")}
+    names = []
+    for name, spec in config.models.items():
+        stage = spec.stage or next(
+            (st.name for st in snapshot.stages.values() if spec.path in st.produced), None
+        )
+        if stage in produced:
+            names.append(name)
+    if not names:
+        return []
+    project = lazy.project
+    return register_declared_models(
+        project.root, config, project.store, project.objects, result.run_id, names
+    )
+
+
 def run_stages(
     stages: list[str] | None = None,
     force: bool = False,
@@ -109,17 +130,25 @@ def run_stages(
 
     progress = Progress(enabled=True)
     options = RunOptions(tuple(stages or ()), force, jobs, dry_run, executor)
+    registered: list[Any] = []
     try:
         result = run_pipeline(snapshot, lazy.services, options, progress)
+        progress.stop()
+        if not dry_run and result.run_id is not None:
+            registered = _register_models(lazy, snapshot, result)
     finally:
         progress.stop()
         lazy.close()
     if as_json:
         from mlcd.cli.output import emit
 
-        emit(result.to_dict(), True)
+        emit({**result.to_dict(), "registered": [r.to_dict() for r in registered]}, True)
     else:
         _render_run(result)
+        for item in registered:
+            if item.version is not None:
+                verb = "registered" if item.created else "unchanged:"
+                _write(f"model {item.model}: {verb} v{item.version}\n")
     if not result.ok:
         failed = [s.stage for s in result.failed if s.outcome == "failed"]
         blocked = [s.stage for s in result.failed if s.outcome == "blocked"]
