@@ -201,3 +201,9 @@ def test_unparsable_metrics_file_falls_back_to_the_lock(repo: Path) -> None:
     data = _diff(repo)
     assert any("train.json could not be parsed" in note for note in data["notes"])
     assert "metric:accuracy" not in _rows(data)  # the workspace lock still says 0.92
+
+
+def test_outside_git_says_how_to_compare(sqlite_project: Path) -> None:
+    result = run_cli(["diff"], cwd=sqlite_project, env=clean_env())
+    assert result.returncode == 2
+    assert "not in a git repository" in result.stderr and "git init" in result.stderr

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from mlcd.errors import NotFound, UsageError
-from mlcd.tracking.git import resolve_revision, show_file
+from mlcd.tracking.git import is_repository, resolve_revision, show_file
 
 LOCK_FILE = "mlcd.lock"
 WORKSPACE = "workspace"
@@ -400,6 +400,12 @@ def resolve_side(
         with read() as conn:
             return run_snapshot(conn, run_ref)
     except NotFound:
+        if not ref.startswith("run:") and not is_repository(root):
+            raise UsageError(
+                f"'{ref}' is not a run, and {root} is not in a git repository",
+                hint="run 'git init' and commit mlcd.lock to compare revisions, or compare "
+                "runs: mlcd diff RUN --against RUN",
+            ) from None
         raise UsageError(
             f"'{ref}' is neither a git revision nor a run",
             hint="give a commit, branch or tag (e.g. HEAD~1), or a run id/name from 'mlcd runs list'",

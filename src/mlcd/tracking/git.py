@@ -72,6 +72,14 @@ def cached_git_state(root: str | os.PathLike[str]) -> GitState:
     return state
 
 
+def is_repository(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` is inside a git work tree (False if git is missing)."""
+    try:
+        return _git(root, "rev-parse", "--is-inside-work-tree").stdout.strip() == "true"
+    except TrackingError:
+        return False
+
+
 def resolve_revision(root: str | os.PathLike[str], rev: str) -> str | None:
     """The full commit id ``rev`` names in the repository at ``root``, or None."""
     if not rev or rev.startswith("-"):
