@@ -332,7 +332,9 @@ def diff(
     base: Annotated[
         str | None,
         typer.Argument(
-            help="Git revision or run to compare from (default: HEAD).", show_default=False
+            help="Git revision or run to compare from (default: HEAD).",
+            show_default=False,
+            metavar="REV_OR_RUN",
         ),
     ] = None,
     against: Annotated[
@@ -341,6 +343,7 @@ def diff(
             "--against",
             help="Git revision or run to compare to (default: the workspace).",
             show_default=False,
+            metavar="REV_OR_RUN",
         ),
     ] = None,
     show_all: Annotated[
@@ -351,8 +354,9 @@ def diff(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """How params and metrics changed from BASE (a git revision via its mlcd.lock, or a run)
-    to --against (default: the workspace). 'run:ID' or 'rev:REV' force one reading."""
+    """How params and metrics changed from REV_OR_RUN (a git revision, read from its
+    mlcd.lock, or a run) to --against (default: the workspace). 'run:ID' or 'rev:REV' force
+    one reading."""
     from mlcd.project import Project
     from mlcd.tracking.diff import compare_snapshots, format_cell, format_change, resolve_side
 
