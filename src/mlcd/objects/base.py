@@ -12,14 +12,13 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlcd.digest import Digest, hash_bytes, hash_file
 from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound
-
 
 _PUT_THREADS = 8
 
@@ -107,6 +106,19 @@ class ObjectStore(ABC):
             self._put_path(path, digest)
         return digest
 
+    def put_files(self, items: Sequence[tuple[Path, Digest | None]]) -> list[Digest]:
+        """Store many files (``(path, known digest or None)``); returns their digests in order.
+
+        Stores that can batch their durability work (one sync for many files) override this.
+        """
+        if len(items) <= 1:
+            return [self.put_file(path, digest) for path, digest in items]
+        # Hashing and I/O release the GIL: threads overlap disk waits with hashing.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
+            return list(pool.map(lambda item: self.put_file(*item), items))
+
     def put_bytes(self, data: bytes) -> Digest:
         """Store a byte string."""
         digest = hash_bytes(data)
@@ -176,20 +188,12 @@ class ObjectStore(ABC):
             raise ObjectError(f"cannot store {root}: not a directory")
         known = known or {}
         files = list(iter_files(root))
-
-        def put(item: tuple[str, Path]) -> ManifestEntry:
-            relative, full = item
-            size = full.stat().st_size
-            return ManifestEntry(relative, self.put_file(full, known.get(relative)), size)
-
-        if len(files) > 1:
-            # Hashing and fsync release the GIL: threads overlap disk waits with hashing.
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
-                entries = list(pool.map(put, files))
-        else:
-            entries = [put(item) for item in files]
+        sizes = [full.stat().st_size for _, full in files]
+        digests = self.put_files([(full, known.get(relative)) for relative, full in files])
+        entries = [
+            ManifestEntry(relative, digest, size)
+            for (relative, _), digest, size in zip(files, digests, sizes, strict=True)
+        ]
         manifest = self.put_bytes(encode_manifest(entries))
         return Digest(manifest.hex, is_dir=True)
 
