@@ -406,6 +406,9 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Held while the thread writes; a fork takes it first, so a child never inherits
+        #: SQLAlchemy or SQLite half-way through a write (and their locks held by no thread).
+        self.pass_lock = threading.Lock()
         self._wake = threading.Event()
         self._sessions: list[Session] = []
         self._thread: threading.Thread | None = None
@@ -426,6 +429,7 @@ class _Flusher:
     def reset_after_fork(self) -> None:
         """In a forked child: no thread runs, no session is served yet."""
         self._lock = threading.Lock()
+        self.pass_lock = threading.Lock()
         self._wake = threading.Event()
         self._sessions = []
         self._thread = None
@@ -435,8 +439,9 @@ class _Flusher:
             with self._lock:
                 self._sessions = [s for s in self._sessions if not s.closed]
                 sessions = list(self._sessions)
-            for session in sessions:
-                session.background_write()
+            with self.pass_lock:  # a fork waits for the pass (see _before_fork)
+                for session in sessions:
+                    session.background_write()
             interval = min((s.settings.flush_interval for s in sessions), default=1.0)
             self._wake.wait(interval)
             self._wake.clear()
@@ -499,7 +504,12 @@ def _register_process_hooks() -> None:
         return
     _hooks_installed = True
     atexit.register(_flush_all_at_exit)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    # looked up at each fork: a child replaces the lock, and may fork again
+    os.register_at_fork(
+        before=lambda: _FLUSHER.pass_lock.acquire(),
+        after_in_parent=lambda: _FLUSHER.pass_lock.release(),
+        after_in_child=_after_fork_in_child,
+    )
     previous: Callable[..., Any] = sys.excepthook
 
     def _excepthook(*args: Any) -> None:
