@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="128 MiB + 200 files")
     parser.add_argument("--dvc", help="path of a dvc executable to compare with `dvc add`")
     args = parser.parse_args()
+    if args.dvc:
+        args.dvc = str(Path(shutil.which(args.dvc) or args.dvc).resolve())
     big_mib, small_count, small_kib = (128, 200, 256) if args.quick else (1024, 2000, 256)
     work = Path(tempfile.mkdtemp(prefix="mlcd-bench-objects-", dir=args.dir))
     try:
