@@ -38,7 +38,10 @@ def retrain_command(
 
         raise UsageError("--reason must say why", hint='e.g. --reason "fresh labels from March"')
     with Project.open() as project:
-        say = (lambda line: err_console().print(line, markup=False)) if not as_json else None
+
+        def say(line: str) -> None:  # stderr either way: --json only shapes stdout
+            err_console().print(line, markup=False)
+
         outcome = retrain(
             _context(project),
             model,
@@ -112,7 +115,10 @@ def watch_command(
             err_console().print(f"error: {error}", markup=False)
 
     with Project.open() as project:
-        say = None if as_json else (lambda line: err_console().print(line, markup=False))
+
+        def say(line: str) -> None:  # stderr either way: --json only shapes stdout
+            err_console().print(line, markup=False)
+
         watch(
             _context(project), interval_s=interval, once=once, stop=stop, on_pass=on_pass, say=say
         )

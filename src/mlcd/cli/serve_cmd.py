@@ -77,7 +77,8 @@ def serve(
         updates["workers"] = workers
     settings = settings.model_copy(update=updates) if updates else settings
     name = ref.split("@", 1)[0] if "@" in ref else ref.rsplit("/", 1)[0]
-    _check_refs(project, [ref] + [f"{name}@{a}" for a in _aliases(canary_spec, shadow)])
+    _check_refs(project, [ref])
+    _check_followed(project, name, _aliases(canary_spec, shadow))
     project.close()
 
     spec: dict[str, Any] = {
@@ -112,6 +113,22 @@ def _check_refs(project: Any, refs: list[str]) -> None:
 
     for ref in refs:
         resolve(project.store, ref)  # NotFound / UsageError name what is wrong
+
+
+def _check_followed(project: Any, name: str, aliases: list[str]) -> None:
+    """Canary and shadow aliases may be set after the server starts (a retrain policy
+    promotes to ``challenger`` while it runs): an unset one is a note, not an error."""
+    from mlcd.cli.output import err_console
+    from mlcd.errors import NotFound
+    from mlcd.registry import resolve
+
+    for alias in aliases:
+        try:
+            resolve(project.store, f"{name}@{alias}")
+        except NotFound as exc:
+            err_console().print(
+                f"note: {exc.message}; it gets its traffic once the alias is set", markup=False
+            )
 
 
 def _run_uvicorn(host: str, port: int, workers: int, log_level: str) -> None:

@@ -67,13 +67,19 @@ def run_pass(
     at: float | None = None,
     say: Callable[[str], None] | None = None,
 ) -> PassReport:
-    """One pass: canaries first, then triggers and at most one retrain per model."""
+    """One pass: canaries first, then triggers and at most one retrain per model (none while
+    the model's canary is still in its window)."""
     at = _now() if at is None else at
     report = PassReport(at=at)
     names = models or sorted(ctx.config.retrain)
     for model in names:
         try:
-            report.canaries.append(advance_canary(ctx, model, at).to_dict())
+            canary = advance_canary(ctx, model, at)
+            report.canaries.append(canary.to_dict())
+            if canary.action == "waiting":
+                # A retrain already answered the signals the old champion still shows (its
+                # traffic keeps drifting); retraining again would restart the canary's window.
+                continue
             results = evaluate_triggers(ctx, model, at)
             report.triggers[model] = [r.to_dict() for r in results]
             for result in results:
