@@ -1,91 +1,60 @@
-"""The demo behind ``make demo``: the churn example through mlcd, one narrated step at a time.
+"""The demo behind ``make demo``: the churn example through the whole lifecycle, one narrated step at a time.
 
 Every step drives the real CLI (``python -m mlcd.cli.main ...``) in a fresh copy of
-``examples/churn`` under ``.demo/`` (recreated each time), checks what it did, and says so.
-Steps are plain functions in ``STEPS``; later parts of the lifecycle (evaluate, register,
-serve, monitor, retrain) add theirs to the list. Exit code 0 when every step succeeded, 1
-when one failed (its output is shown).
+``examples/churn`` under ``.demo/`` (recreated each time), checks what it did, and says so:
 
-Usage: python examples/demo.py [--workdir DIR] [--keep-going]
+1. data and training: ``mlcd run``, then again from a fresh checkout (all restored from cache);
+2. evaluation: the first version against no champion, a weaker one against the champion;
+3. registry: the first version promoted to ``champion`` through the gates;
+4. serving: ``mlcd serve churn@champion --canary challenger:25`` in the background, with a
+   thread sending single-row requests at a steady rate for the rest of the demo;
+5. monitoring: the market shifts, the traffic drifts, ``mlcd monitor`` flags it;
+6. continuous training: ``mlcd watch`` retrains on fresh data, gates the new version, canaries
+   it, makes it champion; the server swaps versions without failing a request.
+
+It ends with a summary (also written to ``.demo/summary.json``) and stops everything it
+started, also when a step fails or on Ctrl-C. Exit code 0 when every step succeeded, 1 when
+one saw something else than what it promises (the reason is printed), 130 when interrupted.
+
+Usage: python examples/demo.py [--workdir DIR] [--small]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
+import signal
+import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from demo_kit import FULL, MODEL, SMALL, Background, Demo, DemoFailed, Traffic, say, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "churn"
 
 
-class DemoFailed(Exception):
-    """A step saw something other than what the demo promises."""
-
-
-@dataclass
-class Demo:
-    """The demo's working folder and what steps tell each other."""
-
-    work: Path
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The environment of every command: this interpreter's tools first on PATH."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLCD_")}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def mlcd(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        """Run the real CLI in the working folder; its progress (stderr) goes to the terminal."""
-        result = subprocess.run(
-            [sys.executable, "-m", "mlcd.cli.main", *args],
-            cwd=self.work,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        if result.returncode != expect:
-            raise DemoFailed(
-                f"'mlcd {' '.join(args)}' exited with {result.returncode} (expected {expect})\n"
-                f"{result.stdout}"
-            )
-        return result
-
-    def mlcd_json(self, *args: str) -> Any:
-        """Run a command with ``--json`` and parse what it printed."""
-        return json.loads(self.mlcd(*args, "--json").stdout)
-
-    def git(self, *args: str) -> str:
-        """Run git in the working folder (with a fixed identity)."""
-        result = subprocess.run(
-            ["git", "-c", "user.name=mlcd demo", "-c", "user.email=demo@mlcd.invalid", *args],
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise DemoFailed(f"'git {' '.join(args)}' failed: {result.stderr.strip()}")
-        return result.stdout
-
-
-def say(text: str) -> None:
-    """One line of narration."""
-    print(f"    {text}", flush=True)
-
-
 def _outcomes(document: dict[str, Any]) -> dict[str, str]:
     return {s["stage"]: s["outcome"] for s in document["stages"]}
+
+
+def _gate_lines(results: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{'pass' if r['passed'] else 'FAIL'}  {r['expression']}: {r.get('note') or r['detail']}"
+        for r in results
+    ]
+
+
+def _set_yaml(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if old not in text:
+        raise DemoFailed(f"{path.name} has no '{old}' to change")
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------- steps
@@ -94,6 +63,11 @@ def setup_project(demo: Demo) -> None:
     if demo.work.exists():
         shutil.rmtree(demo.work)
     shutil.copytree(EXAMPLE, demo.work, ignore=shutil.ignore_patterns(".mlcd", "__pycache__"))
+    if demo.size is SMALL:
+        _set_yaml(demo.work / "params.yaml", "n_customers: 6000", f"n_customers: {SMALL.customers}")
+        _set_yaml(
+            demo.work / "mlcd.yaml", "canary_window: 15s", f"canary_window: {SMALL.canary_window}"
+        )
     demo.git("init", "-q", "-b", "main")
     demo.git("add", "-A")
     demo.git("commit", "-q", "-m", "churn example")
@@ -104,23 +78,28 @@ def setup_project(demo: Demo) -> None:
 
 
 def first_run(demo: Demo) -> None:
-    """Run the whole pipeline: every stage executes and is recorded."""
+    """Run the whole pipeline: every stage executes, the run is recorded, the model registered."""
     started = time.monotonic()
     document = demo.mlcd_json("run")
     elapsed = time.monotonic() - started
     outcomes = _outcomes(document)
     if set(outcomes.values()) != {"ran"}:
         raise DemoFailed(f"expected every stage to run the first time, got {outcomes}")
+    registered = {r["model"]: r for r in document.get("registered") or []}
+    if registered.get(MODEL, {}).get("version") != 1:
+        raise DemoFailed(f"expected the run to register {MODEL} v1, got {registered}")
     lock = (demo.work / "mlcd.lock").read_text(encoding="utf-8")
     metrics = json.loads((demo.work / "metrics" / "eval.json").read_text(encoding="utf-8"))
     demo.facts["first_run_s"] = elapsed
     demo.facts["run_id"] = document["run_id"]
+    demo.facts["first_version"] = 1
     demo.git(
         "add", "mlcd.lock", "metrics", "plots", ".gitignore", "data/.gitignore", "models/.gitignore"
     )
     demo.git("commit", "-q", "-m", "first pipeline run")
     say(f"{len(outcomes)} stages ran in {elapsed:.1f}s (run {document['run_id'][:12]})")
     say(f"test metrics: roc_auc={metrics['roc_auc']}, f1={metrics['f1']}")
+    say(f"registered {MODEL} v1 with a reference profile of its training data (for monitoring)")
     say(f"mlcd.lock ({len(lock.splitlines())} lines) committed with the metrics")
 
 
@@ -167,28 +146,491 @@ def nothing_to_do(demo: Demo) -> None:
     )
 
 
-#: The demo, in order. Later steps (evaluate, register, serve, monitor, retrain) append here.
-STEPS: list[Callable[[Demo], None]] = [setup_project, first_run, fresh_checkout, nothing_to_do]
+def evaluate_first(demo: Demo) -> None:
+    """Evaluate v1 against the champion: there is none yet, so only absolute gates and budgets bite."""
+    folder = demo.work / "reports" / "evaluate-v1"
+    report = demo.mlcd_json(
+        "evaluate", MODEL, "--candidate", "1", "--report-dir", str(folder), quiet=True
+    )
+    if not report["passed"] or report["champion"] is not None:
+        raise DemoFailed(f"expected v1 to pass with no champion to compare with: {report}")
+    metrics = report["candidate"]["metrics"]
+    say(
+        f"v1 on {report['data']['rows']} held-out rows: roc_auc={metrics['roc_auc']:.4f} "
+        f"f1={metrics['f1']:.4f} p99 latency={metrics['latency_p99_ms']:.1f} ms "
+        f"size={metrics['size_mb']:.2f} MB"
+    )
+    for line in _gate_lines(report["verdict"]["results"]):
+        say(f"  {line}")
+    demo.reports["evaluate v1"] = str(folder / "report.html")
+    demo.facts["gates_v1"] = report["verdict"]
+
+
+def promote_first(demo: Demo) -> None:
+    """Promote v1 to champion through the gates of mlcd.yaml (the move is an audit event)."""
+    result = demo.mlcd_json("models", "promote", MODEL, "1", "--alias", "champion", quiet=True)
+    if not result["moved"] or result["version"] != 1 or not result["verdict"]["passed"]:
+        raise DemoFailed(f"expected v1 to become champion: {result}")
+    shown = demo.mlcd_json("models", "show", MODEL, quiet=True)
+    if shown["aliases"].get("champion") != 1:
+        raise DemoFailed(f"champion should point at v1: {shown['aliases']}")
+    say(
+        f"churn@champion -> v1 ({result['verdict']['alias']} gates passed; report stored by digest)"
+    )
+
+
+def weaker_candidate(demo: Demo) -> None:
+    """A change that makes a weaker model: scored against the champion, the gates refuse it."""
+    params = demo.work / "params.yaml"
+    _set_yaml(params, "max_iter: 150", "max_iter: 5")
+    say("params.yaml: train.max_iter 150 -> 5 (faster training...)")
+    document = demo.mlcd_json("run")
+    registered = {r["model"]: r for r in document.get("registered") or []}
+    version = registered.get(MODEL, {}).get("version")
+    if _outcomes(document).get("train") != "ran" or not version or version == 1:
+        raise DemoFailed(f"expected train to run and register a new version: {document}")
+    folder = demo.work / "reports" / f"evaluate-v{version}"
+    report = demo.mlcd_json(
+        "evaluate",
+        MODEL,
+        "--candidate",
+        str(version),
+        "--report-dir",
+        str(folder),
+        expect=1,
+        quiet=True,
+    )
+    failed = [r for r in report["verdict"]["results"] if not r["passed"]]
+    if report["passed"] or not failed:
+        raise DemoFailed(f"expected the gates to refuse v{version}: {report['verdict']}")
+    delta = report["deltas"]["roc_auc"]
+    say(
+        f"v{version} against champion v1: roc_auc {delta['delta']:+.4f} "
+        f"(95% interval {delta['low']:+.4f} .. {delta['high']:+.4f}); "
+        f"'mlcd evaluate' exits 1, {len(failed)} gate(s) failed:"
+    )
+    for line in _gate_lines(failed):
+        say(f"  {line}")
+    demo.reports[f"evaluate v{version} (refused)"] = str(folder / "report.html")
+    demo.facts["refused_version"] = version
+    demo.facts[f"gates_v{version}"] = report["verdict"]
+    demo.git("checkout", "--", "params.yaml")
+    document = demo.mlcd_json("run")
+    outcomes = _outcomes(document)
+    if outcomes.get("train") != "cached":
+        raise DemoFailed(f"expected the revert to restore v1's training from cache: {outcomes}")
+    say("params.yaml reverted: 'mlcd run' restores v1's model from the run cache, trains nothing")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(demo: Demo) -> None:
+    """Serve churn@champion on 127.0.0.1 in the background, with 25% canary for churn@challenger."""
+    import httpx
+
+    port = _free_port()
+    server = demo.start(
+        "serve",
+        "serve",
+        f"{MODEL}@champion",
+        "--canary",
+        "challenger:25",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not server.alive:
+            raise DemoFailed(
+                f"mlcd serve exited with {server.process.returncode}:\n{server.tail()}"
+            )
+        try:
+            return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    started = time.monotonic()
+    wait_for("the server to be ready", ready, timeout=60)
+    info = httpx.get(f"{url}/v1/models/{MODEL}", timeout=5).json()
+    primary, canary = info["primary"], info["canary"]
+    if primary["version"] != 1:
+        raise DemoFailed(f"expected the server to load churn@champion = v1: {info}")
+    demo.facts["url"] = url
+    say(
+        f"{url} ready in {time.monotonic() - started:.1f}s (pid {server.process.pid}); log in {server.log}"
+    )
+    say(
+        f"primary: v{primary['version']}, following {primary['follows']}; canary: "
+        f"{canary['percent']:.0f}% to {canary['follows']} once it is set (now: "
+        f"{'v' + str(canary['version']) if canary['version'] else 'not set'}); "
+        "both checked every second"
+    )
+
+
+def _pools(demo: Demo) -> dict[str, list[dict[str, Any]]]:
+    """Rows of customers per market, from the example's own simulator (another seed than training)."""
+    sys.path.insert(0, str(demo.work / "src"))
+    try:
+        import customers  # the example's simulated customer base
+        import numpy as np
+    finally:
+        sys.path.pop(0)
+    pools = {}
+    for market in customers.MARKETS:
+        frame = customers.generate(2000, np.random.default_rng(7), market)
+        frame = frame.drop(columns=["customer_id", "churned"])
+        pools[market] = json.loads(frame.to_json(orient="records"))
+    return pools
+
+
+def send_traffic(demo: Demo) -> None:
+    """Send live traffic: one customer per request, at a steady rate, for the rest of the demo."""
+    traffic = Traffic(demo.facts["url"], _pools(demo), demo.size.rate)
+    demo.traffic = traffic
+    traffic.start()
+    wait_for(
+        "calm traffic",
+        lambda: traffic.counts()["sent"] >= demo.size.rate * demo.size.calm_s,
+        timeout=demo.size.calm_s * 4 + 20,
+    )
+    counts = traffic.counts()
+    if counts["failed"]:
+        raise DemoFailed(f"requests failed before anything changed: {counts['failures']}")
+    say(
+        f"{counts['answered']} requests answered at {demo.size.rate:.0f}/s, none failed; "
+        f"by version: {counts['by_version']}"
+    )
+
+
+def inject_drift(demo: Demo) -> None:
+    """The market shifts (a competitor's fibre offer): traffic drifts, and 'mlcd monitor' flags it."""
+    assert demo.traffic is not None
+    traffic = demo.traffic
+    # The world changes in one go: live customers and the warehouse the pipeline exports from.
+    (demo.work / "warehouse" / "market.yaml").write_text("market: price_war\n", encoding="utf-8")
+    traffic.market = "price_war"
+    say("market -> price_war: newer customers, dearer fibre plans, more support calls")
+    before = traffic.counts()["sent_by_market"].get("price_war", 0)
+    wait_for(
+        f"{demo.size.drift_rows} drifted requests",
+        lambda: (
+            traffic.counts()["sent_by_market"].get("price_war", 0) >= before + demo.size.drift_rows
+        ),
+        timeout=demo.size.drift_rows / demo.size.rate * 4 + 30,
+    )
+    folder = demo.work / "reports" / "monitor"
+
+    def flagged() -> dict[str, Any] | None:
+        # The server writes its prediction log every second: the newest rows may lag a little.
+        report: dict[str, Any] = demo.mlcd_json(
+            "monitor",
+            f"{MODEL}@champion",
+            "--last",
+            str(demo.size.drift_rows),
+            "--report-dir",
+            str(folder),
+            "--no-alert",
+            expect=(0, 1),
+            quiet=True,
+        )
+        return report if report["drift"]["dataset_drift"] else None
+
+    report = wait_for("'mlcd monitor' to flag the drift", flagged, timeout=60, every=1)
+    drift = report["drift"]
+    if not report["failed"]:
+        raise DemoFailed(f"'mlcd monitor' found drift but did not fail: {report['failures']}")
+    scores = {
+        f["name"]: f"{f['method']} {f['score']:.3g}" for f in drift["features"] if f["drifted"]
+    }
+    say(
+        f"'mlcd monitor churn@champion --last {demo.size.drift_rows}' exits 1: "
+        f"{len(drift['drifted'])} of {drift['tested']} features drifted ({drift['share']:.0%})"
+    )
+    for name, score in scores.items():
+        say(f"  {name}: {score}")
+    for failure in report["failures"][1:]:
+        say(f"  also: {failure}")
+    demo.reports["monitor (drift)"] = str(folder / "report.html")
+    demo.facts["drift"] = {
+        "detected": True,
+        "share": drift["share"],
+        "drifted": drift["drifted"],
+        "tested": drift["tested"],
+        "monitor_exit": 1,
+        "failures": report["failures"],
+    }
+
+
+def _passes(watch: Background) -> list[dict[str, Any]]:
+    out = []
+    for line in list(watch.lines):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def retrain_on_drift(demo: Demo) -> None:
+    """'mlcd watch' retrains on fresh data, gates, canaries and promotes; the server swaps live."""
+    assert demo.traffic is not None
+    traffic = demo.traffic
+    started = time.monotonic()
+    watch = demo.start("watch", "watch", "--interval", "2", "--json")
+    say(f"'mlcd watch --interval 2' started (pid {watch.process.pid}); log in {watch.log}")
+
+    def first(kind: str) -> Callable[[], Any]:
+        def check() -> Any:
+            if not watch.alive:
+                raise DemoFailed(
+                    f"mlcd watch exited with {watch.process.returncode}:\n{watch.tail()}"
+                )
+            for report in _passes(watch):
+                for item in report.get(kind, []):
+                    if kind == "retrains" or item.get("action") not in ("none", "waiting"):
+                        return item
+            return None
+
+        return check
+
+    fired = wait_for("the drift trigger", lambda: _fired(watch), timeout=90)
+    say(f"trigger fired: {fired}")
+    outcome = wait_for("the retrain to finish", first("retrains"), timeout=300)
+    for line in _retrain_lines(watch):
+        say(f"  {line}")
+    if outcome["status"] != "canary":
+        raise DemoFailed(
+            f"expected the retrained version to pass its gates and go to canary, got "
+            f"{outcome['status']}: {outcome['reason']}\n{watch.tail()}"
+        )
+    version = int(outcome["version"])
+    say(
+        f"retrain {outcome['retrain_id']} done {time.monotonic() - started:.0f}s after the watch "
+        f"started: v{version} registered, gated against champion v1 on the fresh test split:"
+    )
+    for line in _gate_lines(outcome["gates"]):
+        say(f"  {line}")
+    demo.facts["retrain"] = {k: outcome[k] for k in ("retrain_id", "run_id", "status", "reason")}
+    demo.facts["retrained_version"] = version
+    demo.facts["gates_retrained"] = outcome["gates"]
+    demo.reports["retrain gates"] = str(Path(outcome["report_dir"]) / "report.html")
+    say(f"v{version} is churn@challenger; canary window {demo.size.canary_window}")
+    moved = time.monotonic()
+    wait_for(f"v{version} to answer canary traffic", lambda: traffic.seen(version, "canary"), 60)
+    say(
+        f"the server sends v{version} canary traffic ({time.monotonic() - moved:.1f}s after the move)"
+    )
+    decision = wait_for("the canary's verdict", first("canaries"), timeout=180)
+    if decision["action"] != "promoted":
+        raise DemoFailed(
+            f"expected the canary to become champion, got {decision['action']}: "
+            f"{decision['reason']}\n{watch.tail()}"
+        )
+    canary_answers = traffic.counts()["by_version"].get(f"v{version} (canary)", 0)
+    say(f"canary healthy ({canary_answers} requests answered by v{version}): {decision['reason']}")
+    demo.reports["canary -> champion gates"] = str(
+        demo.work / ".mlcd" / "reports" / "canary" / f"{MODEL}-v{version}" / "report.html"
+    )
+    wait_for(f"the server to swap to v{version}", lambda: traffic.seen(version, "primary"), 60)
+    say(f"the server followed churn@champion: v{version} now answers as primary")
+    watch.stop()  # the policy's work is done
+    demo.background.remove(watch)
+    time.sleep(2)  # a little more traffic on the new champion, then stop sending
+    traffic.finish()
+    counts = traffic.counts()
+    demo.facts["traffic"] = counts
+    shown = demo.mlcd_json("models", "show", MODEL, quiet=True)
+    demo.facts["aliases"] = shown["aliases"]
+    if counts["failed"]:
+        raise DemoFailed(f"{counts['failed']} request(s) failed: {counts['failures']}")
+    versions = {int(key.split()[0][1:]) for key in counts["by_version"]}
+    if not {1, version} <= versions:
+        raise DemoFailed(f"expected answers from v1 and v{version}: {counts['by_version']}")
+    if shown["aliases"].get("champion") != version:
+        raise DemoFailed(f"expected champion -> v{version}: {shown['aliases']}")
+    say(
+        f"traffic stopped: {counts['answered']} answered, {counts['failed']} failed "
+        f"{counts['by_version']}; churn@champion -> v{version}"
+    )
+
+
+def _retrain_lines(watch: Background) -> list[str]:
+    """What the retrain said in the watch's log: the refresh, each stage, the gating."""
+    text = watch.log.read_text(encoding="utf-8", errors="replace").splitlines()
+    keep = ("refreshing", "  stage ", "running the pipeline", "gating", "churn: registered")
+    return [line.strip() for line in text if line.startswith(keep)]
+
+
+def _fired(watch: Background) -> str | None:
+    if not watch.alive:
+        raise DemoFailed(f"mlcd watch exited with {watch.process.returncode}:\n{watch.tail()}")
+    for report in _passes(watch):
+        for results in report.get("triggers", {}).values():
+            for result in results:
+                if result["fired"]:
+                    return f"{result['trigger']}: {result['reason']}"
+    return None
+
+
+def summary(demo: Demo) -> None:
+    """Summarise: versions, gates, drift, traffic, the audit trail, where the reports are."""
+    events = demo.mlcd_json("events", MODEL, "--limit", "200", quiet=True)
+    kinds = Counter(e["kind"] for e in events)
+    traffic = demo.facts["traffic"]
+    document = {
+        "ok": True,
+        "size": "small" if demo.size is SMALL else "full",
+        "wall_s": round(time.monotonic() - demo.facts["started"], 1),
+        "workdir": str(demo.work),
+        "versions": {
+            "first": demo.facts["first_version"],
+            "refused": demo.facts["refused_version"],
+            "retrained": demo.facts["retrained_version"],
+            "champion": demo.facts["aliases"].get("champion"),
+        },
+        "aliases": demo.facts["aliases"],
+        "gates": {
+            f"v{demo.facts['first_version']}": _verdict(demo.facts["gates_v1"]["results"]),
+            f"v{demo.facts['refused_version']}": _verdict(
+                demo.facts[f"gates_v{demo.facts['refused_version']}"]["results"]
+            ),
+            f"v{demo.facts['retrained_version']}": _verdict(demo.facts["gates_retrained"]),
+        },
+        "drift": demo.facts["drift"],
+        "retrain": demo.facts["retrain"],
+        "requests": {
+            "answered": traffic["answered"],
+            "failed": traffic["failed"],
+            "by_version": traffic["by_version"],
+        },
+        "events": dict(sorted(kinds.items())),
+        "reports": demo.reports,
+        "logs": demo.logs,
+    }
+    path = demo.work / "summary.json"
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    v = document["versions"]
+    say(
+        f"versions: v{v['first']} first champion; v{v['refused']} refused by the gates; "
+        f"v{v['retrained']} retrained on drift, now champion"
+    )
+    for name, verdict in document["gates"].items():
+        say(
+            f"gates {name}: {verdict['passed']}/{verdict['total']} passed"
+            + (f" (failed: {', '.join(verdict['failed'])})" if verdict["failed"] else "")
+        )
+    d = document["drift"]
+    say(
+        f"drift: {len(d['drifted'])} of {d['tested']} features ({d['share']:.0%}): {', '.join(d['drifted'])}"
+    )
+    r = document["requests"]
+    say(f"requests: {r['answered']} answered, {r['failed']} failed; {r['by_version']}")
+    say(f"audit trail ('mlcd events {MODEL}'), {len(events)} events, oldest first:")
+    for line in _timeline(events):
+        say(f"  {line}")
+    say("reports:")
+    for name, report in demo.reports.items():
+        say(f"  {name}: {report}")
+    say(f"summary written to {path}")
+
+
+def _timeline(events: list[dict[str, Any]]) -> list[str]:
+    """The audit trail in a few columns: time since the first event, kind, version, alias, why."""
+    if not events:
+        return []
+    start = events[-1]["at"]
+    lines = []
+    for event in reversed(events):
+        if event["kind"] == "trigger.checked":  # the quiet checks; the demo shows the firing one
+            continue
+        version = "" if event["version"] is None else f"v{event['version']}"
+        if event["from_version"]:
+            version = f"v{event['from_version']}->{version}"
+        reason = (event["reason"] or "").splitlines()[0] if event["reason"] else ""
+        lines.append(
+            f"+{event['at'] - start:5.1f}s  {event['kind']:<19}{version:<8}{event['alias'] or '':<11}"
+            f"{reason[:72] + ('...' if len(reason) > 72 else '')}"
+        )
+    return lines
+
+
+def _verdict(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "passed": sum(1 for r in results if r["passed"]),
+        "total": len(results),
+        "failed": [r["expression"] for r in results if not r["passed"]],
+    }
+
+
+#: The demo, in order: (step of the lifecycle, function).
+STEPS: list[tuple[str, Callable[[Demo], None]]] = [
+    ("1 data", setup_project),
+    ("1-2 data, training", first_run),
+    ("1 data", fresh_checkout),
+    ("1 data", nothing_to_do),
+    ("3 evaluation", evaluate_first),
+    ("4 registry", promote_first),
+    ("3 evaluation", weaker_candidate),
+    ("4 deployment", serve),
+    ("5 production", send_traffic),
+    ("5 monitoring", inject_drift),
+    ("6 continuous training", retrain_on_drift),
+    ("summary", summary),
+]
+
+
+def _write_failure(demo: Demo, step: str, error: str) -> None:
+    """A failed demo still leaves a summary.json (ok: false) saying where and why, for CI."""
+    if demo.work.is_dir():
+        document = {"ok": False, "failed_at": step, "error": error, "facts": demo.facts,
+                    "reports": demo.reports, "logs": demo.logs}  # fmt: skip
+        (demo.work / "summary.json").write_text(
+            json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every step; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=REPO / ".demo", help="recreated each time")
+    parser.add_argument(
+        "--small", action="store_true", help="fewer rows and shorter windows (for CI)"
+    )
     args = parser.parse_args(argv)
-    demo = Demo(work=args.workdir.resolve())
+    demo = Demo(work=args.workdir.resolve(), size=SMALL if args.small else FULL)
+    signal.signal(signal.SIGTERM, _interrupt)
     total = len(STEPS)
-    started = time.monotonic()
-    for index, step in enumerate(STEPS, 1):
-        title = (step.__doc__ or step.__name__).strip().splitlines()[0]
-        print(f"==> [{index}/{total}] {title}", flush=True)
-        step_started = time.monotonic()
-        try:
-            step(demo)
-        except DemoFailed as exc:
-            print(f"FAILED at step {index} ({step.__name__}): {exc}", file=sys.stderr, flush=True)
-            return 1
-        say(f"({time.monotonic() - step_started:.1f}s)")
+    started = demo.facts["started"] = time.monotonic()
+    try:
+        for index, (phase, step) in enumerate(STEPS, 1):
+            title = (step.__doc__ or step.__name__).strip().splitlines()[0]
+            print(f"==> [{index}/{total}] ({phase}) {title}", flush=True)
+            step_started = time.monotonic()
+            try:
+                step(demo)
+            except DemoFailed as exc:
+                print(
+                    f"FAILED at step {index} ({step.__name__}): {exc}", file=sys.stderr, flush=True
+                )
+                _write_failure(demo, f"step {index} ({step.__name__})", str(exc))
+                return 1
+            say(f"({time.monotonic() - step_started:.1f}s)")
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping what the demo started", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        demo.close()
     print(f"==> demo complete in {time.monotonic() - started:.0f}s; explore it in {demo.work}")
     return 0
 

@@ -1,0 +1,199 @@
+"""`make demo` end to end (with --small): the whole lifecycle through the real CLI and server.
+
+Also its unhappy paths: a broken stage, gates that refuse the retrained model, and Ctrl-C —
+each must exit with its code, say why, and leave no server or watch process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo.py"
+
+
+def _demo_on(tmp_path: Path, edit: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the demo running on a copy of the example with ``{file: (old, new)}`` edits."""
+    example = tmp_path / "churn"
+    shutil.copytree(REPO / "examples" / "churn", example)
+    for name, (old, new) in edit.items():
+        path = example / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{name} has no {old!r}"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    demo = tmp_path / "demo.py"
+    shutil.copy(DEMO.parent / "demo_kit.py", tmp_path / "demo_kit.py")
+    source = DEMO.read_text(encoding="utf-8")
+    anchor = 'EXAMPLE = REPO / "examples" / "churn"'
+    assert anchor in source
+    demo.write_text(
+        source.replace(anchor, f"EXAMPLE = Path({str(example)!r})").replace(
+            "REPO = Path(__file__).resolve().parent.parent", f"REPO = Path({str(REPO)!r})"
+        ),
+        encoding="utf-8",
+    )
+    return demo
+
+
+def _started_pids(output: str) -> dict[str, int]:
+    """The background processes the demo said it started: {'serve': pid, 'watch': pid}."""
+    pids = {}
+    for match in re.finditer(
+        r"(http://127\.0\.0\.1:\d+|'mlcd watch[^']*') .*?\(pid (\d+)\)", output
+    ):
+        pids["serve" if match.group(1).startswith("http") else "watch"] = int(match.group(2))
+    return pids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+
+    result = subprocess.run(
+        [sys.executable, str(DEMO), "--workdir", str(work), "--small"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "==> demo complete" in result.stdout
+    assert "restored from cache, none executed" in result.stdout
+    summary = json.loads((work / "summary.json").read_text(encoding="utf-8"))
+    assert summary["ok"] is True and summary["size"] == "small"
+    versions = summary["versions"]
+    first, refused, retrained = versions["first"], versions["refused"], versions["retrained"]
+    # a retrained champion; the challenger alias is gone once it became champion
+    assert versions["champion"] == retrained and retrained not in (first, refused)
+    assert summary["aliases"] == {"champion": retrained}
+    # the gates: the first version passed, the weaker one was refused, the retrained one passed
+    assert summary["gates"][f"v{first}"]["failed"] == []
+    assert summary["gates"][f"v{refused}"]["failed"]
+    assert summary["gates"][f"v{retrained}"]["failed"] == []
+    # drift detected, on the features the market shift moves
+    drift = summary["drift"]
+    assert drift["detected"] is True and drift["monitor_exit"] == 1
+    assert drift["share"] >= 0.5 and {"monthly_charges", "tenure_months"} <= set(drift["drifted"])
+    # zero failed requests while the canary ran and the server swapped; both versions answered
+    requests = summary["requests"]
+    assert requests["failed"] == 0
+    by_version = requests["by_version"]
+    for answered_by in (f"v{first} (primary)", f"v{retrained} (canary)", f"v{retrained} (primary)"):
+        assert by_version.get(answered_by, 0) > 0, by_version
+    assert requests["answered"] == sum(by_version.values())
+    # one retrain answered the drift, one canary ran and was promoted (none restarted it)
+    events = summary["events"]
+    assert events["retrain.started"] == 1 and events["canary.started"] == 1
+    assert events["canary.promoted"] == 1 and "retrain.skipped" not in events
+    for report in summary["reports"].values():
+        assert Path(report).is_file(), report
+    pids = _started_pids(result.stdout)
+    assert set(pids) == {"serve", "watch"} and all(_gone(pid) for pid in pids.values())
+
+
+@pytest.mark.slow
+def test_demo_fails_loudly_when_a_stage_breaks(tmp_path: Path) -> None:
+    demo = _demo_on(
+        tmp_path,
+        {
+            "src/train.py": (
+                "def main() -> None:\n",
+                "def main() -> None:\n    raise SystemExit('boom')\n",
+            )
+        },
+    )
+
+    result = subprocess.run(
+        [sys.executable, str(demo), "--workdir", str(tmp_path / "work"), "--small"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert result.returncode == 1
+    assert "FAILED at step 2 (first_run)" in result.stderr
+    assert "stage(s) failed: train" in result.stderr
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["ok"] is False and summary["failed_at"] == "step 2 (first_run)"
+
+
+@pytest.mark.slow
+def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(tmp_path: Path) -> None:
+    # gates for 'challenger' that no model meets: the retrain must be refused, not promoted
+    demo = _demo_on(
+        tmp_path, {"mlcd.yaml": ("gates:\n", "gates:\n  challenger:\n    - roc_auc >= 0.999\n")}
+    )
+    work = tmp_path / "work"
+
+    result = subprocess.run(
+        [sys.executable, str(demo), "--workdir", str(work), "--small"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED at step 11 (retrain_on_drift)" in result.stderr
+    assert "got refused" in result.stderr and "roc_auc >= 0.999" in result.stderr
+    summary = json.loads((work / "summary.json").read_text(encoding="utf-8"))
+    assert summary["ok"] is False and summary["facts"]["drift"]["detected"] is True
+    pids = _started_pids(result.stdout)
+    assert set(pids) == {"serve", "watch"} and all(_gone(pid) for pid in pids.values())
+    # the refusal is in the audit trail and the champion stayed where it was
+    shown = subprocess.run(
+        [sys.executable, "-m", "mlcd.cli.main", "models", "show", "churn", "--json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(shown.stdout)["aliases"] == {"champion": 1}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_the_demo_started(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(DEMO), "--workdir", str(tmp_path / "demo"), "--small"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 600
+        for line in process.stdout:  # until the server is up and the traffic step has begun
+            seen.append(line)
+            if "(5 production)" in line or time.monotonic() > deadline:
+                break
+        pids = _started_pids("".join(seen))
+        assert "serve" in pids, "".join(seen)
+
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 130, "".join(seen) + rest + errors
+    assert "interrupted; stopping what the demo started" in errors
+    assert f"stopping serve (pid {pids['serve']})" in rest
+    assert _gone(pids["serve"])
