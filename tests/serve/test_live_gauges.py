@@ -18,7 +18,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.serve.conftest import Registry, Running, cancer, cancer_model, free_port
+from tests.serve.conftest import (
+    Registry,
+    Running,
+    cancer,
+    cancer_model,
+    free_port,
+    mixed_data,
+    mixed_model,
+)
 from tests.serve.models import FlakyModel
 
 from mlcd.config import Config, Model, Monitor, PredictionLog, Serve
@@ -173,6 +181,48 @@ def test_drift_gauge_stays_low_on_usual_traffic_and_rises_naming_shifted_feature
         "the rejected share",
     )
     assert _gauge(rejected, "missing_share") == 0
+
+
+def test_categories_never_seen_in_training_count_as_out_of_range_and_drift(
+    registry: Registry, serve: Callable[..., Running]
+) -> None:
+    from mlcd.monitor import compute_reference_profile
+    from mlcd.store import models
+
+    X, _ = mixed_data(400)
+    model = mixed_model()
+    version = registry.register("mixed", model, X.head(50))
+    reference = X.assign(prediction=model.predict(X), proba=model.predict_proba(X)[:, 1])
+    digest = str(compute_reference_profile(reference, registry.objects))
+    registry.store.transact(
+        lambda conn: models.update_version(conn, "mixed", version, reference_digest=digest)
+    )
+    settings, monitor = _settings()
+    server = serve("mixed@champion", settings=settings, monitor=monitor)
+    url = "/v1/models/mixed/predict"
+
+    def send(rows: pd.DataFrame) -> None:
+        for start in range(0, len(rows), 50):
+            batch = rows.iloc[start : start + 50].to_dict(orient="records")
+            assert server.client.post(url, json=batch).status_code == 200
+
+    def gauge(samples: Samples, name: str) -> float | None:
+        key = (("model", "mixed"), ("version", str(version)))
+        return samples.get(f"mlcd_monitor_{name}", {}).get(key)
+
+    send(X.sample(WINDOW, replace=True, random_state=1))
+    usual = _poll(server.client, lambda s: gauge(s, "window_rows") == WINDOW, "the window")
+    assert gauge(usual, "out_of_range_share") == 0 and gauge(usual, "drift_share") == 0
+    send(X.sample(WINDOW, replace=True, random_state=2).assign(color="purple"))
+    # One of the three inputs holds a category training never had, in every row.
+    unseen = _poll(
+        server.client,
+        lambda s: gauge(s, "out_of_range_share") == pytest.approx(1 / 3),
+        "the unseen categories",
+    )
+    flags = unseen["mlcd_monitor_feature_drifted"]
+    assert flags[(("feature", "color"), ("model", "mixed"), ("version", str(version)))] == 1
+    assert gauge(unseen, "missing_share") == 0
 
 
 def test_a_version_without_a_profile_gets_no_gauges_and_the_log_says_so_once(

@@ -44,6 +44,8 @@ class LogEntry:
     predictions: Any = None  # array or list, one per row
     proba: Any = None  # positive-class probability per row (binary classifiers)
     error: str | None = None
+    #: the inputs as one float64 matrix, columns in ``features`` order (all-numeric models)
+    matrix: Any = None
 
     @property
     def rows(self) -> int:

@@ -332,6 +332,7 @@ class PredictionService:
                 predictions=predictions,
                 proba=positive,
                 error=error,
+                matrix=inputs.matrix if inputs is not None else None,
             )
         )
 
