@@ -509,6 +509,7 @@ def summary(demo: Demo) -> None:
             "answered": traffic["answered"],
             "failed": traffic["failed"],
             "by_version": traffic["by_version"],
+            "latency_ms": traffic["latency_ms"],
         },
         "events": dict(sorted(kinds.items())),
         "reports": demo.reports,
@@ -532,6 +533,10 @@ def summary(demo: Demo) -> None:
     )
     r = document["requests"]
     say(f"requests: {r['answered']} answered, {r['failed']} failed; {r['by_version']}")
+    say(
+        "latency seen by the client (p50 / p99 ms): "
+        + ", ".join(f"{k} {ms['p50']} / {ms['p99']}" for k, ms in r["latency_ms"].items())
+    )
     say(f"audit trail ('mlcd events {MODEL}'), {len(events)} events, oldest first:")
     for line in _timeline(events):
         say(f"  {line}")
@@ -551,8 +556,8 @@ def _timeline(events: list[dict[str, Any]]) -> list[str]:
         if event["kind"] == "trigger.checked":  # the quiet checks; the demo shows the firing one
             continue
         version = "" if event["version"] is None else f"v{event['version']}"
-        if event["from_version"]:
-            version = f"v{event['from_version']}->{version}"
+        if event["from_version"]:  # a move shows where from; a deletion, what it pointed at
+            version = f"v{event['from_version']}" + (f"->{version}" if version else "")
         reason = (event["reason"] or "").splitlines()[0] if event["reason"] else ""
         lines.append(
             f"+{event['at'] - start:5.1f}s  {event['kind']:<19}{version:<8}{event['alias'] or '':<11}"

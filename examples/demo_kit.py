@@ -124,7 +124,7 @@ class Traffic(threading.Thread):
         self.failed = 0
         self.failures: list[str] = []
         self.by_answer = Counter[tuple[int, str]]()  # (version, role) -> requests
-        self.first_seen: dict[tuple[int, str], float] = {}
+        self.latencies: dict[tuple[int, str], list[float]] = {}  # seen by the client, in ms
 
     def run(self) -> None:
         import httpx
@@ -137,6 +137,7 @@ class Traffic(threading.Thread):
                 pool = self.pools[market]
                 row = pool[index % len(pool)]
                 index += 1
+                sent_at = time.perf_counter()
                 try:
                     response = client.post(f"/v1/models/{MODEL}/predict", json=[row])
                     outcome = (
@@ -151,7 +152,9 @@ class Traffic(threading.Thread):
                     if isinstance(outcome, tuple):
                         self.answered += 1
                         self.by_answer[outcome] += 1
-                        self.first_seen.setdefault(outcome, time.time())
+                        self.latencies.setdefault(outcome, []).append(
+                            (time.perf_counter() - sent_at) * 1000
+                        )
                     else:
                         self.failed += 1
                         if len(self.failures) < 5:
@@ -180,12 +183,25 @@ class Traffic(threading.Thread):
                 "by_version": {
                     f"v{v} ({role})": n for (v, role), n in sorted(self.by_answer.items())
                 },
+                "latency_ms": {
+                    f"v{v} ({role})": _percentiles(values)
+                    for (v, role), values in sorted(self.latencies.items())
+                },
             }
 
     def finish(self) -> None:
         """Stop after the request in flight."""
         self.halt.set()
         self.join(15)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(ordered[len(ordered) // 2], 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
+        "max": round(ordered[-1], 1),
+    }
 
 
 # ------------------------------------------------------------------------------ the demo
