@@ -16,6 +16,10 @@ It ends with a summary (also written to ``.demo/summary.json``) and stops everyt
 started, also when a step fails or on Ctrl-C. Exit code 0 when every step succeeded, 1 when
 one saw something else than what it promises (the reason is printed), 130 when interrupted.
 
+The machinery (running the CLI, background processes, the traffic thread) is in
+``demo_kit.py`` beside this file; the example's own simulator (``src/customers.py``) supplies
+the customers the traffic plays.
+
 Usage: python examples/demo.py [--workdir DIR] [--small]
 """
 
