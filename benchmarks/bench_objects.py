@@ -20,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
-from _common import median, report  # noqa: E402
-
-from mlcd.digest import hash_file  # noqa: E402
-from mlcd.objects import LocalObjectStore  # noqa: E402
+from _common import median, report
+from mlcd.digest import hash_file
+from mlcd.objects import LocalObjectStore
 
 MiB = 1024 * 1024
 
@@ -80,9 +79,9 @@ def main() -> None:
                 store_dir = work / f"objects-{time.monotonic_ns()}"
                 store = LocalObjectStore(store_dir)
                 if len(paths) == 1:
-                    r.setdefault("_put", []).append(timed(lambda: store.put_file(big)))  # type: ignore[attr-defined]
+                    r.setdefault("_put", []).append(timed(lambda s=store: s.put_file(big)))  # type: ignore[attr-defined]
                 else:
-                    r.setdefault("_put", []).append(timed(lambda: store.put_dir(small)))  # type: ignore[attr-defined]
+                    r.setdefault("_put", []).append(timed(lambda s=store: s.put_dir(small)))  # type: ignore[attr-defined]
                 shutil.rmtree(store_dir)
                 if args.dvc:
                     r.setdefault("_dvc", []).append(dvc_add(args.dvc, work, paths[0] if len(paths) == 1 else small))  # type: ignore[attr-defined]

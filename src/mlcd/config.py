@@ -197,6 +197,8 @@ class Monitor(_Section):
 class DriftTrigger(_Section):
     share: float | None = Field(default=None, gt=0, le=1)
     features: list[str] = Field(default_factory=list)
+    #: fewer accepted rows than this in the window: too little evidence, the trigger waits
+    min_rows: int = Field(default=200, ge=1)
 
 
 class DecayTrigger(_Section):

@@ -101,6 +101,10 @@ def serve(
         spec["metrics_dir"] = metrics_dir
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[_SPEC_ENV] = json.dumps(spec)
+    # Requests are scored a few rows at a time: OpenMP thread pools (LightGBM, XGBoost,
+    # scikit-learn's gradient boosting) only add start-up cost per call and fight the
+    # workers for the cores. Concurrency comes from --workers. The user may override.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _run_uvicorn(settings.host, settings.port, settings.workers, log_level)
 
 

@@ -70,6 +70,14 @@ def check_drift(
         return TriggerResult(
             "drift", False, "no features could be tested (empty or too small window)", details
         )
+    rows = report.summary.accepted
+    if rows < rule.min_rows:
+        return TriggerResult(
+            "drift",
+            False,
+            f"{rows} rows in the window, fewer than min_rows = {rule.min_rows}",
+            details,
+        )
     named = [name for name in rule.features if name in drifted]
     if named:
         return TriggerResult(
