@@ -14,24 +14,11 @@ from typing import Any
 
 from mlcd.digest import hash_bytes
 from mlcd.errors import ConfigError
+from mlcd.params import flatten
 from mlcd.pipeline.stage import StageSpec
 
 FINGERPRINT_VERSION = 1
 _MISSING = object()
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    if not isinstance(data, Mapping):
-        return {prefix: data} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def param_value(data: Any, key: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from mlcd.errors import NotFound, UsageError
+from mlcd.params import flatten
 from mlcd.tracking.git import is_repository, resolve_revision, show_file
 
 LOCK_FILE = "mlcd.lock"
@@ -178,18 +179,6 @@ def compare_snapshots(old: Snapshot, new: Snapshot, include_same: bool = False) 
 
 
 # ---------------------------------------------------------------------- lock files
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    if not isinstance(data, Mapping):
-        return {prefix: data} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
