@@ -294,8 +294,10 @@ class ModelHolder:
         try:
             version = self.source.resolve(self.ref)
         except Exception as exc:
-            self.last_error = f"cannot resolve {self.ref}: {exc}"
-            log.warning("%s (%s keeps serving)", self.last_error, self._serving())
+            error = f"cannot resolve {self.ref}: {exc}"
+            if error != self.last_error:  # say it once, not at every poll
+                log.warning("%s (%s keeps serving)", error, self._serving())
+            self.last_error = error
             return False
         if self.current is not None and self.current.version == version:
             return False
