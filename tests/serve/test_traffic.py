@@ -127,3 +127,15 @@ def test_shadow_answers_are_logged_not_returned(registry: Registry, serve: Any) 
     shadowed = log[log["status"] == "shadow"]
     assert set(shadowed["version"]) == {shadow}
     assert sorted(shadowed["request_id"]) == sorted(b["request_ids"][0] for b in bodies)
+
+
+def test_one_slow_request_does_not_switch_a_healthy_canary_off() -> None:
+    guard = CanaryGuard(min_requests=50, check_every_s=0.0)
+    for i in range(150):
+        guard.record("primary", 0.010, error=False)
+        guard.record("canary", 0.500 if i == 70 else 0.011, error=False)  # one hiccup
+    assert guard.check() is None
+    for _ in range(20):  # a canary that is slow again and again is switched off
+        guard.record("canary", 0.500, error=False)
+    verdict = guard.check()
+    assert verdict is not None and "latency" in verdict.reason

@@ -76,14 +76,20 @@ class _Window:
             self.samples.popleft()
 
     def summary(self) -> tuple[int, float, float]:
-        """(requests, error rate, p99 latency in seconds)."""
+        """(requests, error rate, tail latency in seconds).
+
+        The tail is the p99, or on fewer than 500 requests the highest percentile with at
+        least 5 requests above it: on 100 requests the p99 is the single slowest one, and
+        one scheduling hiccup must not switch a healthy canary off.
+        """
         n = len(self.samples)
         if n == 0:
             return 0, 0.0, 0.0
         errors = sum(1 for s in self.samples if s[2])
         latencies = sorted(s[1] for s in self.samples)
-        p99 = latencies[min(n - 1, int(0.99 * n))]
-        return n, errors / n, p99
+        quantile = min(0.99, 1.0 - _TAIL_SAMPLES / n)
+        tail = latencies[max(0, min(n - 1, int(quantile * n)))]
+        return n, errors / n, tail
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ class Verdict:
     reason: str
     canary: dict[str, float]
     primary: dict[str, float]
+
+
+_TAIL_SAMPLES = 5
 
 
 class CanaryGuard:
