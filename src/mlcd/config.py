@@ -25,9 +25,8 @@ from pydantic import (
 )
 
 from mlcd.errors import ConfigError
+from mlcd.layout import CONFIG_FILE, STATE_DIR
 
-CONFIG_FILE = "mlcd.yaml"
-STATE_DIR = ".mlcd"
 DEFAULT_STORE = f"sqlite:///{STATE_DIR}/mlcd.db"
 DEFAULT_ARTIFACTS = f"{STATE_DIR}/objects"
 
@@ -393,22 +392,6 @@ def _apply_env(config: Config, environ: Mapping[str, str]) -> Config:
     if environ.get("MLCD_REMOTE"):
         updates["default_remote"] = environ["MLCD_REMOTE"]
     return config.model_copy(update=updates) if updates else config
-
-
-def find_root(start: str | os.PathLike[str] = ".") -> Path:
-    """The nearest folder at or above ``start`` holding an ``mlcd.yaml``.
-
-    Raises:
-        ConfigError: none found.
-    """
-    here = Path(start).absolute()
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_FILE).is_file():
-            return folder
-    raise ConfigError(
-        f"no {CONFIG_FILE} found in {here} or any parent folder",
-        hint="run 'mlcd init' to create a project, or cd into one",
-    )
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:

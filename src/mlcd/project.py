@@ -12,8 +12,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.config import STATE_DIR, Config, find_root, load_config
+from mlcd.config import Config, load_config
 from mlcd.errors import ConfigError
+from mlcd.layout import STATE_DIR, find_root
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore

@@ -118,8 +118,9 @@ def run_stages(
 ) -> None:
     """Run the stale stages (and what depends on them); restore cached ones. Exit 3 if a stage fails."""
     from mlcd.errors import StageFailed, UsageError
+    from mlcd.layout import find_root
     from mlcd.pipeline.runner import RunOptions, run_pipeline
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.snapshot import load_snapshot
 
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
@@ -169,8 +170,9 @@ def show_status(
 ) -> None:
     """Show stale stages and changed tracked data, and why."""
     from mlcd.errors import CheckFailed
+    from mlcd.layout import find_root
     from mlcd.pipeline.data import data_status
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.pipeline.statcache import StatCache
     from mlcd.pipeline.status import Digests, pipeline_status
 
@@ -225,7 +227,8 @@ def show_dag(fmt: str = "text") -> None:
     import json
 
     from mlcd.errors import UsageError
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.layout import find_root
+    from mlcd.pipeline.snapshot import load_snapshot
 
     fmt = fmt.lower()
     if fmt not in ("text", "mermaid", "json"):
@@ -241,9 +244,10 @@ def show_dag(fmt: str = "text") -> None:
 
 def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
     """Store files or folders by content and write a PATH.mlcd pointer to commit."""
+    from mlcd.layout import find_root
     from mlcd.pipeline.data import add_data
     from mlcd.pipeline.record import git_state, record_data_add
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.pipeline.statcache import StatCache
 
     root = find_root()
@@ -292,8 +296,9 @@ def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
 def show_data_status(check: bool = False, as_json: bool = False) -> None:
     """Compare tracked data with its pointer files."""
     from mlcd.errors import CheckFailed
+    from mlcd.layout import find_root
     from mlcd.pipeline.data import data_status
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.pipeline.statcache import StatCache
 
     root = find_root()
@@ -340,7 +345,8 @@ def push_objects(
     remote: str | None = None, all_entries: bool = False, as_json: bool = False
 ) -> None:
     """Send objects (mlcd.lock outputs, tracked data) and run-cache entries to a remote."""
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.layout import find_root
+    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.pipeline.transfer import push as do_push
 
     root = find_root()
@@ -364,7 +370,8 @@ def push_objects(
 
 def pull_objects(remote: str | None = None, force: bool = False, as_json: bool = False) -> None:
     """Fetch run-cache entries and objects from a remote; restore missing data and outputs."""
-    from mlcd.pipeline.snapshot import find_root, load_snapshot
+    from mlcd.layout import find_root
+    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.pipeline.statcache import StatCache
     from mlcd.pipeline.transfer import pull as do_pull
 

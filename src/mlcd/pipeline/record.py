@@ -73,21 +73,12 @@ def flat_params(params: Mapping[str, Mapping[str, Any]], default_file: str) -> d
     return flat
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
-
-
 def _mark_dead_runs_killed(conn: Any) -> None:
     """End as ``killed`` the pipeline runs of this host whose process is gone (SIGKILL, crash)."""
     from sqlalchemy import select
 
     from mlcd.store import runs
+    from mlcd.store.locks import process_alive
     from mlcd.store.tables import runs as runs_table
 
     host = socket.gethostname()
@@ -99,7 +90,7 @@ def _mark_dead_runs_killed(conn: Any) -> None:
     for run_id in list(running):
         tags = runs.tags_of(conn, run_id)
         pid = tags.get("mlcd.pid")
-        if tags.get("mlcd.host") == host and pid and pid.isdigit() and not _alive(int(pid)):
+        if tags.get("mlcd.host") == host and pid and pid.isdigit() and not process_alive(int(pid)):
             runs.end_run(conn, run_id, "killed")
 
 

@@ -17,34 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import ConfigError
+from mlcd.layout import CONFIG_FILE, STATE_DIR
 from mlcd.pipeline.dag import Dag
 from mlcd.pipeline.lockfile import LOCK_FILE, LockEntry, parse_lock
 from mlcd.pipeline.stage import StageSpec
 from mlcd.pipeline.statcache import RACY_NS, signature
 
-CONFIG_FILE = "mlcd.yaml"  # mlcd.config.CONFIG_FILE, without importing pydantic
-STATE_DIR = ".mlcd"
 CACHE_FILE = "pipeline.json"
 _CACHE_VERSION = 1
-
-
-def find_root(start: str | os.PathLike[str] = ".") -> Path:
-    """The nearest folder at or above ``start`` with an ``mlcd.yaml``.
-
-    ``mlcd.config.find_root`` without importing the config schema (pydantic), for the fast
-    path.
-
-    Raises:
-        ConfigError: none found.
-    """
-    here = Path(start).absolute()
-    for folder in (here, *here.parents):
-        if os.path.isfile(folder / CONFIG_FILE):
-            return folder
-    raise ConfigError(
-        f"no {CONFIG_FILE} found in {here} or any parent folder",
-        hint="run 'mlcd init' to create a project, or cd into one",
-    )
 
 
 @dataclass

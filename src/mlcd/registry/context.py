@@ -32,7 +32,8 @@ def project_context(start: str | os.PathLike[str] | None = None) -> tuple[Store,
     Raises:
         ConfigError: no project found.
     """
-    from mlcd.config import STATE_DIR, find_root, load_config
+    from mlcd.config import load_config
+    from mlcd.layout import STATE_DIR, find_root
     from mlcd.objects import open_object_store
 
     root = find_root(start or os.environ.get("MLCD_PROJECT") or ".")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.serve.predlog import LogEntry, concat_column
+from mlcd.store.locks import process_alive
 
 if TYPE_CHECKING:
     from mlcd.monitor.drift import DriftSettings
@@ -253,7 +254,7 @@ class LiveGauges:
         out = []
         for path in self.folder.glob(f"{FILE_PREFIX}*.json"):
             pid = path.stem[len(FILE_PREFIX) :]
-            if not pid.isdigit() or not _alive(int(pid)):
+            if not pid.isdigit() or not process_alive(int(pid)):
                 continue  # a worker that died without closing: its window is gone
             try:
                 data = json.loads(path.read_text())
@@ -275,16 +276,6 @@ _GAUGES = {
     "categories the training data never had, over the rolling window.",
     "rejected_share": "Share of the window's rows the server rejected (invalid requests).",
 }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
 
 
 def _feed(monitor: LiveMonitor, entries: list[LogEntry]) -> None:

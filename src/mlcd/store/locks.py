@@ -16,6 +16,17 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a holder that died leaves stale state)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
 def acquire(conn: Connection, name: str, owner: str, ttl_s: float) -> bool:
     """Take the lease ``name`` if it is free or expired (or already ours); True on success."""
     current = now()

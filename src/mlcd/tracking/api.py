@@ -171,7 +171,8 @@ _configs: dict[str, tuple[Path, float, tuple[str, ...], Any]] = {}
 
 
 def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
-    from mlcd.config import CONFIG_FILE, find_root, load_config
+    from mlcd.config import load_config
+    from mlcd.layout import CONFIG_FILE, find_root
 
     start = project if project is not None else os.environ.get("MLCD_PROJECT") or "."
     root = find_root(start)
