@@ -5,7 +5,8 @@ is sent: the scheme is http or https; the host is in ``monitor.alerts.allowed_ho
 that list is not empty (``*.example.com`` matches sub-domains); and every address the host
 resolves to is a public one — private, loopback, link-local (cloud metadata services live
 at 169.254.169.254), multicast, reserved and unspecified addresses are refused unless the
-webhook says ``allow_private: true``. The request then goes to the address that was checked
+webhook says ``allow_private: true``, and so is an IPv6 address that embeds such an IPv4
+address (IPv4-mapped, IPv4-compatible, 6to4, NAT64) or is a Teredo tunnel. The request then goes to the address that was checked
 (the Host header and TLS name stay the URL's), so a DNS answer that changes between check
 and connect cannot redirect it; redirects are not followed.
 """
@@ -46,11 +47,46 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are IPv4
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: site-local translators
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translation or a tunnel."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # (server, client): both are reached
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _is_private(address: str) -> bool:
+    """Whether ``address``, or an IPv4 address it embeds (mapped, 6to4, Teredo, NAT64), is not
+    a public unicast one."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.teredo is not None or ip in _NAT64_LOCAL:
+            return True  # a tunnel or a local translator: never a webhook receiver
+        if ip in _NAT64:
+            candidates = []  # the prefix itself counts as reserved; judge the IPv4 behind it
+        candidates.extend(_embedded(ip))
+    return any(
+        not c.is_global
+        or c.is_multicast
+        or c.is_reserved
+        or c.is_unspecified
+        or c.is_loopback
+        or c.is_link_local
+        or c.is_private
+        for c in candidates
+    )
 
 
 def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
