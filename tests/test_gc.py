@@ -51,3 +51,25 @@ def test_verify_and_gc_report_a_corrupt_object(project: Path) -> None:
     assert result.returncode == 1
     assert json.loads(result.stdout)["corrupt"] == [digest.hex]
     assert not objects.has(digest)
+
+
+def test_gc_after_a_run_reports_no_missing_objects(tmp_path: Path) -> None:
+    # Guards against stage fingerprints in mlcd.lock being counted as missing objects.
+    root = tmp_path / "fresh"
+    root.mkdir()
+    (root / "input.txt").write_text("hello\n")
+    (root / "mlcd.yaml").write_text(
+        "stages:\n"
+        "  a:\n    cmd: cp input.txt a.txt\n    deps: [input.txt]\n    outs: [a.txt]\n"
+        "  b:\n    cmd: cp a.txt b.txt\n    deps: [a.txt]\n    outs: [b.txt]\n"
+    )
+    ran = run_cli(["run"], cwd=root)
+    assert ran.returncode == 0, ran.stderr
+
+    result = run_cli(["gc", "--grace", "0", "--json"], cwd=root)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["missing"] == []
+    assert report["removed"] == []
+    assert "missing" not in run_cli(["gc", "--grace", "0"], cwd=root).stdout

@@ -1,0 +1,199 @@
+"""Issue 20, item 2: paths from mlcd.lock, pointer files and remote manifests never write
+outside the project, into ``.git/`` or into ``.mlcd/``.
+
+Each test builds a real project, pushes it to a real remote folder, makes a clone as git would
+give it, plants one hostile path and runs the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlcd.digest import Digest
+from mlcd.objects import LocalObjectStore
+from tests.pipeline.conftest import (
+    CHAIN,
+    CHAIN_FILES,
+    calls,
+    run_json,
+    write,
+)
+from tests.pipeline.conftest import make_project as _make_project
+from tests.pipeline.conftest import mlcd as _mlcd
+
+make_project = _make_project  # the pipeline tests' fixtures
+mlcd = _mlcd
+
+CONFIG = (
+    CHAIN.replace("deps: [input.txt]", "deps: [input.txt, raw]")
+    + "\nremotes:\n  origin: {url: ../remote}\n"
+)
+COMMITTED = ["mlcd.yaml", "params.yaml", "input.txt", "raw.mlcd", "mlcd.lock"]
+
+
+def _origin(make_project, mlcd) -> Path:
+    """A project that ran and pushed everything to ``../remote``; nested so ``../..`` exists."""
+    root = make_project(CONFIG, CHAIN_FILES, name="deep/er/origin")
+    write(root, {"raw/a.csv": "x\n1\n", "raw/b.csv": "x\n2\n"})
+    assert mlcd(root, "data", "add", "raw").returncode == 0
+    run_json(mlcd, root)
+    pushed = mlcd(root, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    return root
+
+
+def _clone(origin: Path, name: str = "clone") -> Path:
+    """What a colleague (or CI) gets from git: the committed files, no data, no .mlcd."""
+    clone = origin.parent / name
+    clone.mkdir()
+    (clone / ".git" / "hooks").mkdir(parents=True)
+    for relative in COMMITTED:
+        shutil.copy2(origin / relative, clone / relative)
+    return clone
+
+
+def _retarget_lock(clone: Path, old: str, new: str) -> None:
+    """Rename an out of mlcd.lock, as a pull request editing the lock would."""
+    lock = clone / "mlcd.lock"
+    text = lock.read_text()
+    assert f"\n      {old}: " in text
+    lock.write_text(text.replace(f"\n      {old}: ", f"\n      {json.dumps(new)}: "))
+
+
+def _hostile_target(clone: Path, which: str) -> tuple[str, Path]:
+    """A hostile lock entry and the file it would write."""
+    outside = clone.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (clone / "link").symlink_to(outside, target_is_directory=True)
+    return {
+        "absolute": (str(outside / "absolute.txt"), outside / "absolute.txt"),
+        "dotdot": ("../../escaped.txt", clone.parent.parent / "escaped.txt"),
+        "git-hook": (".git/hooks/post-checkout", clone / ".git" / "hooks" / "post-checkout"),
+        "git-hook-case": (".GIT/hooks/post-merge", clone / ".GIT" / "hooks" / "post-merge"),
+        "state-dir": (".mlcd/mlcd.db", clone / ".mlcd" / "mlcd.db"),
+        "symlinked-folder": ("link/through-symlink.txt", outside / "through-symlink.txt"),
+    }[which]
+
+
+@pytest.mark.parametrize(
+    "which",
+    ["absolute", "dotdot", "git-hook", "git-hook-case", "state-dir", "symlinked-folder"],
+)
+def test_pull_refuses_a_hostile_lock_entry_and_writes_nothing(make_project, mlcd, which) -> None:
+    # Guards against a pull request's mlcd.lock making 'mlcd pull' write outside the project.
+    origin = _origin(make_project, mlcd)
+    clone = _clone(origin)
+    entry, target = _hostile_target(clone, which)
+    _retarget_lock(clone, "a.txt", entry)
+
+    result = mlcd(clone, "pull")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert entry in result.stderr
+    assert not target.exists()
+    assert not (clone / "c.txt").exists() and not (clone / "raw").exists()  # nothing at all
+
+
+def test_run_refuses_a_hostile_lock_entry(make_project, mlcd) -> None:
+    # Guards against any other reader of mlcd.lock (run, status) trusting a hostile out path.
+    origin = _origin(make_project, mlcd)
+    clone = _clone(origin)
+    _retarget_lock(clone, "a.txt", ".git/hooks/post-checkout")
+
+    result = mlcd(clone, "run")
+
+    assert result.returncode == 2
+    assert ".git/hooks/post-checkout" in result.stderr
+    assert calls(clone) == []
+    assert not (clone / ".git" / "hooks" / "post-checkout").exists()
+
+
+@pytest.mark.parametrize(
+    ("pointer", "name"),
+    [(".git.mlcd", ".git"), ("decoy.mlcd", "mlcd.yaml"), (".mlcd.mlcd", ".mlcd")],
+)
+def test_pull_refuses_a_hostile_pointer_file(make_project, mlcd, pointer, name) -> None:
+    # Guards against a committed *.mlcd pointer naming git's or mlcd's state, or another file.
+    origin = _origin(make_project, mlcd)
+    clone = _clone(origin)
+    digest = (origin / "raw.mlcd").read_text().split("digest: ")[1].split()[0]
+    (clone / pointer).write_text(f"path: {name}\ndigest: {digest}\nsize: 1\nfiles: 2\n")
+    before = (clone / "mlcd.yaml").read_text()
+
+    result = mlcd(clone, "pull")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert pointer in result.stderr and name in result.stderr
+    assert not (clone / ".git" / "a.csv").exists() and not (clone / ".mlcd" / "a.csv").exists()
+    assert (clone / "mlcd.yaml").read_text() == before
+    assert not (clone / "a.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../manifest-escape.txt",
+        "/tmp/mlcd-manifest-absolute.txt",
+        "sub\\..\\..\\win.txt",
+        "C:/drive.txt",
+        "nul\x00byte.txt",
+        "./../dot.txt",
+    ],
+)
+def test_pull_skips_a_remote_manifest_with_a_hostile_entry(make_project, mlcd, name) -> None:
+    # Guards against a hand-crafted directory manifest on the remote writing outside its folder.
+    origin = _origin(make_project, mlcd)
+    remote = LocalObjectStore(origin.parent / "remote")
+    blob = remote.put_bytes(b"#!/bin/sh\necho owned\n")
+    manifest = json.dumps([{"path": name, "digest": blob.hex, "size": 20}]).encode()
+    crafted = Digest(remote.put_bytes(manifest).hex, is_dir=True)
+    clone = _clone(origin)
+    lock = clone / "mlcd.lock"
+    text = lock.read_text()
+    start = text.index("out_b: ") + len("out_b: ")
+    lock.write_text(text[:start] + str(crafted) + text[text.index("\n", start) :])
+
+    result = mlcd(clone, "pull", "--json")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [b["paths"] for b in report["bad"]] == [["out_b"]]
+    assert repr(name) in report["bad"][0]["problem"] or name in report["bad"][0]["problem"]
+    assert not (clone / "out_b").exists()
+    for escaped in [
+        clone.parent.parent / "manifest-escape.txt",
+        Path("/tmp/mlcd-manifest-absolute.txt"),
+        clone.parent.parent / "win.txt",
+        clone.parent.parent / "dot.txt",
+    ]:
+        assert not escaped.exists()
+    assert (clone / "a.txt").read_text() == "a=hello\n"  # the rest was restored
+    assert (clone / "raw" / "a.csv").exists()
+
+
+def test_ci_with_a_hostile_lock_fails_before_running_anything(make_project, mlcd) -> None:
+    # Guards against 'mlcd ci' (which pulls first) writing a git hook from a pull request's lock.
+    origin = _origin(make_project, mlcd)
+    clone = _clone(origin)
+    shutil.rmtree(clone / ".git")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "pr"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+        )
+    _retarget_lock(clone, "a.txt", ".git/hooks/post-checkout")
+
+    result = mlcd(clone, "ci", "--json")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ".git/hooks/post-checkout" in result.stderr
+    assert not (clone / ".git" / "hooks" / "post-checkout").exists()
+    assert calls(clone) == []  # no stage ran
+    assert not (clone / "c.txt").exists()
