@@ -18,7 +18,9 @@ _LAZY: dict[str, str] = {
     "compute_reference_profile": "mlcd.monitor",
     "LiveMonitor": "mlcd.monitor",
     # registry: model packages and loading (mlcd.registry imports SQLAlchemy, not sklearn)
-    "save_model": "mlcd.registry",
+    # save_model and log_model record the active run: they sit above tracking and registry
+    "save_model": "mlcd.registration",
+    "log_model": "mlcd.registration",
     "load_model": "mlcd.registry",
     "register_model": "mlcd.registry",
     # tracking: the logging API (buffered; SQLAlchemy loads in the flusher thread)

@@ -1,26 +1,142 @@
-"""Registering the models a pipeline produced, with their monitoring reference.
+"""Registering models: the ones a pipeline produced, and ``mlcd.log_model`` from a run.
 
 After ``mlcd run`` (or a retrain, or ``mlcd ci``), every model declared under ``models:``
 whose package folder exists is registered (the same package again is the same version, so
 this is idempotent). A new version also gets its reference profile: the declared
 ``reference_data`` (else ``monitor.reference``) is profiled once, with the model's own
 predictions on it, and stored by digest, so monitoring never re-reads the training set.
+
+``mlcd.save_model`` and ``mlcd.log_model`` live here (above both ``tracking`` and
+``registry``) so that the active run, manual or a pipeline stage's, lands in the lineage.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlcd.config import Config
 from mlcd.errors import MlcdError
-from mlcd.objects import ObjectStore
-from mlcd.store import Store
+
+if TYPE_CHECKING:
+    from mlcd.config import Config
+    from mlcd.objects import ObjectStore
+    from mlcd.registry import ModelPackage, ModelVersion
+    from mlcd.store import Store
 
 log = logging.getLogger("mlcd.registration")
+
+
+def _run_lineage(lineage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``lineage`` with the active run's id (a ``start_run`` block or the stage's run)."""
+    out = dict(lineage or {})
+    if "run_id" not in out:
+        from mlcd.tracking.api import active_run
+
+        run = active_run()
+        if run is not None:
+            out["run_id"] = run.id
+    return out
+
+
+def save_model(
+    model: Any,
+    path: str | os.PathLike[str],
+    sample_input: Any = None,
+    flavor: str | None = None,
+    *,
+    trusted: bool = False,
+    lineage: Mapping[str, Any] | None = None,
+    training_data: Iterable[str | os.PathLike[str]] = (),
+    serialization: str | None = None,
+    description: str | None = None,
+) -> ModelPackage:
+    """Write ``model`` as a package folder; the active run goes into its lineage.
+
+    The arguments, return value and errors are those of :func:`mlcd.registry.save_model`.
+    """
+    from mlcd.registry import save_model as save
+
+    return save(
+        model,
+        path,
+        sample_input,
+        flavor,
+        trusted=trusted,
+        lineage=_run_lineage(lineage),
+        training_data=training_data,
+        serialization=serialization,
+        description=description,
+    )
+
+
+def log_model(
+    model: Any,
+    name: str,
+    sample_input: Any = None,
+    *,
+    flavor: str | None = None,
+    trusted: bool = False,
+    training_data: Iterable[str | os.PathLike[str]] = (),
+    description: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    project: str | os.PathLike[str] | None = None,
+) -> ModelVersion:
+    """Save ``model``, register it as a version of ``name`` and link it to the active run.
+
+    The one-call form of ``save_model`` + ``register_model`` (MLflow's
+    ``log_model(..., registered_model_name=...)``).
+
+    Args:
+        model: a scikit-learn, XGBoost, LightGBM or ONNX model (any ``predict`` with trust).
+        name: the registered model name.
+        sample_input: a few training rows for the signature.
+        flavor: force a flavor instead of detecting it.
+        trusted: allow pickle (the generic Python flavor).
+        training_data: files or folders it was trained on (evaluation on them is refused).
+        description: the model's description.
+        tags: tags of the new version.
+        project: a folder in the project (default: the stage's, else the working folder).
+
+    Returns:
+        The registered version (the same package again: the existing version).
+
+    Raises:
+        ConfigError: no project found.
+        UsageError / RegistryError: the model cannot be saved or registered.
+    """
+    from mlcd.registry import project_context, register_from_path
+
+    lineage = _run_lineage(None)
+    store, objects, _cache = project_context(project)
+    with tempfile.TemporaryDirectory(prefix="mlcd-log-model-") as folder:
+        package = Path(folder) / name
+        save_model(
+            model,
+            package,
+            sample_input,
+            flavor,
+            trusted=trusted,
+            lineage=lineage,
+            training_data=training_data,
+            description=description,
+        )
+        run_id = lineage.get("run_id")
+        registration = register_from_path(
+            store,
+            objects,
+            name,
+            package,
+            run_id=run_id,
+            source=f"log_model:run:{run_id}" if run_id else "log_model",
+            tags=tags,
+            description=description,
+        )
+    return registration.version
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def _version_number(project: Project, name: str, version: str) -> int:
     from mlcd.errors import UsageError
     from mlcd.registry import resolve
 
-    if version.isdigit():
+    if version.isdigit() and int(version) < 2**63:  # SQLite's INTEGER is 64-bit
         return int(version)
     if version == "latest" or version.startswith("@"):
         return resolve(project.store, f"{name}@{version.lstrip('@')}").version
@@ -201,22 +201,54 @@ def history(
 @models_app.command("register")
 def register_version(
     name: Annotated[str, typer.Argument(help="The model name.")],
-    path: Annotated[Path, typer.Argument(help="A package folder written by mlcd.save_model.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A package folder written by mlcd.save_model, or a model file."),
+    ],
+    flavor: Annotated[
+        str | None,
+        typer.Option(help="For a model file: sklearn, xgboost or lightgbm."),
+    ] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(help="For a model file: training rows (CSV/Parquet) for the signature."),
+    ] = None,
     run: Annotated[str | None, typer.Option("--run", help="The run that made it.")] = None,
     source: Annotated[str | None, typer.Option(help="Where it came from (free text).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tags (repeatable).")] = None,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Allow reading a pickle/joblib file (runs its code).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Register a package made outside a pipeline (same package again: same version)."""
+    """Register a package or a model file made outside a pipeline (same again: same version)."""
+    from mlcd.errors import UsageError
     from mlcd.project import Project
     from mlcd.registry import register_from_path
 
     tags = _parse_tags(tag or [])
+    if not path.exists():
+        raise UsageError(f"{path} does not exist", hint="give a package folder or a model file")
+    if path.is_file() and flavor is None:
+        raise UsageError(
+            f"{path} is a file, not a model package: say how to read it",
+            hint="add --flavor sklearn|xgboost|lightgbm (and --trust for a pickle/joblib file)",
+        )
     with Project.open() as project:
-        result = register_from_path(
-            project.store, project.objects, name, path, run_id=run,
-            source=source or str(path), tags=tags,
-        )  # fmt: skip
+        if path.is_file():
+            from mlcd.registry.model_file import read_sample, register_file
+
+            assert flavor is not None
+            result = register_file(
+                project.store, project.objects, name, path, flavor, trusted=trust,
+                sample=None if sample is None else read_sample(sample), run_id=run,
+                source=source, tags=tags,
+            )  # fmt: skip
+        else:
+            result = register_from_path(
+                project.store, project.objects, name, path, run_id=run,
+                source=source or str(path), tags=tags,
+            )  # fmt: skip
 
     def render(out: Any) -> None:
         verb = "registered" if result.created else "already registered as"

@@ -25,12 +25,14 @@ from mlcd.objects.base import ManifestEntry, encode_manifest, iter_files
 from mlcd.registry.flavors import Flavor, detect_flavor, get_flavor, missing_library
 from mlcd.registry.signature import (
     INPUT_DATAFRAME,
+    INPUT_NDARRAY,
     OutputSpec,
     Signature,
     as_frame,
     infer_inputs,
     infer_output,
 )
+from mlcd.yamlfile import MAX_CONFIG_BYTES, load_file
 
 PACKAGE_FILE = "model.yaml"
 FORMAT = 1
@@ -146,6 +148,13 @@ class ModelPackage:
                 )
         for name, entry in self.files.items():
             full = root / name
+            linked = next((p for p in (full, *full.parents) if p.is_symlink()), None)
+            if linked is not None and linked.is_relative_to(root) and linked != root:
+                raise UnsafeModel(
+                    f"model package {root}: file '{name}' is reached through a symbolic link "
+                    f"('{linked.relative_to(root).as_posix()}')",
+                    hint="replace the link with the file itself, or save the model again",
+                )
             if not full.is_file():
                 raise UnsafeModel(
                     f"model package {root}: file '{name}' listed in model.yaml is missing",
@@ -172,13 +181,18 @@ def _read_meta(root: Path) -> dict[str, Any]:
             f"no model package at {root}: not a folder",
             hint="pass a folder written by mlcd.save_model, 'name@alias' or 'name/VERSION'",
         )
+    if meta_path.is_symlink():
+        raise UnsafeModel(
+            f"model package {root}: {PACKAGE_FILE} is a symbolic link; packages hold no links",
+            hint="replace the link with the file itself, or save the model again",
+        )
     if not meta_path.is_file():
         raise RegistryError(
             f"{root} is not a model package: it has no {PACKAGE_FILE}",
             hint="write packages with mlcd.save_model(model, path, sample_input=...)",
         )
     try:
-        meta = yaml.load(meta_path.read_text(encoding="utf-8"), Loader=_Loader)
+        meta = load_file(meta_path, str(meta_path), limit=MAX_CONFIG_BYTES)
     except yaml.YAMLError as exc:
         raise RegistryError(f"{meta_path}: invalid YAML: {exc}") from exc
     if not isinstance(meta, dict) or "flavor" not in meta or "files" not in meta:
@@ -265,6 +279,28 @@ def _predictions(model: Any, frame: Any, input_type: str) -> tuple[Any, bool]:
     return predictions, proba
 
 
+def fitted_input(model: Any, frame: Any, input_type: str) -> tuple[Any, str]:
+    """The sample and input type matching how the model was fitted, not how the sample looks.
+
+    A scikit-learn style model fitted on an array (``n_features_in_`` without
+    ``feature_names_in_``) gets arrays, or every call warns that "X has feature names"; one
+    fitted on a table gets a table, with the fitted names when the sample was an array.
+    """
+    try:
+        names = getattr(model, "feature_names_in_", None)
+        fitted = getattr(model, "n_features_in_", None) is not None
+    except Exception:  # a property of an unfitted or exotic estimator
+        return frame, input_type
+    if not fitted or type(model).__module__.split(".", 1)[0] == "lightgbm":
+        return frame, input_type  # LightGBM always has names (Column_0...) and never warns
+    if names is None:
+        return frame, INPUT_NDARRAY
+    names = [str(n) for n in names]
+    if frame is not None and input_type == INPUT_NDARRAY and len(names) == frame.shape[1]:
+        frame = frame.set_axis(names, axis=1)
+    return frame, INPUT_DATAFRAME if frame is None or list(frame.columns) == names else input_type
+
+
 def _prepare_target(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"cannot save a model to {path}: it is a file", hint="pick a folder path")
@@ -315,6 +351,7 @@ def save_model(
     _prepare_target(target)
     impl = get_flavor(flavor) if flavor else detect_flavor(model)
     frame, input_type = (None, INPUT_DATAFRAME) if sample_input is None else as_frame(sample_input)
+    frame, input_type = fitted_input(model, frame, input_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
     try:
