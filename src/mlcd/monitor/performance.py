@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlcd.errors import MonitorError
+from mlcd.monitor.lease import join_lease
 from mlcd.monitor.metrics import Tally, Task, is_worse
 from mlcd.monitor.window import LogReader, Window, find_segments
 
@@ -42,7 +42,6 @@ BUCKET_S = 3600.0
 STATE_PREFIX = "monitor.performance."
 DEFAULT_HORIZON_S = 30 * 86400.0
 DEFAULT_SETTLE_S = 5.0
-_LEASE_TTL_S = 600.0
 _IN_CHUNK = 500
 
 
@@ -277,23 +276,9 @@ def update_performance(
     Raises:
         MonitorError: another process kept the join lease past ``lease_wait_s``.
     """
-    from mlcd.store import locks
-
     now = time.time() if now is None else now
-    lease = f"{STATE_PREFIX}{model}"
-    owner = f"{locks.owner_id()}:{id(store)}"
-    deadline = time.monotonic() + lease_wait_s
-    while not store.transact(lambda c: locks.acquire(c, lease, owner, _LEASE_TTL_S)):
-        if time.monotonic() > deadline:
-            raise MonitorError(
-                f"another process is joining labels for model '{model}'",
-                hint="wait for the other 'mlcd monitor' to finish, then retry",
-            )
-        time.sleep(0.2)
-    try:
+    with join_lease(store, model, wait_s=lease_wait_s):
         return _update_locked(store, Path(root), model, task, now, settle_s, horizon_s)
-    finally:
-        store.transact(lambda c: locks.release(c, lease, owner))
 
 
 def _update_locked(

@@ -27,6 +27,25 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def stale(owner: str) -> bool:
+    """Whether lease owner ``host:pid[:...]`` is a process of this host that has died (its
+    lease can be taken at once instead of waiting for it to expire)."""
+    host, _sep, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+
+
+def take_over(conn: Connection, name: str, old_owner: str, owner: str, ttl_s: float) -> bool:
+    """Take the lease ``name`` from ``old_owner`` (a holder known to be dead); True on success."""
+    current = now()
+    result = conn.execute(
+        update(locks)
+        .where(locks.c.name == name, locks.c.owner == old_owner)
+        .values(owner=owner, acquired_at=current, expires_at=current + ttl_s)
+    )
+    return bool(result.rowcount)
+
+
 def acquire(conn: Connection, name: str, owner: str, ttl_s: float) -> bool:
     """Take the lease ``name`` if it is free or expired (or already ours); True on success."""
     current = now()
