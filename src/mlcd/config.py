@@ -26,6 +26,7 @@ from pydantic import (
 
 from mlcd.errors import ConfigError
 from mlcd.layout import CONFIG_FILE, STATE_DIR
+from mlcd.yamlfile import MAX_CONFIG_BYTES, compose_limited, read_limited
 
 DEFAULT_STORE = f"sqlite:///{STATE_DIR}/mlcd.db"
 DEFAULT_ARTIFACTS = f"{STATE_DIR}/objects"
@@ -243,8 +244,8 @@ class Config(_Section):
 
 
 # ---------------------------------------------------------------- loading
-def _line_map(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each key path of a YAML document to its 1-based line."""
+def _line_map(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a composed YAML document to its 1-based line."""
     lines: dict[tuple[Any, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
@@ -257,7 +258,6 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
             for index, item in enumerate(node.value):
                 walk(item, (*path, index))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
     return lines
@@ -348,11 +348,16 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
         ConfigError: with ``file:line: key: problem`` for every problem found.
     """
     try:
-        data = yaml.safe_load(text)
-        lines = _line_map(text)
+        data, root = compose_limited(text, source, limit=MAX_CONFIG_BYTES)
+        lines = _line_map(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
+    return _parse(text, source)[0]
+
+
+def _parse(text: str, source: str) -> tuple[Config, dict[tuple[Any, ...], int]]:
+    """The config and its line map, within the size and alias limits of ``mlcd.yamlfile``."""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
             f"{where}: invalid YAML: {problem}",
@@ -365,7 +370,7 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
             f"{source}:1: the file must be a mapping of sections, not {type(data).__name__}"
         )
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data), lines
     except ValidationError as exc:
         messages = []
         seen: set[str] = set()
@@ -402,15 +407,21 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
     """
     path = Path(root) / CONFIG_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, MAX_CONFIG_BYTES, source)
     except FileNotFoundError as exc:
         raise ConfigError(
             f"no {CONFIG_FILE} in {Path(root).resolve()}",
             hint="run 'mlcd init' to create one, or run mlcd from your project's root",
+    source = str(path.name if Path(root) == Path(".") else path)
         ) from exc
-    config = parse_config(text, source=str(path.name if Path(root) == Path(".") else path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {source}: {exc}",
+            hint="check that it is a readable UTF-8 text file",
+        ) from exc
+    config, lines = _parse(text, source)
     config = _apply_env(config, os.environ if environ is None else environ)
-    check_references(config, source=CONFIG_FILE, lines=_line_map(text))
+    check_references(config, source=CONFIG_FILE, lines=lines)
     return config
 
 

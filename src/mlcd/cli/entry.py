@@ -79,6 +79,12 @@ def _call(function: str, kwargs: dict[str, Any]) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        from mlcd.cli.output import debugging, fail_os_error
+
+        if debugging():
+            raise
+        return fail_os_error(exc)
 
 
 def main() -> None:

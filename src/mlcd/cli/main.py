@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code(exc)
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:
+        from mlcd.cli.output import debugging, fail_os_error
+
+        if debugging():
+            raise
+        code = fail_os_error(exc)
     except Exception as exc:
         # typer vendors click, so its exceptions are matched by shape, not by class.
         kind = type(exc).__name__

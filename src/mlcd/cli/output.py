@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -67,3 +69,37 @@ def fail(message: str, hint: str | None = None) -> None:
     err_console().print(f"[bold red]error:[/] {escape(message)}")
     if hint:
         err_console().print(f"[yellow]hint:[/] {escape(hint)}")
+
+
+#: What to do about an operating-system error nobody below the CLI expected, by errno.
+_OS_HINTS = {
+    errno.EROFS: "the project (or this folder) is read-only: run the command in a writable "
+    "checkout; read-only commands (runs list, status, models list) work here",
+    errno.EACCES: "mlcd may not write (or read) there: fix the permissions, or run the command "
+    "in a checkout you own",
+    errno.EPERM: "the operating system refused it: check the file's permissions and attributes",
+    errno.EFBIG: "a file grew past the file-size limit of this process ('ulimit -f'): raise "
+    "the limit, or keep files that large out of this step",
+    errno.ENOSPC: "the disk is full: free some space (e.g. 'mlcd gc') and run it again",
+    errno.EDQUOT: "the disk quota is used up: free some space (e.g. 'mlcd gc') and run it again",
+    errno.ENAMETOOLONG: "a file name is longer than the file system allows: use a shorter name",
+    errno.EMFILE: "too many files are open: raise 'ulimit -n' and run it again",
+}
+
+
+def fail_os_error(exc: OSError) -> int:
+    """Print an operating-system error as a message with a hint; returns exit code 3.
+
+    ``MLCD_DEBUG=1`` in the environment shows the traceback instead (the caller re-raises).
+    """
+    what = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    shown = [n if len(n) <= 300 else n[:150] + "…" + n[-100:] for n in names]
+    message = f"{what}: {' -> '.join(shown)}" if shown else what
+    fail(message, _OS_HINTS.get(exc.errno or 0, "set MLCD_DEBUG=1 to see where it happened"))
+    return 3
+
+
+def debugging() -> bool:
+    """Whether ``MLCD_DEBUG`` asks for tracebacks instead of worded errors."""
+    return os.environ.get("MLCD_DEBUG", "") not in ("", "0")

@@ -32,7 +32,9 @@ def serve(
             help="Address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)."
         ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000, or serve.port).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default 8000, or serve.port).")
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(help="Worker processes (one per core is fastest; default serve.workers)."),

@@ -83,7 +83,10 @@ def read_pointer(root: Path, pointer_file: Path) -> Pointer:
         PipelineError: the file is not a valid pointer.
     """
     fields: dict[str, str] = {}
-    for number, raw in enumerate(pointer_file.read_text(encoding="utf-8").splitlines(), 1):
+    from mlcd.yamlfile import MAX_CONFIG_BYTES, read_limited
+
+    text = read_limited(pointer_file, MAX_CONFIG_BYTES, str(pointer_file))
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -81,9 +81,10 @@ def parse_lock(text: str, path: Path = Path(LOCK_FILE)) -> dict[str, LockEntry]:
     """
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    from mlcd.yamlfile import load_limited
+
     try:
-        data = yaml.load(text, Loader=loader)
+        data = load_limited(text, str(path))
     except yaml.YAMLError as exc:
         raise _bad_lock(path, f"invalid YAML ({exc})") from exc
     if data is None:
@@ -109,7 +110,7 @@ def read_lock(root: Path) -> dict[str, LockEntry]:
     """The entries of ``ROOT/mlcd.lock`` (empty if there is none)."""
     path = root / LOCK_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, MAX_DATA_BYTES, LOCK_FILE)
     except FileNotFoundError:
         return {}
     return parse_lock(text, path)
@@ -125,6 +126,8 @@ def render_lock(entries: Mapping[str, LockEntry]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
+
     """Write a text file through a temp file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -39,12 +39,14 @@ def read_metrics(path: Path) -> dict[str, float]:
     """
     import yaml
 
-    text = path.read_text(encoding="utf-8")
+    from mlcd.yamlfile import MAX_DATA_BYTES, load_limited, read_limited
+
+    text = read_limited(path, MAX_DATA_BYTES, str(path))
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text) if text.strip() else {}
         else:
-            data = yaml.safe_load(text) or {}
+            data = load_limited(text, str(path)) or {}
     except (ValueError, yaml.YAMLError) as exc:
         raise PipelineError(
             f"metrics file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}",

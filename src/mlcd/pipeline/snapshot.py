@@ -22,6 +22,7 @@ from mlcd.pipeline.dag import Dag
 from mlcd.pipeline.lockfile import LOCK_FILE, LockEntry, parse_lock
 from mlcd.pipeline.stage import StageSpec
 from mlcd.pipeline.statcache import RACY_NS, signature
+from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
 
 CACHE_FILE = "pipeline.json"
 _CACHE_VERSION = 1
@@ -73,9 +74,10 @@ def _json_safe(value: Any) -> bool:
 def _parse_params(path: Path, relative: str) -> Any:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    from mlcd.yamlfile import load_file
+
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
+        return load_file(path, relative) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{relative}:{mark.line + 1}" if mark is not None else relative
@@ -160,7 +162,7 @@ def load_snapshot(root: Path, use_cache: bool = True) -> Snapshot:
         assert entry is not None
         lock = {name: LockEntry.from_dict(d) for name, d in entry["data"].items()}
     else:
-        lock = parse_lock(lock_path.read_text(encoding="utf-8"), lock_path)
+        lock = parse_lock(read_limited(lock_path, MAX_DATA_BYTES, LOCK_FILE), lock_path)
         data = {name: e.to_dict() for name, e in lock.items()}
         if _json_safe(data):
             files["lock"] = {"sig": lock_sig, "recorded_ns": now_ns, "data": data}
@@ -179,4 +181,7 @@ def _write_cache(path: Path, document: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder: there is nothing to clean up either
+            pass

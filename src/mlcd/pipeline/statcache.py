@@ -100,6 +100,16 @@ def walk_files(root: str) -> list[tuple[str, os.stat_result]]:
     return found
 
 
+def _writable(path: Path) -> bool:
+    """Whether the cache file can be written (or created in the nearest existing folder)."""
+    if path.exists():
+        return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 class StatCache:
     """Digests of files by path, re-hashing only files whose stat changed.
 
@@ -119,6 +129,11 @@ class StatCache:
     # ------------------------------------------------------------ storage
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            if not _writable(self.db_path):
+                # a read-only checkout: hash everything, remember it for this process only
+                self._conn = sqlite3.connect(":memory:", isolation_level=None)
+                self._conn.executescript(_SCHEMA)
+                return self._conn
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._conn = self._open()

@@ -57,7 +57,15 @@ def load_model(
     """
     text = os.fspath(ref)
     if not is_ref(text):
-        package = ModelPackage.read(text, verify=True)
+        try:
+            package = ModelPackage.read(text, verify=True)
+        except OSError as exc:  # a name too long for the file system, a folder we may not read
+            shown = text if len(text) <= 120 else f"{text[:60]}…{text[-40:]} ({len(text)} chars)"
+            raise RegistryError(
+                f"cannot read a model package at {shown}: {exc.strerror or exc}",
+                hint="pass a package folder written by mlcd.save_model, 'name@alias' or "
+                "'name/VERSION'",
+            ) from exc
         return _load_package(package, None, None, str(package_digest(package)), trusted)
     if store is None or objects is None:
         context_store, context_objects, context_cache = project_context()

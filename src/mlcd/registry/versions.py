@@ -156,9 +156,10 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
         return check_name(name), alias, None
     if "/" in ref:
         name, number = ref.rsplit("/", 1)
-        if not number.isdigit() or int(number) < 1:
+        if not number.isdigit() or not 1 <= int(number) < 2**63:
             raise UsageError(
-                f"invalid model reference {ref!r}: version must be a positive number",
+                f"invalid model reference {ref[:200]!r}: version must be a positive number "
+                "(below 2**63)",
                 hint="use 'name/3', 'name@champion' or a package folder path",
             )
         return check_name(name), None, int(number)

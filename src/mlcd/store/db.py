@@ -5,6 +5,13 @@ SQLite runs in WAL mode with a long busy timeout, and every write transaction st
 "database is locked" when a read transaction tries to upgrade. Migrations run under a lock
 (a file lock beside the SQLite file, an advisory lock on PostgreSQL) so that two processes
 opening a new store at once never both migrate.
+
+A SQLite file in a folder mlcd cannot write (a read-only checkout, a read-only mount, a
+CI cache restored without write permission) is opened read-only: reads work (``runs list``,
+``status``, ``models list``), and a write transaction is refused with a ``StoreError`` that
+says what could not be recorded, instead of SQLite's "attempt to write a readonly database"
+halfway through a command. WAL mode needs the ``-shm`` file beside the database; when it is
+absent and cannot be created the file is opened ``immutable`` (nobody can change it there).
 """
 
 from __future__ import annotations
@@ -51,12 +58,36 @@ def normalise_url(url: str, root: str | os.PathLike[str] = ".") -> str:
     )
 
 
-def _sqlite_tuning(engine: Engine) -> None:
+def _read_only(db_path: Path) -> bool:
+    """Whether an existing SQLite file, or the folder it lives in, cannot be written."""
+    if not db_path.is_file():
+        return False
+    return not (os.access(db_path, os.W_OK) and os.access(db_path.parent, os.W_OK))
+
+
+def _connect_read_only(db_path: Path) -> Any:
+    """A read-only connection; ``immutable`` when WAL's ``-shm`` file cannot be made."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(db_path))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+
+
+def _sqlite_tuning(engine: Engine, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if read_only:
+            cursor.close()
+            return
         for attempt in range(50):
             try:
                 cursor.execute("PRAGMA journal_mode = WAL")
@@ -100,14 +131,27 @@ class Store:
         self.url = normalise_url(url, root)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        self.read_only = False
         if self.is_sqlite:
             db_path = Path(self.url.removeprefix("sqlite:///"))
-            db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db_path: Path | None = db_path
-            kwargs["connect_args"] = {
-                "timeout": _BUSY_TIMEOUT_MS / 1000,
-                "check_same_thread": False,
-            }
+            self.read_only = _read_only(db_path)
+            if self.read_only:
+                kwargs["creator"] = lambda: _connect_read_only(db_path)
+            else:
+                try:
+                    db_path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the metadata store folder {db_path.parent}: "
+                        f"{exc.strerror or exc}",
+                        hint="run mlcd in a writable checkout, or point 'store:' (or "
+                        "MLCD_STORE) at a database you can write",
+                    ) from exc
+                kwargs["connect_args"] = {
+                    "timeout": _BUSY_TIMEOUT_MS / 1000,
+                    "check_same_thread": False,
+                }
         else:
             self._db_path = None
             kwargs["pool_pre_ping"] = True
@@ -119,7 +163,7 @@ class Store:
                 hint="pip install 'mlcd[postgres]'",
             ) from exc
         if self.is_sqlite:
-            _sqlite_tuning(self.engine)
+            _sqlite_tuning(self.engine, read_only=self.read_only)
         if migrate:
             self.migrate()
 
@@ -135,7 +179,13 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success.
+
+        Raises:
+            StoreError: the store was opened read-only, or the database failed.
+        """
+        if self.read_only:
+            raise self.read_only_error()
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(mlcd_write=True)
@@ -155,6 +205,15 @@ class Store:
                     raise
                 time.sleep(min(2.0, 0.01 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def read_only_error(self) -> StoreError:
+        """The error for a write to a store that was opened read-only."""
+        return StoreError(
+            f"the metadata store {self._db_path} is read-only (the file or its folder "
+            "cannot be written): nothing (a run, a metric, a model version) can be recorded",
+            hint="run it in a writable checkout, or point 'store:' (or MLCD_STORE) at a "
+            "database you can write; read-only commands (runs list, status, models list) work",
+        )
 
     def _wrap(self, exc: DBAPIError) -> StoreError:
         where = self._db_path or self.engine.url.render_as_string(hide_password=True)
@@ -177,6 +236,13 @@ class Store:
         """Bring the schema to ``HEAD``; a no-op (one query) when it already is."""
         if self.current_revision() == HEAD:
             return
+        if self.read_only:
+            raise StoreError(
+                f"the metadata store {self._db_path} is read-only and its schema is not the "
+                f"one this mlcd needs ({self.current_revision()} instead of {HEAD})",
+                hint="open the project once where it can be written, so the schema is "
+                "migrated, or use the mlcd version that wrote it",
+            )
         try:
             self._migrate_locked()
         except DBAPIError as exc:

@@ -22,6 +22,7 @@ import yaml
 from mlcd.errors import NotFound, UsageError
 from mlcd.params import flatten
 from mlcd.tracking.git import is_repository, resolve_revision, show_file
+from mlcd.yamlfile import load_limited
 
 LOCK_FILE = "mlcd.lock"
 WORKSPACE = "workspace"
@@ -202,7 +203,7 @@ def parse_lock_values(
         UsageError: the text is not a valid lock file.
     """
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_limited(text, source) or {}
     except yaml.YAMLError as exc:
         raise UsageError(
             f"{source} is not valid YAML: {getattr(exc, 'problem', None) or exc}",
@@ -319,7 +320,7 @@ def _read_document(path: Path, notes: list[str]) -> Any:
     try:
         if path.suffix == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
+        return load_limited(text, path.name)
     except (ValueError, yaml.YAMLError):
         notes.append(f"{path.name} could not be parsed; its last recorded values are shown")
         return None
