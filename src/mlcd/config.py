@@ -347,17 +347,17 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> Config:
     Raises:
         ConfigError: with ``file:line: key: problem`` for every problem found.
     """
+    return _parse(text, source)[0]
+
+
+def _parse(text: str, source: str) -> tuple[Config, dict[tuple[Any, ...], int]]:
+    """The config and its line map, within the size and alias limits of ``mlcd.yamlfile``."""
     try:
         data, root = compose_limited(text, source, limit=MAX_CONFIG_BYTES)
         lines = _line_map(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-    return _parse(text, source)[0]
-
-
-def _parse(text: str, source: str) -> tuple[Config, dict[tuple[Any, ...], int]]:
-    """The config and its line map, within the size and alias limits of ``mlcd.yamlfile``."""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
             f"{where}: invalid YAML: {problem}",
@@ -406,13 +406,13 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
         ConfigError: the file is missing or invalid.
     """
     path = Path(root) / CONFIG_FILE
+    source = str(path.name if Path(root) == Path(".") else path)
     try:
         text = read_limited(path, MAX_CONFIG_BYTES, source)
     except FileNotFoundError as exc:
         raise ConfigError(
             f"no {CONFIG_FILE} in {Path(root).resolve()}",
             hint="run 'mlcd init' to create one, or run mlcd from your project's root",
-    source = str(path.name if Path(root) == Path(".") else path)
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
