@@ -82,9 +82,9 @@ def read_pointer(root: Path, pointer_file: Path) -> Pointer:
     Raises:
         PipelineError: the file is not a valid pointer.
     """
-    fields: dict[str, str] = {}
     from mlcd.yamlfile import MAX_CONFIG_BYTES, read_limited
 
+    fields: dict[str, str] = {}
     text = read_limited(pointer_file, MAX_CONFIG_BYTES, str(pointer_file))
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

@@ -108,6 +108,8 @@ def parse_lock(text: str, path: Path = Path(LOCK_FILE)) -> dict[str, LockEntry]:
 
 def read_lock(root: Path) -> dict[str, LockEntry]:
     """The entries of ``ROOT/mlcd.lock`` (empty if there is none)."""
+    from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
+
     path = root / LOCK_FILE
     try:
         text = read_limited(path, MAX_DATA_BYTES, LOCK_FILE)
@@ -126,8 +128,6 @@ def render_lock(entries: Mapping[str, LockEntry]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
-
     """Write a text file through a temp file, fsync and rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
