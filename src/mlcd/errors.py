@@ -7,6 +7,7 @@ statuses and only ``cli`` maps them to exit codes (see ``exit_code``).
 
     MlcdError
     ├── ConfigError            mlcd.yaml, params, flags or environment are wrong  (exit 2)
+    │   └── UnsafePath         a path that would write outside the project       (exit 2)
     ├── UsageError             a command was called wrongly                      (exit 2)
     ├── CheckFailed            a check found a problem (verify, status --check)  (exit 1)
     │   └── GateFailed         a promotion gate did not pass                     (exit 1)
@@ -45,6 +46,10 @@ class ConfigError(MlcdError):
     """The configuration (mlcd.yaml, params files, environment, flags) is invalid."""
 
     exit_code = 2
+
+
+class UnsafePath(ConfigError):
+    """A path from mlcd.lock, a pointer, a manifest or a run-cache entry that is not safe."""
 
 
 class UsageError(MlcdError):

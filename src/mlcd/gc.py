@@ -2,7 +2,8 @@
 
 What is referenced: everything the metadata store points at (run cache, run artifacts,
 stage logs, model versions and reference profiles, gate reports, prediction segments) and
-every digest in ``mlcd.lock``; directory manifests keep their entries alive. Objects younger
+the outputs recorded in ``mlcd.lock`` (not its stage fingerprints nor the digests of deps,
+which are not objects); directory manifests keep their entries alive. Objects younger
 than a grace period are kept too, so a concurrent writer that stored an object but has not
 yet recorded it never loses it.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from mlcd.digest import Digest
+from mlcd.errors import MlcdError
 from mlcd.objects import LocalObjectStore, ObjectStore
 from mlcd.store import Store
 from mlcd.store import tables as t
@@ -54,6 +56,22 @@ class GcReport:
 def digests_in_text(text: str) -> set[Digest]:
     """Every digest (``HEX`` or ``HEX.dir``) written in a text such as ``mlcd.lock``."""
     return {Digest(m.group(1), is_dir=bool(m.group(2))) for m in _DIGEST.finditer(text)}
+
+
+def lock_references(path: Path) -> set[Digest]:
+    """The output digests of an ``mlcd.lock`` (its fingerprints and deps are not objects).
+
+    A lock that cannot be parsed is read as text instead: every digest in it is kept, so a
+    damaged lock never gets an object deleted.
+    """
+    from mlcd.pipeline.lockfile import parse_lock
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        entries = parse_lock(text, path)
+    except MlcdError:
+        return digests_in_text(text)
+    return digests_in_text("\n".join(d for e in entries.values() for d in e.outs.values()))
 
 
 def _walk_json(value: Any) -> Iterable[str]:
@@ -97,12 +115,16 @@ def collect_garbage(
 ) -> GcReport:
     """Remove unreferenced objects; with ``verify``, also drop objects whose bytes are corrupt.
 
-    ``extra_roots`` are files (such as ``mlcd.lock``) whose digests are references too.
+    ``extra_roots`` are files whose digests are references too; for an ``mlcd.lock``, the
+    digests of its outputs.
     """
     roots = store_references(store)
     for path in extra_roots:
         if path.is_file():
-            roots |= digests_in_text(path.read_text(encoding="utf-8", errors="replace"))
+            if path.name == "mlcd.lock":
+                roots |= lock_references(path)
+            else:
+                roots |= digests_in_text(path.read_text(encoding="utf-8", errors="replace"))
     keep = objects.expand(roots)
     report = GcReport(referenced=len(keep), dry_run=dry_run)
     stored = set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlcd.digest import Digest, hash_bytes, hash_file
-from mlcd.errors import ConfigError, CorruptObject, ObjectNotFound
+from mlcd.errors import ConfigError, CorruptObject, ObjectNotFound, UnsafePath
 from mlcd.objects import (
     LocalObjectStore,
     MemoryObjectStore,
@@ -105,7 +105,7 @@ def test_manifest_escaping_its_folder_is_refused(tmp_path: Path) -> None:
     objects = LocalObjectStore(tmp_path / "objects")
     blob = objects.put_bytes(b"evil")
     manifest = objects.put_bytes(encode_manifest([ManifestEntry("../escape.txt", blob, 4)]))
-    with pytest.raises(CorruptObject, match="leaves the directory"):
+    with pytest.raises(UnsafePath, match=r"entry '\.\./escape\.txt' contains '\.\.'"):
         objects.get_file(Digest(manifest.hex, is_dir=True), tmp_path / "target")
     assert not (tmp_path / "escape.txt").exists()
 

@@ -108,7 +108,7 @@ def test_corrupt_object_on_the_remote_is_refused_on_arrival(make_project, mlcd) 
     clone = _clone(origin, "clone")
     result = mlcd(clone, "pull")
 
-    assert result.returncode == 3
+    assert result.returncode == 1  # skipped and reported (issue 20): a check found corruption
     assert f"object {digest}" in result.stderr and "is corrupt" in result.stderr
     assert not (clone / ".mlcd" / "objects" / digest[:2] / digest[2:]).exists()
 

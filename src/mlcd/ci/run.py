@@ -540,6 +540,14 @@ def _transfer_in(
     except (MlcdError, OSError) as exc:
         result.errors.append(StepError("pull", _transfer_error(exc, "pulling from", remote)))
         return
+    if result.pulled.bad:
+        from mlcd.pipeline.transfer import bad_items_error
+
+        error = bad_items_error([item.to_dict() for item in result.pulled.bad])
+        if any(item.unsafe for item in result.pulled.bad):
+            result.errors.append(StepError("pull", error))  # hostile: nothing runs (exit 2)
+        else:
+            result.notes.append(f"{error.message}; the stages that make them run here")
     if result.pulled.missing:
         result.notes.append(
             f"{len(result.pulled.missing)} object(s) named in mlcd.lock are not on the remote; "

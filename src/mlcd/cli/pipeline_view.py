@@ -412,6 +412,13 @@ def _report_transfer(report: dict[str, Any], as_json: bool, verb: str) -> None:
             _write(f"  restored {path}\n")
         for path in report["skipped_modified"]:
             _write(f"  kept {path} (modified locally; --force overwrites)\n")
+        for item in report.get("bad", []):
+            where = ", ".join(item["paths"]) or "nothing restored from it"
+            _write(f"  skipped {item['kind']} {item['id'][:12]} ({where}): {item['problem']}\n")
+    if report.get("bad"):
+        from mlcd.pipeline.transfer import bad_items_error
+
+        raise bad_items_error(report["bad"])
     if report["missing"]:
         where = "locally" if verb == "pushed" else "on the remote"
         raise ObjectNotFound(

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.digest import Digest, hash_bytes, hash_file
-from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound
+from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound, UnsafePath
+from mlcd.layout import path_problem
 
 _PUT_THREADS = 8
 
@@ -55,14 +56,27 @@ def iter_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def safe_join(root: Path, relative: str) -> Path:
-    """Join a manifest path to ``root``, refusing paths that leave it."""
-    target = (root / relative).resolve()
-    if not (target == root.resolve() or target.is_relative_to(root.resolve())):
-        raise CorruptObject(
-            f"manifest path {relative!r} leaves the directory {root}",
-            hint="the manifest was tampered with; run 'mlcd gc --verify' and re-add the data",
-        )
+    """Join a manifest path to ``root``, refusing paths that are unsafe or leave it.
+
+    Raises:
+        UnsafePath: an absolute path, ``..``, a backslash, a drive, a NUL, ``.git``, or a path
+            that resolves outside ``root``.
+    """
+    problem = path_problem(relative)
+    target = (root / relative).resolve() if problem is None else root
+    if problem is None and not target.is_relative_to(root.resolve()):
+        problem = "leaves the directory"
+    if problem is not None:
+        raise _unsafe_entry(relative, problem, str(root))
     return target
+
+
+def _unsafe_entry(name: object, problem: str, where: str) -> UnsafePath:
+    return UnsafePath(
+        f"directory manifest {where}: entry {name!r} {problem}; refused, nothing was written",
+        hint="mlcd never writes such a manifest: it was crafted by hand. Delete it from the "
+        "remote, and restore mlcd.lock or the pointer that names it from git",
+    )
 
 
 class ObjectStore(ABC):
@@ -201,9 +215,14 @@ class ObjectStore(ABC):
         """The entries of a directory manifest (verified)."""
         data = self.get_bytes(Digest(digest.hex))
         try:
-            return [ManifestEntry.from_dict(item) for item in json.loads(data)]
+            entries = [ManifestEntry.from_dict(item) for item in json.loads(data)]
         except (ValueError, KeyError, TypeError) as exc:
             raise ObjectError(f"object {digest.hex} is not a directory manifest") from exc
+        for entry in entries:
+            problem = path_problem(entry.path)
+            if problem is not None:
+                raise _unsafe_entry(entry.path, problem, digest.hex)
+        return entries
 
     def get_dir(self, digest: Digest, dest: str | os.PathLike[str]) -> None:
         """Materialise a directory: built beside ``dest``, then swapped in whole."""
@@ -232,7 +251,7 @@ class ObjectStore(ABC):
             if digest.is_dir and self.has(digest):
                 try:
                     reachable.update(e.digest.hex for e in self.read_manifest(digest))
-                except ObjectError:
+                except (ObjectError, UnsafePath):
                     continue
         return reachable
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.errors import PipelineError, UsageError
+from mlcd.errors import PipelineError, UnsafePath, UsageError
+from mlcd.layout import project_path
 from mlcd.pipeline.statcache import StatCache
 from mlcd.pipeline.status import Digests
 
@@ -100,6 +101,16 @@ def read_pointer(root: Path, pointer_file: Path) -> Pointer:
         if "/" in name or name in ("", ".", ".."):
             raise _bad_pointer(pointer_file, f"'path: {name}' must be a name in the same folder")
         folder = relative.rsplit("/", 1)[0] + "/" if "/" in relative else ""
+        # A pointer names the file or folder it sits beside: 'raw.mlcd' tracks 'raw', never
+        # another file ('mlcd.yaml') nor git's or mlcd's own state ('.git.mlcd').
+        project_path(root, folder + name, f"{relative}: path")
+        if name + POINTER_SUFFIX != pointer_file.name:
+            raise UnsafePath(
+                f"{relative}: path {name!r} is not the file it sits beside "
+                f"({pointer_file.name.removesuffix(POINTER_SUFFIX)!r}); refused",
+                hint="restore the pointer from git ('git checkout -- FILE'), or re-track the "
+                "data with 'mlcd data add'",
+            )
         from mlcd.digest import Digest
 
         digest = str(Digest.parse(fields["digest"]))

@@ -16,6 +16,10 @@ Format (see docs/architecture.md)::
 and plots files, so all of them can be checked and restored. Updates re-read the file under
 an OS lock and replace only the stages that finished, then rename a complete temp file over
 the old one: two runs at once, or a run killed mid-write, never leave half a file.
+
+``mlcd.lock`` is committed, so a pull request can change it: every out path is checked by
+``mlcd.layout.project_path`` when the file is parsed (relative, inside the project after
+symlinks, not under ``.git/`` or ``.mlcd/``) and again before anything is restored.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import PipelineError
+from mlcd.layout import project_path
 
 LOCK_FILE = "mlcd.lock"
 SCHEMA = 1
@@ -103,7 +108,20 @@ def parse_lock(text: str, path: Path = Path(LOCK_FILE)) -> dict[str, LockEntry]:
             entries[str(name)] = LockEntry.from_dict(entry)
         except (TypeError, ValueError, AttributeError) as exc:
             raise _bad_lock(path, f"stage '{name}': {exc}") from exc
+        check_paths(entries[str(name)], str(name), path)
     return entries
+
+
+def check_paths(entry: LockEntry, stage: str, path: Path) -> None:
+    """Refuse an entry whose outs or metrics files are not safe project paths.
+
+    Raises:
+        UnsafePath: the first unsafe path, named with the stage.
+    """
+    for out in entry.outs:
+        project_path(path.parent, out, f"{path.name}: stage '{stage}': out")
+    for metrics_file in entry.metrics:
+        project_path(path.parent, metrics_file, f"{path.name}: stage '{stage}': metrics file")
 
 
 def read_lock(root: Path) -> dict[str, LockEntry]:

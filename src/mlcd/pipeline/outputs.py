@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcd.digest import Digest
 from mlcd.errors import ObjectError, PipelineError
+from mlcd.layout import project_path
 from mlcd.pipeline.fingerprint import flatten
 from mlcd.pipeline.stage import StageSpec
 from mlcd.pipeline.statcache import StatCache
@@ -122,16 +123,28 @@ def restore_outputs(
 ) -> list[str]:
     """Write each output whose current digest differs; returns the paths restored.
 
+    Every path is checked first (``mlcd.layout.project_path``: inside the project after
+    symlinks, not under ``.git/`` or ``.mlcd/``), so one unsafe path writes nothing at all.
     Every restored file is verified against its digest on the way out of the store and
     recorded in the stat cache, so it is not read again to be hashed.
+
+    Raises:
+        UnsafePath: a path that is not safe to write.
     """
+    todo = {
+        relative: digest_text
+        for relative, digest_text in outputs.items()
+        if current.get(relative) != digest_text
+    }
+    for relative in todo:
+        project_path(root, relative, "output")
     restored = []
-    for relative, digest_text in outputs.items():
-        if current.get(relative) == digest_text:
-            continue
+    for relative, digest_text in todo.items():
         digest = Digest.parse(digest_text)
-        dest = root / relative
-        if dest.is_dir() and not digest.is_dir:
+        dest = project_path(root, relative, "output")  # again: an earlier output may be a link
+        if dest.is_symlink():
+            dest.unlink()
+        elif dest.is_dir() and not digest.is_dir:
             shutil.rmtree(dest)
         elif dest.is_file() and digest.is_dir:
             dest.unlink()

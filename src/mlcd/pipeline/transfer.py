@@ -2,23 +2,28 @@
 
 Objects travel through the ``ObjectStore`` port (``copy_objects`` verifies every blob before
 writing it); run-cache entries are small JSON files under ``runcache/`` beside the remote's
-objects, named by fingerprint. Only what the other side lacks is sent, file blobs before the
-manifests that list them, so an interrupted push never leaves a remote folder whose files are
-missing.
+objects, named by fingerprint (``cachefiles``). Only what the other side lacks is sent, file
+blobs before the manifests that list them, so an interrupted push never leaves a remote folder
+whose files are missing.
+
+A pull checks every path it would write (``mlcd.layout.project_path``) before fetching
+anything: one unsafe path in ``mlcd.lock`` or a pointer file stops it with nothing written.
+A bad remote object or run-cache entry (corrupt, or a manifest with an unsafe entry) is
+skipped; everything else is restored and the bad ones are listed in ``TransferReport.bad``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.digest import Digest
-from mlcd.errors import ConfigError, MlcdError, ObjectError, UsageError
+from mlcd.errors import CheckFailed, MlcdError, ObjectError, UnsafePath
+from mlcd.layout import project_path
+from mlcd.pipeline.cachefiles import RUNCACHE_FOLDER, RunCacheFiles, validate_entry
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
     from mlcd.pipeline.statcache import StatCache
     from mlcd.store import Store
 
-RUNCACHE_FOLDER = "runcache"
+__all__ = ["RUNCACHE_FOLDER", "RunCacheFiles", "TransferReport", "pull", "push", "validate_entry"]
+
 _COPY_THREADS = 8
 _CHUNK = 64
 
@@ -42,6 +48,7 @@ class TransferReport:
     restored: list[str] = field(default_factory=list)
     skipped_modified: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    bad: list[BadItem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,110 +59,58 @@ class TransferReport:
             "restored": self.restored,
             "skipped_modified": self.skipped_modified,
             "missing": self.missing,
+            "bad": [item.to_dict() for item in self.bad],
+        }
+
+    def add_bad(self, kind: str, ident: str, problem: str, unsafe: bool, path: str = "") -> None:
+        """Record a skipped object or entry (one item per object, its paths gathered)."""
+        for item in self.bad:
+            if (item.kind, item.id) == (kind, ident):
+                if path and path not in item.paths:
+                    item.paths.append(path)
+                return
+        self.bad.append(BadItem(kind, ident, [path] if path else [], problem, unsafe))
+
+
+@dataclass
+class BadItem:
+    """A remote object or run-cache entry a pull skipped, and why."""
+
+    kind: str  # "object" | "run-cache entry"
+    id: str
+    paths: list[str]
+    problem: str
+    unsafe: bool  # a manifest entry or output path that would write outside the project
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "paths": self.paths,
+            "problem": self.problem,
+            "unsafe": self.unsafe,
         }
 
 
-class RunCacheFiles:
-    """Run-cache entries as ``runcache/<fingerprint>.json`` files next to a remote's objects.
+def bad_items_error(bad: list[dict[str, Any]]) -> MlcdError:
+    """The error a pull with skipped items exits with: 2 if one was unsafe, else 1 (a check).
 
-    Works on a local folder and on any fsspec filesystem (``s3://``, ``memory://``, ...).
+    Args:
+        bad: ``TransferReport.to_dict()["bad"]``.
     """
-
-    def __init__(self, objects: ObjectStore) -> None:
-        from mlcd.objects import LocalObjectStore
-
-        self.url = objects.url
-        if isinstance(objects, LocalObjectStore):
-            self.fs: Any = None
-            self.base = str(objects.root / RUNCACHE_FOLDER)
-        elif hasattr(objects, "fs") and hasattr(objects, "base"):
-            self.fs = objects.fs
-            self.base = f"{objects.base}/{RUNCACHE_FOLDER}"
-        else:
-            raise ConfigError(
-                f"the remote {objects.url} cannot hold run-cache entries",
-                hint="use a folder or an fsspec URL (s3://, gs://, ...) as the remote",
-            )
-
-    def _path(self, fingerprint: str) -> str:
-        return f"{self.base}/{fingerprint}.json"
-
-    def list(self) -> set[str]:
-        """Fingerprints of the entries stored."""
-        if self.fs is None:
-            if not os.path.isdir(self.base):
-                return set()
-            names = os.listdir(self.base)
-        else:
-            if not self.fs.exists(self.base):
-                return set()
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.base, detail=False)]
-        return {n[: -len(".json")] for n in names if n.endswith(".json") and len(n) == 69}
-
-    def get(self, fingerprint: str) -> dict[str, Any]:
-        """One entry, checked for shape (a malformed entry raises ``ObjectError``)."""
-        try:
-            if self.fs is None:
-                data = Path(self._path(fingerprint)).read_bytes()
-            else:
-                data = bytes(self.fs.cat_file(self._path(fingerprint)))
-            entry = json.loads(data)
-        except (OSError, ValueError) as exc:
-            raise ObjectError(
-                f"run-cache entry {fingerprint} on {self.url} cannot be read: {exc}",
-                hint="push it again from a clone that has it, or delete the file",
-            ) from exc
-        return validate_entry(entry, fingerprint, self.url)
-
-    def put(self, entry: Mapping[str, Any]) -> None:
-        """Write an entry (atomically on a local folder)."""
-        data = json.dumps(dict(entry), sort_keys=True, default=str).encode()
-        path = self._path(str(entry["fingerprint"]))
-        if self.fs is None:
-            os.makedirs(self.base, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.makedirs(self.base, exist_ok=True)
-            self.fs.pipe_file(path, data)
-
-
-def validate_entry(entry: Any, fingerprint: str, where: str) -> dict[str, Any]:
-    """Check a run-cache entry fetched from elsewhere before it is trusted.
-
-    Raises:
-        ObjectError: wrong fingerprint, or outputs that are not ``{path: digest}``.
-    """
-    problem = None
-    if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
-        problem = "its fingerprint does not match its name"
-    elif not isinstance(entry.get("outputs"), dict) or not isinstance(entry.get("stage"), str):
-        problem = "it has no 'outputs' mapping or 'stage' name"
-    else:
-        try:
-            for path, digest in entry["outputs"].items():
-                Digest.parse(str(digest))
-                if not isinstance(path, str) or path.startswith(("/", "../")) or "/../" in path:
-                    raise ValueError(path)
-        except (UsageError, ValueError):
-            problem = "an output has a bad path or digest"
-    if problem:
-        raise ObjectError(
-            f"run-cache entry {fingerprint} on {where} is invalid: {problem}",
-            hint="delete that file from the remote; it will be pushed again correctly",
-        )
-    return {
-        "fingerprint": fingerprint,
-        "stage": entry["stage"],
-        "outputs": dict(entry["outputs"]),
-        "metrics": dict(entry.get("metrics") or {}),
-        "run_id": entry.get("run_id"),
-        "created_at": float(entry.get("created_at") or 0.0),
-    }
+    names = "; ".join(
+        f"{item['kind']} {item['id'][:12]} ({', '.join(item['paths']) or 'no path'}): "
+        f"{item['problem']}"
+        for item in bad[:5]
+    )
+    message = f"{len(bad)} remote item(s) skipped, everything else was restored: {names}"
+    hint = (
+        "delete the bad objects or entries from the remote and push them again from a clone "
+        "that has them good; the outputs they would restore are rebuilt by 'mlcd run'"
+    )
+    if any(item["unsafe"] for item in bad):
+        return UnsafePath(message, hint=hint)
+    return CheckFailed(message, hint=hint)
 
 
 def copy_missing(
@@ -163,20 +118,27 @@ def copy_missing(
     target: ObjectStore,
     digests: Iterable[str],
     progress: Callable[[int, int], None] | None = None,
+    bad: dict[str, tuple[str, str, bool]] | None = None,
 ) -> tuple[int, int]:
     """Copy to ``target`` what it lacks of ``digests`` (folders expanded), in threads.
+
+    Args:
+        bad: if given, a blob or manifest that cannot be copied does not stop the others:
+            ``bad[digest] = (hex of the bad blob, problem, unsafe)`` for each of ``digests``
+            it spoils, and a folder with a bad file gets no manifest in ``target``.
 
     Returns:
         ``(copied, already there)`` counted in blobs.
 
     Raises:
-        ObjectNotFound: ``source`` lacks a blob that is wanted.
+        ObjectNotFound: ``source`` lacks a blob that is wanted (only without ``bad``).
         CorruptObject: a source blob does not match its digest (nothing bad is written).
     """
     from mlcd.objects import copy_objects
 
     files: dict[str, Digest] = {}
     manifests: dict[str, Digest] = {}
+    needs: dict[str, list[str]] = {}  # each of digests -> hex of the blobs it needs
     for text in digests:
         digest = Digest.parse(text)
         if digest.is_dir:
@@ -184,18 +146,36 @@ def copy_missing(
             if target.has(plain):
                 manifests.setdefault(digest.hex, plain)
                 continue  # a manifest is written last: if it is there, its files are too
-            for entry in source.read_manifest(digest):
+            try:
+                entries = source.read_manifest(digest)
+            except (ObjectError, UnsafePath) as exc:
+                if bad is None:
+                    raise
+                bad[text] = (digest.hex, exc.message, isinstance(exc, UnsafePath))
+                continue
+            for entry in entries:
                 files.setdefault(entry.digest.hex, entry.digest)
+            needs[text] = [e.digest.hex for e in entries]
             manifests[digest.hex] = plain
         else:
             files.setdefault(digest.hex, digest)
+            needs[text] = [digest.hex]
     wanted = [d for d in files.values() if not target.has(d)]
     present = len(files) - len(wanted)
     done = 0
     total = len(wanted) + len(manifests)
+    failed: dict[str, str] = {}
 
     def copy(chunk: list[Digest]) -> int:
-        return len(copy_objects(source, target, chunk))
+        if bad is None:
+            return len(copy_objects(source, target, chunk))
+        count = 0
+        for digest in chunk:
+            try:
+                count += len(copy_objects(source, target, [digest]))
+            except ObjectError as exc:
+                failed[digest.hex] = exc.message
+        return count
 
     chunks = [wanted[i : i + _CHUNK] for i in range(0, len(wanted), _CHUNK)]
     copied = 0
@@ -206,6 +186,12 @@ def copy_missing(
                 done += len(chunk)
                 if progress:
                     progress(done, total)
+    if bad is not None and failed:
+        for text, hexes in needs.items():
+            first = next((h for h in hexes if h in failed), None)
+            if first is not None:
+                bad[text] = (first, failed[first], False)
+                manifests.pop(Digest.parse(text).hex, None)
     todo_manifests = [m for m in manifests.values() if not target.has(m)]
     present += len(manifests) - len(todo_manifests)
     copied += len(copy_objects(source, target, todo_manifests))
@@ -329,41 +315,63 @@ def pull(
     from mlcd.pipeline.outputs import restore_outputs
     from mlcd.store import cache
 
+    # Every path this pull may write is checked before anything is fetched or written.
+    pointers = find_pointers(root, _stage_outputs(snapshot))
+    targets: dict[str, str] = {}
+    for pointer in pointers:
+        project_path(root, pointer.path, f"{pointer.pointer_path}: path")
+        targets[pointer.path] = pointer.digest
+    for name, entry in snapshot.lock.items():
+        for path, digest in entry.outs.items():
+            project_path(root, path, f"mlcd.lock: stage '{name}': out")
+            targets[path] = digest
+
     report = TransferReport(remote.url)
     files = RunCacheFiles(remote)
     with store.read() as conn:
         known = {e["fingerprint"] for e in cache.all_entries(conn)}
-    fetched = [files.get(fp) for fp in sorted(files.list() - known)]
+    fetched = []
+    for fingerprint in sorted(files.list() - known):
+        try:
+            fetched.append(files.get(fingerprint))
+        except (ObjectError, UnsafePath) as exc:
+            unsafe = isinstance(exc, UnsafePath)
+            report.add_bad("run-cache entry", fingerprint, exc.message, unsafe)
     if fetched:
         store.transact(lambda conn: cache.import_entries(conn, fetched))
     report.entries_copied = len(fetched)
 
-    pointers = find_pointers(root, _stage_outputs(snapshot))
-    targets: dict[str, str] = {p.path: p.digest for p in pointers}
-    for entry in snapshot.lock.values():
-        targets.update(entry.outs)
     wanted = _available(remote, targets.values(), report)
-    copied, present = copy_missing(remote, local, wanted, progress)
+    bad: dict[str, tuple[str, str, bool]] = {}
+    copied, present = copy_missing(remote, local, wanted, progress, bad)
     report.objects_copied += copied
     report.objects_present += present
 
-    missing = set(report.missing)
+    skip = set(report.missing) | set(bad)
     current = {path: statcache.path_digest(root / path) for path in targets}
-    restore = {}
     for path, digest in targets.items():
-        if digest in missing or current[path] == digest:
+        if digest in bad:
+            report.add_bad("object", bad[digest][0], bad[digest][1], bad[digest][2], path)
+        if digest in skip or current[path] == digest:
             continue
         if current[path] is not None and not force:
             report.skipped_modified.append(path)
             continue
-        restore[path] = digest
-    report.restored = restore_outputs(local, statcache, root, restore, current)
+        try:
+            report.restored += restore_outputs(local, statcache, root, {path: digest}, current)
+        except (ObjectError, UnsafePath) as exc:  # e.g. a bad manifest already stored here
+            hex_ = Digest.parse(digest).hex
+            report.add_bad("object", hex_, exc.message, isinstance(exc, UnsafePath), path)
 
     # Stages whose inputs changed since mlcd.lock: fetch what the run cache can restore.
     extra = _restorable_outputs(snapshot, store, statcache)
     if extra:
-        copied, present = copy_missing(remote, local, _available(remote, extra, report), progress)
+        bad = {}
+        available = _available(remote, extra, report)
+        copied, present = copy_missing(remote, local, available, progress, bad)
         report.objects_copied += copied
         report.objects_present += present
+        for hex_, problem, unsafe in bad.values():
+            report.add_bad("object", hex_, problem, unsafe)
     statcache.flush()
     return report
