@@ -1,4 +1,9 @@
-"""Shared fixtures: real SQLite files, real PostgreSQL databases, real CLI subprocesses."""
+"""Shared fixtures: real SQLite files, real PostgreSQL databases, real CLI subprocesses.
+
+The suite runs in parallel under pytest-xdist (``make test``): every fixture here gives each test
+its own folder (``tmp_path``), its own PostgreSQL database and free ports, so tests never share
+state across workers.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,22 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+# One BLAS/OpenMP thread per process: the xdist workers and the CLI subprocesses they start
+# already share the machine's cores, and OpenBLAS threads spinning on a busy machine made one
+# small LogisticRegression fit 10x slower. Set before numpy is imported; the shell can override.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+
+def worker_id() -> str:
+    """The xdist worker running this process (``gw0``, ``gw1``...), ``main`` without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def _pg_reachable() -> bool:
@@ -32,14 +49,16 @@ def _require_pg() -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A brand-new PostgreSQL database for this test, dropped afterwards."""
+    """A brand-new PostgreSQL database for this test, dropped afterwards.
+
+    Named after the xdist worker (``mlcd_t_gw0_...``) plus a random part, because other test
+    sessions (other developers, other CI jobs) may share the same server at the same time.
+    """
     _require_pg()
     import psycopg
 
-    name = f"mlcd_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
-    ) as conn:
+    name = f"mlcd_t_{worker_id()}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
@@ -101,3 +120,18 @@ def open_store() -> Iterator[object]:
     yield factory
     for store in opened:
         store.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, start the slow tests first, so no long test runs alone at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    """Say loudly when nothing ran: exit code 5 fails ``make test``, and this says why."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        terminalreporter.write_line(
+            "no tests were collected or selected: check the paths, -k and -m arguments",
+            red=True,
+        )
