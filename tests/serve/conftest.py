@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import socket
 import threading
 import time
@@ -68,20 +70,32 @@ def registry(tmp_path: Path, open_store: Callable[..., Store]) -> Registry:
     return Registry(tmp_path, store, objects)
 
 
-def cancer() -> tuple[pd.DataFrame, pd.Series]:
-    """The breast-cancer data (30 float columns, binary target)."""
+@functools.cache
+def _cancer() -> tuple[pd.DataFrame, pd.Series]:
     from sklearn.datasets import load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     return X, y
 
 
-def cancer_model(c: float = 1.0) -> Any:
-    """A LogisticRegression on the breast-cancer data."""
+def cancer() -> tuple[pd.DataFrame, pd.Series]:
+    """The breast-cancer data (30 float columns, binary target); a fresh copy for each caller."""
+    X, y = _cancer()
+    return X.copy(), y.copy()
+
+
+@functools.cache
+def _cancer_model(c: float) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    X, y = cancer()
+    X, y = _cancer()
     return LogisticRegression(C=c, max_iter=5000).fit(X, y)
+
+
+def cancer_model(c: float = 1.0) -> Any:
+    """A LogisticRegression on the breast-cancer data: fitted once per process and ``C`` (the
+    fit is deterministic and takes seconds), each caller gets its own copy."""
+    return copy.deepcopy(_cancer_model(c))
 
 
 def mixed_data(rows: int = 200) -> tuple[pd.DataFrame, pd.Series]:

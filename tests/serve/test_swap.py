@@ -59,13 +59,16 @@ def test_alias_move_under_load_drops_nothing(
     threads = [threading.Thread(target=client_loop, args=(s,)) for s in range(4)]
     for thread in threads:
         thread.start()
-    started = time.monotonic()
-    time.sleep(6)
-    set_alias(registry.store, "cancer", "champion", v2)  # the registry API, as a promotion does
-    time.sleep(max(0.0, 20 - (time.monotonic() - started)))
-    stop.set()
-    for thread in threads:
-        thread.join()
+    # Swap once the four clients are well under way, stop once v2 has answered plenty
+    # (waiting on counts, not on a clock, so a busy machine only makes it slower).
+    try:
+        _until(lambda: answered[0] >= 200, timeout=120, what="200 answers before the swap")
+        set_alias(registry.store, "cancer", "champion", v2)  # the registry API, as a promotion does
+        _until(lambda: versions.count(v2) >= 300, timeout=120, what="300 answers from v2")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
     assert set(statuses) == {200}, statuses
     assert {1, v2} <= set(versions)
