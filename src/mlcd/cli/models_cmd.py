@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlcd.cli.output import emit, err_console, table
+from mlcd.cli.output import emit, table
+from mlcd.cli.step_progress import step_progress
 
 if TYPE_CHECKING:
     from mlcd.project import Project
@@ -294,7 +295,7 @@ def promote(
         number = _version_number(project, name, version)
         spec = _model_spec(project, name)
         gates = project.config.gates.get(alias, [])
-        with err_console().status(f"promoting {name}/{number} to {alias}..."):
+        with step_progress(f"promoting {name}/{number}", not as_json) as progress:
             result = run_promotion(
                 project.store,
                 project.objects,
@@ -313,9 +314,16 @@ def promote(
                 resamples=resamples,
                 cache_dir=project.state_dir / "cache" / "models",
                 trusted=trust,
+                progress=progress,
             )
 
     def render(out: Any) -> None:
+        evaluation = result.evaluation
+        if evaluation is not None and evaluation.reused_from:
+            out.print(
+                f"reusing evaluation from {_when(evaluation.created_at)} UTC "
+                f"(report {evaluation.reused_from[:12]}): same candidate, champion, data and gates"
+            )
         if result.move is None:
             out.print(result.note or "nothing to do")
             return
@@ -413,7 +421,7 @@ def evaluate(
                 f"no evaluation data for {name}",
                 hint=f"pass --data PATH or set models.{name}.eval_data in mlcd.yaml",
             )
-        with err_console().status(f"evaluating {name}/{number} against {against}..."):
+        with step_progress(f"evaluating {name}/{number}", not as_json) as progress:
             evaluation = run_evaluation(
                 project.store,
                 project.objects,
@@ -430,7 +438,9 @@ def evaluate(
                 confidence=confidence,
                 cache_dir=project.state_dir / "cache" / "models",
                 trusted=trust,
+                progress=progress,
             )
+            progress("writing reports")
             digest = record_evaluation(project.store, project.objects, evaluation)
             written = write_reports(evaluation, _report_dir(project, name, number, report_dir))
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mlcd.cli.output import emit, err_console, table
+from mlcd.cli.output import emit, table
+from mlcd.cli.step_progress import step_progress
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -56,7 +57,7 @@ def monitor(
     from mlcd.monitor.run import run_monitor
     from mlcd.project import Project
 
-    with Project.open() as project, err_console().status("monitoring…") as status:
+    with Project.open() as project, step_progress(f"monitoring {model}", not as_json) as status:
         report = run_monitor(
             config=project.config,
             root=project.root,
@@ -67,15 +68,15 @@ def monitor(
             last=last,
             reference=reference,
             current=current,
-            progress=lambda message: status.update(f"monitoring: {message}…"),
+            progress=status,
         )
         files = {}
         if report_dir is not None:
-            status.update("monitoring: writing reports…")
+            status("writing reports")
             files = {k: str(v) for k, v in write_reports(report, report_dir).items()}
         alert = None
         if report.failed and not no_alert:
-            status.update("monitoring: alerting…")
+            status("alerting")
             digest = project.objects.put_bytes(to_json(report).encode())
             subject = report.subject
             alert = raise_alert(
@@ -117,6 +118,8 @@ def monitor(
             out.print(f"performance on {performance.labels} labels: {metrics}")
         for warning in report.warnings:
             out.print(f"[yellow]warning:[/] {warning}")
+        for note in report.notes:
+            out.print(f"[dim]note:[/] {note}")
         for failure in report.failures:
             out.print(f"[red]✗[/] {failure}")
         if alert is not None and alert.failed:
@@ -124,7 +127,9 @@ def monitor(
                 out.print(f"[red]alert not delivered[/] to {url}: {why}")
         for kind, path in files.items():
             out.print(f"[dim]{kind}:[/] {path}")
-        if not report.failed:
+        if not report.failed and drift.features and not drift.tested:
+            out.print("[yellow]not enough data[/] to judge drift; no threshold crossed")
+        elif not report.failed:
             out.print("[green]within thresholds[/]")
 
     emit(data, as_json, render)

@@ -9,7 +9,7 @@ chunk with matrix products, so 1,000 resamples of 100,000 rows take seconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,9 +62,11 @@ class Delta:
         }
 
 
-def resample_weights(n: int, resamples: int, rng: np.random.Generator) -> Any:
+def resample_weights(
+    n: int, resamples: int, rng: np.random.Generator, most: int | None = None
+) -> Any:
     """Yield count matrices (chunk x n): how often each row is drawn in each resample."""
-    chunk = max(1, min(resamples, _CHUNK_BYTES // (8 * max(n, 1))))
+    chunk = max(1, min(resamples, most or resamples, _CHUNK_BYTES // (8 * max(n, 1))))
     done = 0
     while done < resamples:
         size = min(chunk, resamples - done)
@@ -85,6 +87,7 @@ def paired_bootstrap(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Delta]:
     """Bootstrap the difference candidate - champion for each metric both models support.
 
@@ -95,6 +98,7 @@ def paired_bootstrap(
         resamples: number of bootstrap resamples.
         confidence: two-sided level of the reported interval.
         seed: the random seed (results are reproducible).
+        progress: called with (resamples done, resamples) after each chunk.
 
     Returns:
         ``{metric: Delta}`` for metrics defined for both models.
@@ -114,12 +118,17 @@ def paired_bootstrap(
     samples: dict[str, list[np.ndarray]] = {name: [] for name in names}
     rng = np.random.default_rng(seed)
     if candidate.n and names:
-        for W in resample_weights(candidate.n, resamples, rng):
+        done = 0
+        most = max(50, resamples // 20) if progress is not None else None
+        for W in resample_weights(candidate.n, resamples, rng, most):
             for name in names:
                 a = weighted(name, W, candidate)
                 b = weighted(name, W, champion)
                 assert a is not None and b is not None
                 samples[name].append(a - b)
+            done += W.shape[0]
+            if progress is not None:
+                progress(done, resamples)
     alpha = (1.0 - confidence) / 2.0
     out = {}
     for name in names:

@@ -7,9 +7,10 @@ digest is among the candidate's training inputs (from its lineage) is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from mlcd.digest import hash_bytes
 from mlcd.errors import EvaluationError, NotFound, UsageError
 from mlcd.evaluate.bootstrap import Delta, paired_bootstrap
 from mlcd.evaluate.gate import Gate, GateVerdict, check_gates, parse_gates
@@ -43,7 +45,10 @@ from mlcd.registry import (
 )
 from mlcd.registry.context import default_cache_dir
 from mlcd.store import Store
-from mlcd.store.tables import run_artifacts
+from mlcd.store.tables import run_artifacts, runs
+
+#: ``progress(step, done=None, total=None)``: the library says what it does; the CLI draws it.
+Progress = Callable[..., None]
 
 
 @dataclass
@@ -55,7 +60,8 @@ class ModelResult:
     digest: str
     metrics: dict[str, float]
     slices: dict[str, dict[str, float]]
-    scored: Scored = field(repr=False)
+    #: the scored rows (None for an evaluation read back from its stored report)
+    scored: Scored | None = field(repr=False)
     confusion: list[list[int]] | None = None
     calibration: dict[str, list[float]] | None = None
 
@@ -91,6 +97,10 @@ class Evaluation:
     resamples: int
     confidence: float
     created_at: float = field(default_factory=time.time)
+    #: identity of the inputs (models, data, gates, settings): an equal key, an equal result
+    key: str = ""
+    #: when read back from a stored report: that report's digest
+    reused_from: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -114,6 +124,7 @@ class Evaluation:
             "resamples": self.resamples,
             "confidence": self.confidence,
             "created_at": self.created_at,
+            "key": self.key,
         }
 
 
@@ -184,6 +195,52 @@ def refuse_training_data(
             hint="evaluate on held-out data the training stage never read (e.g. a separate "
             "test split declared as its own file)",
         )
+
+
+def run_metrics_of(
+    store: Store, version: ModelVersion, lineage: Mapping[str, Any]
+) -> dict[str, float] | None:
+    """Latest metrics of the run that made ``version`` (its child runs fill in missing keys),
+    or None when the version has no run."""
+    from mlcd.store.runs import latest_metrics_of
+
+    run_id = version.run_id or lineage.get("run_id")
+    if not run_id:
+        return None
+    with store.read() as conn:
+        found = dict(latest_metrics_of(conn, str(run_id)))
+        children = conn.execute(select(runs.c.id).where(runs.c.parent_id == str(run_id)))
+        for (child,) in list(children):
+            for key, value in latest_metrics_of(conn, str(child)).items():
+                found.setdefault(key, value)
+    return found
+
+
+def evaluation_key(
+    candidate: str,
+    champion: str | None,
+    data: str,
+    gates: Sequence[str],
+    alias: str,
+    slices: Mapping[str, Any] | None,
+    settings: Mapping[str, Any],
+) -> str:
+    """The digest of an evaluation's inputs."""
+
+    def plain(value: Any) -> Any:
+        dump = getattr(value, "model_dump", None)
+        return dump() if callable(dump) else str(value)
+
+    document = {
+        "candidate": candidate,
+        "champion": champion,
+        "data": data,
+        "gates": list(gates),
+        "alias": alias,
+        "slices": dict(slices or {}),
+        "settings": dict(settings),
+    }
+    return hash_bytes(json.dumps(document, sort_keys=True, default=plain).encode()).hex
 
 
 # ---------------------------------------------------------------- encoding
@@ -278,6 +335,7 @@ def evaluate(
     latency_rows: int = 200,
     cache_dir: str | os.PathLike[str] | None = None,
     trusted: bool = False,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Score version ``candidate`` of ``name`` and the ``against`` alias on ``data``.
 
@@ -299,6 +357,7 @@ def evaluate(
         latency_rows: single rows timed for the latency budget.
         cache_dir: the local package cache.
         trusted: allow pickle-based packages.
+        progress: called as ``progress(step, done, total)`` before each long step.
 
     Returns:
         The evaluation, with the gate verdict.
@@ -309,6 +368,8 @@ def evaluate(
         ConfigError: an invalid gate expression.
         EvaluationError: a model could not score the data.
     """
+    say = progress or (lambda *_args: None)
+    asked = {"target": target, "task": task, "resamples": resamples, "confidence": confidence}
     parsed = [g if isinstance(g, Gate) else None for g in gates]
     parsed_gates = [g for g in parsed if g is not None] + parse_gates(
         [g for g in gates if isinstance(g, str)], f"gates.{gates_alias or against}"
@@ -319,13 +380,21 @@ def evaluate(
     data_path = str(data)
     if not Path(data_path).exists():
         read_table(data_path)  # raises the helpful "does not exist" error
+    say("hashing the evaluation data")
     data_digest = str(content_digest(data_path))
     # The lineage is in model.yaml: check it before paying for the flavor's imports.
     lineage = ModelPackage.read(
         fetch(objects, cand_version, cache_dir or default_cache_dir()), verify=False
     ).lineage
     refuse_training_data(store, cand_version, lineage, data_path, data_digest)
+    run_metrics = (
+        run_metrics_of(store, cand_version, lineage)
+        if any(g.kind == "run" for g in parsed_gates)
+        else None
+    )
+    say(f"loading {cand_version.ref}")
     cand_model = load_model(cand_version.ref, **load)  # type: ignore[arg-type]
+    say("reading the evaluation data")
     frame = read_table(data_path)
     target = target or ("target" if "target" in frame.columns else None)
     if target is None or target not in frame.columns:
@@ -340,9 +409,11 @@ def evaluate(
     X = frame.drop(columns=[target])
     task = task or cand_model.task
     labels = _Labels(cand_model.classes or []) if task == "classification" else None
+    say(f"scoring {cand_version.ref} on {len(frame)} rows")
     y_c, pred_c, proba_c = _score(cand_model, X, y, task, labels)
     champ_model = None
     if champ_version is not None:
+        say(f"scoring the {against} {champ_version.ref}")
         champ_model = load_model(champ_version.ref, **load)  # type: ignore[arg-type]
         y_b, pred_b, proba_b = _score(champ_model, X, y, task, labels)
     classes = labels.classes if labels is not None else None
@@ -350,6 +421,7 @@ def evaluate(
         task, y_c, pred_c, labels.align(proba_c, cand_model.classes) if labels else None, classes
     )
     masks = slice_masks(frame, slices or {})
+    say("metrics, slices and latency")
     candidate_result = _result(cand_version, cand_model, cand_scored, X, masks, latency_rows)
     champion_result = None
     deltas: dict[str, Delta] = {}
@@ -364,7 +436,13 @@ def evaluate(
         champion_result = _result(champ_version, champ_model, champ_scored, X, masks, latency_rows)
         if resamples > 0:
             deltas = paired_bootstrap(
-                cand_scored, champ_scored, metrics_for(task), resamples, confidence, seed
+                cand_scored,
+                champ_scored,
+                metrics_for(task),
+                resamples,
+                confidence,
+                seed,
+                progress=lambda done, total: say("bootstrap", done, total),
             )
     slice_pairs = {
         s: (
@@ -380,6 +458,7 @@ def evaluate(
         deltas,
         slice_pairs,
         alias=gates_alias or against,
+        run_metrics=run_metrics,
     )
     return Evaluation(
         model=name,
@@ -397,6 +476,15 @@ def evaluate(
         classes=classes,
         resamples=resamples if champion_result is not None else 0,
         confidence=confidence,
+        key=evaluation_key(
+            cand_version.digest,
+            None if champ_version is None else champ_version.digest,
+            data_digest,
+            [g.expression for g in parsed_gates],
+            gates_alias or against,
+            slices,
+            {**asked, "seed": seed, "run_metrics": run_metrics},
+        ),
     )
 
 

@@ -6,7 +6,9 @@ Four forms (the grammar is shared with ``mlcd.config`` so typos fail at load tim
   ``latency_p50_ms`` or ``size_mb``;
 * relative — ``f1 >= champion.f1 - 0.005``;
 * significance — ``roc_auc better than champion at 95%`` (one-sided paired bootstrap);
-* per slice — ``no slice loses more than 0.02 accuracy``.
+* per slice — ``no slice loses more than 0.02 accuracy``;
+* run metric — ``run.metrics.roc_auc.test >= 0.85``: a metric the candidate's run logged
+  (the pipeline's own metrics file, ``mlcd.log_metric``), not one mlcd's evaluation computed.
 
 With no champion (the first model of a name), relative, significance and slice gates pass
 with a note saying so.
@@ -39,7 +41,7 @@ class Gate:
     """One parsed gate expression."""
 
     expression: str
-    kind: str  # absolute | relative | significance | slice
+    kind: str  # absolute | relative | significance | slice | run
     metric: str
     op: str = ">="
     value: float | None = None  # absolute threshold
@@ -139,11 +141,13 @@ def parse_gate(expression: str, source: str = "gates") -> Gate:
         ConfigError: not one of the four forms, or an unknown metric.
     """
     text = " ".join(expression.split())
-    for kind in ("significance", "slice", "relative", "absolute"):
+    for kind in ("run", "significance", "slice", "relative", "absolute"):
         match = _COMPILED[kind].fullmatch(text)
         if match is None:
             continue
         groups = match.groupdict()
+        if kind == "run":
+            return Gate(text, kind, groups["metric"], groups["op"], value=float(groups["value"]))
         metric = _metric(groups["metric"], expression, source)
         if kind == "absolute":
             return Gate(text, kind, metric, groups["op"], value=float(groups["value"]))
@@ -169,7 +173,8 @@ def parse_gate(expression: str, source: str = "gates") -> Gate:
     raise ConfigError(
         f"{source}: not a gate expression: {expression!r}",
         hint="write 'roc_auc >= 0.85', 'f1 >= champion.f1 - 0.005', 'roc_auc better than "
-        "champion at 95%' or 'no slice loses more than 0.02 accuracy' (docs/gates.md)",
+        "champion at 95%', 'no slice loses more than 0.02 accuracy' or "
+        "'run.metrics.NAME >= 0.8' (docs/gates.md)",
     )
 
 
@@ -224,6 +229,7 @@ def check_gates(
     deltas: Mapping[str, Any] | None = None,
     slices: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]] | None = None,
     alias: str | None = None,
+    run_metrics: Mapping[str, float] | None = None,
 ) -> GateVerdict:
     """Check gates against the candidate's (and champion's) metrics.
 
@@ -234,10 +240,17 @@ def check_gates(
         deltas: ``{metric: Delta}`` from the paired bootstrap (for significance gates).
         slices: ``{slice: (candidate metrics, champion metrics or None)}``.
         alias: the alias the gates belong to (for the report).
+        run_metrics: the latest metrics of the candidate's run (for ``run.metrics.X`` gates).
+
+    Raises:
+        ConfigError: a run-metric gate names a metric the run does not have.
     """
     results = []
     for gate in gates:
-        if gate.kind == "absolute":
+        if gate.kind == "run":
+            assert gate.value is not None
+            results.append(_compare(gate, _run_metric(gate, run_metrics), gate.value))
+        elif gate.kind == "absolute":
             assert gate.value is not None
             results.append(_compare(gate, candidate.get(gate.metric), gate.value))
         elif champion is None:
@@ -273,6 +286,26 @@ def check_gates(
         else:
             results.append(_slices(gate, slices or {}))
     return GateVerdict(alias, tuple(results))
+
+
+def _run_metric(gate: Gate, run_metrics: Mapping[str, float] | None) -> float:
+    if run_metrics is None:
+        raise ConfigError(
+            f"gate {gate.expression!r} reads the candidate's run, but the candidate was "
+            "registered without a run",
+            hint="register versions from 'mlcd run', mlcd.log_model in a run, or "
+            "'mlcd models register ... --run RUN_ID'",
+        )
+    if gate.metric not in run_metrics:
+        import difflib
+
+        close = difflib.get_close_matches(gate.metric, list(run_metrics), n=1)
+        known = ", ".join(sorted(run_metrics)) or "none"
+        raise ConfigError(
+            f"gate {gate.expression!r}: the candidate's run has no metric '{gate.metric}'",
+            hint=(f"did you mean '{close[0]}'? " if close else "") + f"the run's metrics: {known}",
+        )
+    return float(run_metrics[gate.metric])
 
 
 def _significance(gate: Gate, delta: Any) -> GateResult:

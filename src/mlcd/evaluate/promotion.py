@@ -2,7 +2,8 @@
 
 A failed gate leaves the alias where it was (and raises ``GateFailed``). ``force`` skips the
 gates but needs a reason. Every move and every refusal is an audit event with who, from,
-to, why and the digest of the stored JSON report.
+to, why and the digest of the stored JSON report. An evaluation of the same inputs stored a
+moment ago by ``mlcd evaluate`` is reused, not recomputed (``mlcd.evaluate.reuse``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from mlcd.errors import GateFailed, RegistryError, UsageError
-from mlcd.evaluate.evaluation import Evaluation, evaluate
+from mlcd.evaluate.evaluation import Evaluation, Progress, evaluate
 from mlcd.evaluate.reports import render_json, write_reports
+from mlcd.evaluate.reuse import find_reusable
 from mlcd.objects import ObjectStore
 from mlcd.registry import AliasMove, get_version, record_metrics
 from mlcd.registry.versions import check_alias, move_alias
@@ -51,6 +53,7 @@ class Promotion:
             "reports": {k: str(v) for k, v in self.reports.items()},
             "verdict": None if self.evaluation is None else self.evaluation.verdict.to_dict(),
             "note": self.note,
+            "reused_from": None if self.evaluation is None else self.evaluation.reused_from,
         }
 
 
@@ -80,6 +83,8 @@ def promote(
     confidence: float = 0.95,
     cache_dir: str | os.PathLike[str] | None = None,
     trusted: bool = False,
+    reuse: bool = True,
+    progress: Progress | None = None,
 ) -> Promotion:
     """Move ``alias`` of ``name`` to ``version`` if the alias's gates pass.
 
@@ -103,6 +108,8 @@ def promote(
         confidence: level of the reported intervals.
         cache_dir: the local package cache.
         trusted: allow pickle-based packages.
+        reuse: reuse a stored evaluation of exactly the same inputs (``mlcd evaluate``'s).
+        progress: called as ``progress(step, done, total)`` before each long step.
 
     Returns:
         What happened (``move`` is None when the alias already pointed there).
@@ -149,24 +156,46 @@ def promote(
             f"alias '{alias}' has gates, so promoting needs evaluation data",
             hint=f"pass --data PATH or set models.{name}.eval_data in mlcd.yaml",
         )
-    evaluation = evaluate(
-        store,
-        objects,
-        name,
-        version,
-        data=data,
-        target=target,
-        task=task,
-        against=against,
-        gates=gates,
-        gates_alias=alias,
-        slices=slices,
-        resamples=resamples,
-        confidence=confidence,
-        cache_dir=cache_dir,
-        trusted=trusted,
-    )
-    digest = store_report(objects, evaluation)
+    evaluation = None
+    if reuse:
+        evaluation = find_reusable(
+            store,
+            objects,
+            name,
+            version,
+            data=data,
+            gates=gates,
+            alias=alias,
+            against=against,
+            slices=slices,
+            settings={
+                "target": target,
+                "task": task,
+                "resamples": resamples,
+                "confidence": confidence,
+            },
+            cache_dir=cache_dir,
+        )
+    if evaluation is None:
+        evaluation = evaluate(
+            store,
+            objects,
+            name,
+            version,
+            data=data,
+            target=target,
+            task=task,
+            against=against,
+            gates=gates,
+            gates_alias=alias,
+            slices=slices,
+            resamples=resamples,
+            confidence=confidence,
+            cache_dir=cache_dir,
+            trusted=trusted,
+            progress=progress,
+        )
+    digest = evaluation.reused_from or store_report(objects, evaluation)
     reports = write_reports(evaluation, report_dir) if report_dir is not None else {}
     verdict = evaluation.verdict
     details = {
@@ -175,6 +204,7 @@ def promote(
         "against": against,
         "against_version": None if evaluation.champion is None else evaluation.champion.version,
         "data_digest": evaluation.data_digest,
+        "reused_from": evaluation.reused_from,
     }
     if not verdict.passed:
         store.transact(
@@ -240,6 +270,7 @@ def record_evaluation(store: Store, objects: ObjectStore, evaluation: Evaluation
                 "verdict": "passed" if evaluation.passed else "failed",
                 "summary": evaluation.verdict.summary(),
                 "data_digest": evaluation.data_digest,
+                "key": evaluation.key,
             },
         )
     )

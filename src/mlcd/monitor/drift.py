@@ -11,11 +11,21 @@ statistical test (KS for numeric, chi-square for categorical and for numeric col
 most 5 distinct values), above that a distance (normalised Wasserstein for numeric,
 Jensen–Shannon for categorical and few-valued numeric columns), because on large samples
 every test rejects for differences too small to matter. A p-value method flags drift when
-``p < threshold``; a distance flags it when ``score >= threshold``.
+``p < threshold``; a distance flags it when ``score >= threshold``. The rule looks at the
+smaller side: a window of at most 1,000 values gets a test even against a large reference
+(a distance measured on a few rows is mostly sampling noise).
+
+A column with fewer values in the window than the method needs (``min_rows``) is "not
+enough data", never drift: 30 for a test (the 5% KS critical distance is 1.36/sqrt(n), a
+quarter of the distribution at 30 rows: below that a test can see almost nothing), and
+(2 / threshold)^2 for a distance (400 at 0.1: the distance that sampling noise alone gives,
+about 0.9/sqrt(n) standard deviations for Wasserstein, stays well under the threshold).
+``monitor.min_rows`` overrides both.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +57,9 @@ FEW_VALUES = 5
 #: Wasserstein is divided by max(reference std, this), so a constant column cannot divide by 0.
 MIN_NORM = 0.001
 DEFAULT_SHARE = 0.5
+#: Fewest window values a statistical test is run on (see the module docstring).
+TEST_MIN_ROWS = 30
+NOT_ENOUGH = "not enough data"
 #: Numeric values kept per column of a current window (a uniform sample above).
 DEFAULT_MAX_VALUES = 1_000_000
 _PLOT_BINS = 30
@@ -64,10 +77,12 @@ class DriftSettings:
     share_threshold: float = DEFAULT_SHARE
     features: Mapping[str, tuple[str | None, float | None]] = field(default_factory=dict)
     max_values: int | None = DEFAULT_MAX_VALUES
+    #: ``monitor.min_rows``: window values a column needs before drift is judged (None: by method)
+    min_rows: int | None = None
 
     @classmethod
-    def from_config(cls, drift: DriftConfig) -> DriftSettings:
-        """Settings from the ``monitor.drift`` section."""
+    def from_config(cls, drift: DriftConfig, min_rows: int | None = None) -> DriftSettings:
+        """Settings from the ``monitor.drift`` section (and ``monitor.min_rows``)."""
         return cls(
             numeric_method=drift.numeric_method,
             categorical_method=drift.categorical_method,
@@ -76,10 +91,20 @@ class DriftSettings:
             share_threshold=drift.share_threshold,
             features={k: (v.method, v.threshold) for k, v in drift.features.items()},
             max_values=getattr(drift, "max_values", DEFAULT_MAX_VALUES),
+            min_rows=min_rows,
         )
 
-    def choose(self, feature: FeatureProfile) -> tuple[str, str]:
-        """The method for a column and why (configured, or the default rule).
+    def needs(self, method: str, threshold: float) -> int:
+        """The fewest window values ``method`` is judged on (``min_rows``, else by method)."""
+        if self.min_rows is not None:
+            return self.min_rows
+        if method in P_VALUE_METHODS:
+            return TEST_MIN_ROWS
+        return max(TEST_MIN_ROWS, math.ceil((2.0 / max(threshold, 1e-6)) ** 2))
+
+    def choose(self, feature: FeatureProfile, current: int | None = None) -> tuple[str, str]:
+        """The method for a column and why (configured, or the default rule on the smaller of
+        the reference and the ``current`` window).
 
         Raises:
             ConfigError: a numeric-only method configured for a categorical column.
@@ -100,15 +125,18 @@ class DriftSettings:
                 )
             return configured, f"set by {why}"
         size = feature.summary.present
+        side = "reference"
+        if current is not None and current < size:
+            size, side = current, "window"
         few = feature.kind == "categorical" or feature.distinct <= FEW_VALUES
         kind = "categorical" if feature.kind == "categorical" else "numeric"
         if feature.kind == "numeric" and few:
             kind = f"numeric with {feature.distinct} distinct values"
         if size <= SMALL_SAMPLE:
             method = "chisquare" if few else "ks"
-            return method, f"default: {kind}, {size} reference values (≤ {SMALL_SAMPLE})"
+            return method, f"default: {kind}, {size} {side} values (≤ {SMALL_SAMPLE})"
         method = "jensenshannon" if few else "wasserstein"
-        return method, f"default: {kind}, {size} reference values (> {SMALL_SAMPLE})"
+        return method, f"default: {kind}, {size} values on each side (> {SMALL_SAMPLE})"
 
     def threshold_for(self, name: str, method: str) -> float:
         """Per column > per method > global > the method's default."""
@@ -134,7 +162,7 @@ class FeatureDrift:
     reason: str
     score: float | None = None
     drifted: bool | None = None
-    status: str = "ok"  # ok | drift | no data
+    status: str = "ok"  # ok | drift | no data | not enough data
     n_reference: int = 0
     n_current: int = 0
     statistics: dict[str, Any] = field(default_factory=dict)
@@ -170,6 +198,11 @@ class DriftReport:
     def tested(self) -> list[FeatureDrift]:
         """Input columns that had data on both sides."""
         return [f for f in self.features if f.drifted is not None]
+
+    @property
+    def not_enough(self) -> list[FeatureDrift]:
+        """Columns (inputs and predictions) with too few window values to be judged."""
+        return [f for f in [*self.features, *self.predictions] if f.status == NOT_ENOUGH]
 
     @property
     def drifted(self) -> list[FeatureDrift]:
@@ -290,10 +323,10 @@ def compare_feature(
     ref: FeatureProfile, cur: ColumnSummary, settings: DriftSettings
 ) -> FeatureDrift:
     """Drift of one column between its reference profile and a current summary."""
-    method, reason = settings.choose(ref)
-    threshold = settings.threshold_for(ref.name, method)
     n_ref = ref.summary.present
     n_cur = cur.present
+    method, reason = settings.choose(ref, n_cur or None)
+    threshold = settings.threshold_for(ref.name, method)
     base: dict[str, Any] = {
         "name": ref.name,
         "kind": ref.kind,
@@ -307,6 +340,10 @@ def compare_feature(
     if n_ref == 0 or n_cur == 0:
         side = "reference" if n_ref == 0 else "current window"
         return FeatureDrift(**{**base, "reason": f"no values in the {side}"}, status="no data")
+    needed = settings.needs(method, threshold)
+    if n_cur < needed:
+        why = f"{n_cur} values in the window; {method} needs at least {needed} (monitor.min_rows)"
+        return FeatureDrift(**{**base, "reason": why}, status=NOT_ENOUGH)
     if ref.kind == "numeric":
         statistics = _numeric_statistics(ref, cur, method)
     else:

@@ -91,7 +91,9 @@ def to_markdown(report: MonitorReport) -> str:
         lines.append(f"- {failure}")
     for warning in report.warnings:
         lines.append(f"- ⚠️ {warning}")
-    if report.failures or report.warnings:
+    for note in report.notes:
+        lines.append(f"- note: {note}")
+    if report.failures or report.warnings or report.notes:
         lines.append("")
     lines += [
         "| column | kind | method | score | threshold | drift | ref n | current n |",
@@ -280,6 +282,7 @@ def to_html(report: MonitorReport) -> str:
         else '<p class="ok"><b>Within thresholds.</b></p>'
     )
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
+    warnings += "".join(f"<li>note: {html.escape(n)}</li>" for n in report.notes)
     s = report.summary
     facts = _table(
         ["window", "rows", "rejected", "first", "last", "reference rows", "drifted share"],

@@ -74,6 +74,8 @@ class MonitorReport:
     warnings: list[str]
     generated_at: float
     elapsed_s: float = 0.0
+    #: facts that limit what was judged but are not problems (too small a window...)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -111,6 +113,7 @@ class MonitorReport:
             "failed": self.failed,
             "failures": self.failures,
             "warnings": self.warnings,
+            "notes": self.notes,
             "drift": self.drift.to_dict(),
             "quality": self.quality.to_dict(),
             "performance": self.performance.to_dict() if self.performance else None,
@@ -261,8 +264,9 @@ def run_monitor(
     label = (model_config.target if model_config and model_config.target else None) or "label"
     say("reading the reference")
     profile = _reference(subject, reference, config, root, objects, [label])
-    settings = DriftSettings.from_config(monitor.drift)
+    settings = DriftSettings.from_config(monitor.drift, getattr(monitor, "min_rows", None))
     warnings: list[str] = []
+    notes: list[str] = []
     task = infer_task(config, subject.model, profile)
     file_tallies: dict[str, Tally] = {}
     has_labels: list[bool] = []
@@ -301,14 +305,20 @@ def run_monitor(
     elif summary.accepted == 0:
         warnings.append("every row of the current window was rejected by the server")
     if not profile.outputs:
-        warnings.append(
-            "the reference has no 'prediction' column, so prediction drift is not tested"
-        )
+        notes.append("the reference has no 'prediction' column, so prediction drift is not tested")
     absent = [n for n in profile.outputs if n not in summary.columns and summary.accepted]
     if absent:
         warnings.append(f"the window has no {', '.join(absent)} column: not tested for drift")
     say("testing drift")
     drift = detect_drift(profile, summary.columns, settings)
+    short = drift.not_enough
+    if short:
+        fewest = min(f.n_current for f in short)
+        notes.append(
+            f"not enough data: {len(short)} column(s) have too few values in the window "
+            f"(fewest {fewest}) for their drift method, so their drift is not judged; "
+            "widen the window (--since, --last) or set monitor.min_rows"
+        )
     quality = assess_quality(
         profile, summary, monitor.max_missing_share, monitor.max_out_of_range_share
     )
@@ -340,6 +350,7 @@ def run_monitor(
         quality=quality,
         performance=performance,
         warnings=warnings,
+        notes=notes,
         generated_at=now,
         elapsed_s=time.perf_counter() - started,
     )

@@ -25,6 +25,9 @@ table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:left}
 th{background:#f6f8fa} code{background:#f6f8fa;padding:0 .2em}
 .pass{color:#1a7f37}.fail{color:#cf222e}
+.badge{display:inline-block;padding:0 .45em;border-radius:.8em;color:#fff;font-size:.8em;
+font-weight:600;letter-spacing:.02em;vertical-align:middle}
+.badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}
 """
 
 
@@ -49,7 +52,12 @@ def _curves(e: Evaluation) -> list[Any]:
     roc, pr = go.Figure(), go.Figure()
     for label, result in _models(e):
         scored = result.scored
-        if scored.proba is None or scored.k != 2 or len(set(scored.y.tolist())) < 2:
+        if (
+            scored is None
+            or scored.proba is None
+            or scored.k != 2
+            or len(set(scored.y.tolist())) < 2
+        ):
             continue
         truth = scored.y == 1
         fpr, tpr, _ = roc_curve(truth, scored.proba[:, 1])
@@ -134,6 +142,8 @@ def _regression(e: Evaluation) -> list[Any]:
     rng = np.random.default_rng(0)
     for label, result in _models(e):
         scored = result.scored
+        if scored is None:  # read back from a stored report: no rows to plot
+            continue
         index = np.arange(scored.n)
         if scored.n > 2000:
             index = np.sort(rng.choice(scored.n, 2000, replace=False))
@@ -204,8 +214,9 @@ def _markdown_to_html(text: str) -> str:
         value = html.escape(value)
         value = re.sub(r"`([^`]*)`", r"<code>\1</code>", value)
         value = re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", value)
-        value = value.replace("✅", "<span class='pass'>✅</span>")
-        return value.replace("❌", "<span class='fail'>❌</span>")
+        # CSS badges, not emoji: a machine without an emoji font would draw empty boxes
+        value = value.replace("✅", "<span class='badge pass'>PASS</span>")
+        return value.replace("❌", "<span class='badge fail'>FAIL</span>")
 
     out: list[str] = []
     table: list[list[str]] = []

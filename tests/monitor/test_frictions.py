@@ -1,0 +1,68 @@
+"""Issue 19: a tiny window is "not enough data", never drift; a missing prediction column in
+the reference is a note, not a crossed threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+from tests.monitor.conftest import frame
+
+
+def _files(project: Path, current_rows: int, shift: float = 0.0) -> None:
+    frame(5000, seed=1, columns=49).to_parquet(project / "ref.parquet")
+    shifts = {f"x{i}": shift for i in range(49)} if shift else None
+    frame(current_rows, seed=2, shift=shifts, columns=49).to_parquet(project / "cur.parquet")
+
+
+def _monitor(project: Path) -> tuple[int, dict, str]:
+    result = run_cli(
+        ["monitor", "m", "--reference", "ref.parquet", "--current", "cur.parquet", "--json"],
+        project,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def test_a_tiny_window_is_not_enough_data_and_exits_0(project: Path) -> None:
+    _files(project, 21)
+    code, report, _ = _monitor(project)
+    assert code == 0, report["failures"]
+    assert report["drift"]["drifted"] == []
+    statuses = {f["status"] for f in report["drift"]["features"]}
+    assert statuses == {"not enough data"}
+    assert any("not enough data" in n for n in report["notes"])
+    assert report["failures"] == []
+
+
+def test_a_missing_prediction_column_is_a_note_not_a_failure(project: Path) -> None:
+    _files(project, 1021)
+    code, report, _ = _monitor(project)
+    assert code == 0, report["failures"]
+    assert any("no 'prediction' column" in n for n in report["notes"])
+    assert not any("prediction" in f for f in report["failures"])
+    assert report["drift"]["drifted"] == []
+
+
+def test_a_small_window_gets_a_test_not_a_distance(project: Path) -> None:
+    _files(project, 300)
+    code, report, _ = _monitor(project)
+    assert {f["method"] for f in report["drift"]["features"]} == {"ks"}
+    assert code == 0, report["failures"]
+
+
+def test_a_real_shift_is_still_drift_and_min_rows_is_configurable(project: Path) -> None:
+    _files(project, 60, shift=1.5)
+    with open(project / "mlcd.yaml", "a", encoding="utf-8") as out:
+        out.write("monitor:\n  min_rows: 50\n")
+    code, report, _ = _monitor(project)
+    assert code == 1
+    assert len(report["drift"]["drifted"]) == 49
+
+    (project / "mlcd.yaml").write_text(
+        (project / "mlcd.yaml").read_text().replace("min_rows: 50", "min_rows: 100")
+    )
+    code, report, _ = _monitor(project)
+    assert code == 0
+    assert report["drift"]["drifted"] == []
