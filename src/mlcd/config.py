@@ -103,6 +103,7 @@ class Model(_Section):
 # mlcd.evaluate.gate builds gates from the same patterns (and checks metric names).
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 GATE_PATTERNS: dict[str, str] = {
+    "run": rf"run\.metrics\.(?P<metric>[\w.\-/]+?)\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUM})",
     "absolute": rf"(?P<metric>\w+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUM})",
     "relative": rf"(?P<metric>\w+)\s*(?P<op>>=|<=|>|<)\s*champion\.(?P<ref>\w+)"
     rf"(?:\s*(?P<sign>[-+])\s*(?P<margin>{_NUM}))?",
@@ -190,6 +191,8 @@ class Monitor(_Section):
     alerts: Alerts = Alerts()
     #: the server's live gauges: rows per version's rolling window (0 turns them off)
     live_window_rows: int = Field(default=10_000, ge=0, le=10_000_000)
+    #: a window with fewer values per column is "not enough data", never drift (None: by method)
+    min_rows: int | None = Field(default=None, gt=0)
     live_refresh_s: float = Field(default=5.0, gt=0)
 
 
