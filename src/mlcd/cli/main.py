@@ -51,6 +51,7 @@ COMMAND_MODULES = (
     "monitor_cmd",
     "retrain_cmd",
     "ci_cmd",
+    "doctor_cmd",
 )
 
 

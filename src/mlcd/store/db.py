@@ -281,3 +281,54 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def check_database(url: str, root: str | os.PathLike[str] = ".") -> tuple[list[str], str | None]:
+    """Problems of the database itself, without changing it, and its schema revision.
+
+    SQLite: the file is opened read-only and ``PRAGMA integrity_check`` runs over every page.
+    PostgreSQL: a connection is made and the revision read. Nothing is migrated.
+
+    Returns:
+        ``(problems, revision)``: each problem a sentence; the revision is None when the
+        database has no schema yet (or cannot be read).
+
+    Raises:
+        ConfigError: the URL is not a supported store URL.
+    """
+    full = normalise_url(url, root)
+    if full.startswith("sqlite:///"):
+        return _check_sqlite(Path(full.removeprefix("sqlite:///")))
+    store = Store(url, root=root, migrate=False)
+    try:
+        with store.read() as conn:
+            conn.execute(text("SELECT 1"))
+        return [], store.current_revision()
+    except StoreError as exc:
+        return [f"cannot reach the metadata store: {exc.message}"], None
+    finally:
+        store.dispose()
+
+
+def _check_sqlite(db_path: Path) -> tuple[list[str], str | None]:
+    import sqlite3
+
+    if not db_path.exists():
+        return [], None
+    try:
+        conn = _connect_read_only(db_path)
+    except sqlite3.Error as exc:
+        return [f"{db_path} cannot be opened: {exc}"], None
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]
+        if rows != ["ok"]:
+            return [f"{db_path} is damaged: " + "; ".join(rows[:5])], None
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError:
+            return [], None  # no schema yet: created on first use
+        return [], str(row[0]) if row else None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+        return [f"{db_path} is damaged: {exc}"], None
+    finally:
+        conn.close()
