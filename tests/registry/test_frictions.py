@@ -148,3 +148,22 @@ def test_a_model_fitted_on_an_array_is_scored_without_warnings(project: Path) ->
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         assert "feature names" not in result.stderr, (args, result.stderr)
         assert "Warning" not in result.stderr, (args, result.stderr)
+
+
+def test_an_old_package_of_an_array_fitted_model_is_fed_arrays(tmp_path: Path) -> None:
+    import yaml
+
+    from mlcd.registry import load_model, save_model
+
+    model, frame = _forest_on_array()
+    X = frame.drop(columns="label")
+    save_model(model, tmp_path / "rf", sample_input=X)
+    meta_path = tmp_path / "rf" / "model.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["signature"]["input_type"] = "dataframe"  # as packages were saved before issue 19
+    meta_path.write_text(yaml.safe_dump(meta, sort_keys=False))
+
+    loaded = load_model(tmp_path / "rf")
+    # warnings are errors here: "X has feature names" would fail the test
+    assert loaded.predict(X.head(20)).shape == (20,)
+    assert loaded.predict_proba(X.head(20)).shape == (20, 2)

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
     from mlcd.store import Store
 
-Progress = Callable[[str], None]
+#: ``progress(step, done=None, total=None)`` before each step (the CLI draws it)
+Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def run_monitor(
         MonitorError: data that cannot be read.
     """
     started = time.perf_counter()
-    say = progress or (lambda _message: None)
+    say = progress or (lambda *_args: None)
     root = Path(root)
     now = time.time() if now is None else now
     monitor = config.monitor
@@ -294,7 +295,16 @@ def run_monitor(
         # Only the columns monitoring reads: the log may carry many more.
         wanted = [*profile.features, "ts", "status", "error", "version"]
         reader = LogReader(root, segments, window, version=subject.version, columns=wanted)
-        summary = summarise_window(profile, reader, max_values=settings.max_values)
+        total = sum(s.rows for s in segments)
+        read = [0]
+
+        def counted(chunk: Any) -> None:
+            read[0] += len(chunk)
+            say("reading the prediction log", min(read[0], total), total)
+
+        summary = summarise_window(
+            profile, reader, max_values=settings.max_values, on_chunk=counted
+        )
         if reader.missing:
             warnings.append(
                 f"{len(reader.missing)} prediction-log segment(s) registered but missing on "

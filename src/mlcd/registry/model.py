@@ -37,6 +37,13 @@ class LoadedModel:
         output = package.signature.output
         classes = list(output.classes) if output.classes is not None else predictor.classes
         self.classes: list[Any] | None = classes if output.task == "classification" else None
+        # Packages saved before the signature recorded it: a model fitted on an array gets one.
+        raw = predictor.raw
+        self._array = package.signature.input_type == INPUT_NDARRAY or (
+            package.flavor in ("sklearn", "xgboost")
+            and getattr(raw, "n_features_in_", None) is not None
+            and getattr(raw, "feature_names_in_", None) is None
+        )
 
     @property
     def flavor(self) -> str:
@@ -88,7 +95,7 @@ class LoadedModel:
                             hint="send numbers (or null where the column is nullable)",
                         ) from exc
                     frame = frame.assign(**{spec.name: converted})
-        if self.signature.input_type == INPUT_NDARRAY:
+        if self._array:
             return frame.to_numpy()
         return frame
 

@@ -291,8 +291,8 @@ def fitted_input(model: Any, frame: Any, input_type: str) -> tuple[Any, str]:
         fitted = getattr(model, "n_features_in_", None) is not None
     except Exception:  # a property of an unfitted or exotic estimator
         return frame, input_type
-    if not fitted or type(model).__module__.split(".", 1)[0] == "lightgbm":
-        return frame, input_type  # LightGBM always has names (Column_0...) and never warns
+    if not fitted:
+        return frame, input_type
     if names is None:
         return frame, INPUT_NDARRAY
     names = [str(n) for n in names]
@@ -351,7 +351,8 @@ def save_model(
     _prepare_target(target)
     impl = get_flavor(flavor) if flavor else detect_flavor(model)
     frame, input_type = (None, INPUT_DATAFRAME) if sample_input is None else as_frame(sample_input)
-    frame, input_type = fitted_input(model, frame, input_type)
+    if impl.name in ("sklearn", "xgboost"):  # estimators that warn about feature names
+        frame, input_type = fitted_input(model, frame, input_type)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
     try:
