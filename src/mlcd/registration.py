@@ -179,6 +179,41 @@ def _set_reference(store: Store, name: str, version: int, digest: str) -> None:
     store.transact(lambda conn: repo.update_version(conn, name, version, reference_digest=digest))
 
 
+def profile_reference(
+    root: Path,
+    config: Config,
+    store: Store,
+    objects: ObjectStore,
+    name: str,
+    version: int,
+    package: Path,
+) -> tuple[str | None, str | None]:
+    """Store the profile of ``name``'s declared reference data for a version that has none.
+
+    Used after ``mlcd run`` and ``mlcd models register`` alike. Returns the version's reference
+    digest (``None`` when nothing is declared) and a note when profiling failed (the version
+    stands; monitoring will say it has no reference).
+    """
+    from mlcd.monitor import compute_reference_profile
+    from mlcd.store import models as repo
+
+    with store.read() as conn:
+        reference = repo.get_version(conn, name, version).get("reference_digest")
+    spec = config.models.get(name)
+    source = (spec.reference_data if spec else None) or config.monitor.reference
+    if reference is not None or not source:
+        return reference, None
+    try:
+        frame, kinds = _reference_frame(root, source, package, spec.target if spec else None)
+        digest = str(compute_reference_profile(frame, objects, kinds=kinds))
+    except MlcdError as exc:
+        note = f"no reference profile: {exc.message}"
+        log.warning("%s v%s: %s", name, version, note)
+        return None, note
+    _set_reference(store, name, version, digest)
+    return digest, None
+
+
 def register_declared_models(
     root: Path,
     config: Config,
@@ -193,9 +228,7 @@ def register_declared_models(
     A model whose folder does not exist yet is skipped with a note; a folder that is not a
     valid package raises (the run produced something the registry refuses).
     """
-    from mlcd.monitor import compute_reference_profile
     from mlcd.registry import register_from_path
-    from mlcd.store import models as repo
 
     say = say or (lambda _line: None)
     out = []
@@ -217,19 +250,9 @@ def register_declared_models(
             description=spec.description,
         )
         version = registration.version
-        with store.read() as conn:
-            reference = repo.get_version(conn, name, version.version).get("reference_digest")
-        source = spec.reference_data or config.monitor.reference
-        note = None
-        if reference is None and source:
-            try:
-                frame, kinds = _reference_frame(root, source, package, spec.target)
-                digest = str(compute_reference_profile(frame, objects, kinds=kinds))
-                _set_reference(store, name, version.version, digest)
-                reference = digest
-            except MlcdError as exc:  # the version stands; monitoring will say it has no reference
-                note = f"no reference profile: {exc.message}"
-                log.warning("%s v%s: %s", name, version.version, note)
+        reference, note = profile_reference(
+            root, config, store, objects, name, version.version, package
+        )
         verb = "registered" if registration.created else "already registered as"
         say(f"{name}: {verb} v{version.version}" + (f" ({note})" if note else ""))
         out.append(Registered(name, version.version, registration.created, reference, note))

@@ -250,6 +250,16 @@ def register_version(
                 project.store, project.objects, name, path, run_id=run,
                 source=source or str(path), tags=tags,
             )  # fmt: skip
+        if name in project.config.models or project.config.monitor.reference:
+            # A declared model gets its monitoring reference here too, as after `mlcd run`.
+            from mlcd.registration import profile_reference
+            from mlcd.registry import fetch
+
+            package = fetch(project.objects, result.version, project.state_dir / "cache" / "models")
+            profile_reference(
+                project.root, project.config, project.store, project.objects, name,
+                result.version.version, package,
+            )  # fmt: skip
 
     def render(out: Any) -> None:
         verb = "registered" if result.created else "already registered as"
