@@ -70,7 +70,7 @@ def project_path_problem(path: object) -> str | None:
     return problem
 
 
-def project_path(root: Path, path: object, where: str) -> Path:
+def project_path(root: Path, path: object, where: str, hint: str | None = None) -> Path:
     """The file ``path`` names inside the project at ``root``, refusing every unsafe path.
 
     The one check for paths read from ``mlcd.lock``, pointer files, manifests and run-cache
@@ -82,6 +82,7 @@ def project_path(root: Path, path: object, where: str) -> Path:
         root: the project root.
         path: the project-relative path to check.
         where: what names the path, for the message (``"mlcd.lock: stage 'train': out"``).
+        hint: how to fix it, if not the default (restore the file that names it from git).
 
     Raises:
         UnsafePath: the path is not safe; the message names it and where it came from.
@@ -100,7 +101,8 @@ def project_path(root: Path, path: object, where: str) -> Path:
     if problem is not None:
         raise UnsafePath(
             f"{where} {path!r} {problem}; refused, nothing was written",
-            hint="a hand-edited or hostile file names it: restore the file from git "
+            hint=hint
+            or "a hand-edited or hostile file names it: restore the file from git "
             "('git checkout -- FILE') or delete it and run 'mlcd run'",
         )
     return root / str(path)

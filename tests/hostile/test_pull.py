@@ -94,3 +94,22 @@ def test_a_corrupt_run_cache_entry_is_skipped_and_the_rest_restored(make_project
     assert [(b["kind"], b["id"]) for b in report["bad"]] == [("run-cache entry", entries[0].stem)]
     assert report["entries_copied"] == 2
     assert sorted(report["restored"]) == ["a.txt", "c.txt", "metrics_b.json", "out_b", "raw"]
+
+
+def test_a_run_cache_entry_with_an_unsafe_output_is_skipped_exit_2(make_project, mlcd) -> None:
+    # Guards against a crafted run-cache entry on the remote naming a path outside the project.
+    origin = _pushed_origin(make_project, mlcd)
+    fingerprint = "f" * 64
+    entry = {"fingerprint": fingerprint, "stage": "a", "outputs": {"../evil.txt": "0" * 64}}
+    (origin.parent / "remote" / "runcache" / f"{fingerprint}.json").write_text(json.dumps(entry))
+    clone = _clone(origin)
+
+    result = mlcd(clone, "pull", "--json")
+
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert [(b["kind"], b["id"], b["unsafe"]) for b in report["bad"]] == [
+        ("run-cache entry", fingerprint, True)
+    ]
+    assert "'../evil.txt'" in report["bad"][0]["problem"]
+    assert sorted(report["restored"]) == ["a.txt", "c.txt", "metrics_b.json", "out_b", "raw"]

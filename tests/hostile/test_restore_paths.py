@@ -197,3 +197,37 @@ def test_ci_with_a_hostile_lock_fails_before_running_anything(make_project, mlcd
     assert not (clone / ".git" / "hooks" / "post-checkout").exists()
     assert calls(clone) == []  # no stage ran
     assert not (clone / "c.txt").exists()
+
+
+def test_symlink_planted_after_the_lock_was_read_is_refused_at_restore(make_project, mlcd) -> None:
+    # Guards against a symlinked folder appearing after mlcd.lock was parsed and cached.
+    origin = _origin(make_project, mlcd)
+    clone = _clone(origin)
+    _retarget_lock(clone, "a.txt", "later/a.txt")
+    mlcd(clone, "status")  # parses mlcd.lock and caches it in .mlcd/pipeline.json
+    assert "later/a.txt" in (clone / ".mlcd" / "pipeline.json").read_text()
+    outside = clone.parent.parent / "outside-later"
+    outside.mkdir()
+    (clone / "later").symlink_to(outside, target_is_directory=True)
+
+    result = mlcd(clone, "pull")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "later/a.txt" in result.stderr and "symlink" in result.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_a_stage_out_through_a_symlinked_folder_is_a_config_error(make_project, mlcd) -> None:
+    # Guards against mlcd.yaml declaring an out that mlcd.lock would then have to refuse.
+    outside = make_project("stages: {}\n", name="elsewhere")
+    root = make_project(
+        "stages:\n  s:\n    cmd: echo x > link/out.txt && echo s >> calls.log\n"
+        "    outs: [link/out.txt]\n"
+    )
+    (root / "link").symlink_to(outside, target_is_directory=True)
+
+    result = mlcd(root, "run")
+
+    assert result.returncode == 2
+    assert "stage 's'" in result.stderr and "link/out.txt" in result.stderr
+    assert calls(root) == [] and not (outside / "out.txt").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import ConfigError
+from mlcd.layout import project_path
 
 if TYPE_CHECKING:
     from mlcd.config import Config
@@ -127,6 +128,14 @@ def _project_path(root: Path, stage: str, wdir: str, path: str, what: str) -> st
             f"stage '{stage}': {what} '{path}' is outside the project ({root})",
             hint=f"a stage may only write inside the project: move the {what} below {root}",
         )
+    # The rule mlcd.lock is held to, so a run never records a lock that is then refused.
+    project_path(
+        root,
+        resolved,
+        f"mlcd.yaml: stage '{stage}': {what}",
+        hint=f"a stage writes only inside the project, in real folders (not through a symlink "
+        f"leading outside) and never into .git/ or .mlcd/: move the {what}",
+    )
     return resolved
 
 
