@@ -143,6 +143,10 @@ class Serve(_Section):
     max_rows: int = Field(default=10_000, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     max_concurrency: int = Field(default=64, gt=0)
+    #: rows being parsed or scored at once; past it a request gets a fast 503
+    max_rows_in_flight: int = Field(default=100_000, gt=0)
+    #: a connection whose request headers are not complete this long after they start is closed
+    header_timeout_s: float = Field(default=10.0, gt=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
     prediction_log: PredictionLog = PredictionLog()
 

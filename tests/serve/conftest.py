@@ -158,6 +158,7 @@ def serve(registry: Registry) -> Iterator[Callable[..., Running]]:
     import uvicorn
 
     from mlcd.serve.app import create_app
+    from mlcd.serve.server import uvicorn_config
 
     running: list[Running] = []
 
@@ -181,9 +182,8 @@ def serve(registry: Registry) -> Iterator[Callable[..., Running]]:
             **kwargs,
         )
         port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False
-        )
+        served = settings.model_copy(update={"host": "127.0.0.1", "port": port, "workers": 1})
+        config = uvicorn_config(app, served, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

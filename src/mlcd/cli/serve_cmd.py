@@ -107,7 +107,7 @@ def serve(
     # scikit-learn's gradient boosting) only add start-up cost per call and fight the
     # workers for the cores. Concurrency comes from --workers. The user may override.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _run_uvicorn(settings.host, settings.port, settings.workers, log_level)
+    _run_uvicorn(settings, log_level)
 
 
 def _aliases(canary: Any, shadow: str | None) -> list[str]:
@@ -137,24 +137,21 @@ def _check_followed(project: Any, name: str, aliases: list[str]) -> None:
             )
 
 
-def _run_uvicorn(host: str, port: int, workers: int, log_level: str) -> None:
+def _run_uvicorn(settings: Any, log_level: str) -> None:
     import importlib.util
 
     import uvicorn
 
+    from mlcd.serve.server import uvicorn_config
+
+    workers = settings.workers
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    config = uvicorn.Config(
+    config = uvicorn_config(
         "mlcd.cli.serve_cmd:worker_app",
+        settings,
         factory=True,
-        host=host,
-        port=port,
-        workers=workers,
         loop=loop,
-        http=http,
         log_level=log_level,
-        access_log=False,
-        server_header=False,
         timeout_graceful_shutdown=60,
     )
     if workers > 1:

@@ -152,6 +152,7 @@ def create_app(
             restore()
             for holder in service.holders:
                 holder.stop()
+            await asyncio.to_thread(service.close)
             if predlog is not None:
                 await asyncio.to_thread(predlog.close)
             if gauges is not None:
@@ -168,7 +169,9 @@ def create_app(
     )
     app.state.service = service
     _routes(app, service)
-    app.add_middleware(FastPath, service=service, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        FastPath, service=service, max_body=settings.max_body_bytes, body_s=settings.timeout_s
+    )
     return app
 
 
@@ -230,12 +233,36 @@ def _install_signals(service: PredictionService, grace_s: float) -> Callable[[],
 
 
 class FastPath:
-    """Pure ASGI handling of the two predict endpoints, in front of FastAPI."""
+    """Pure ASGI handling of the predict, feedback and health endpoints, in front of FastAPI.
 
-    def __init__(self, app: Any, service: PredictionService, max_body: int) -> None:
+    The health probes are answered here from two flags, without FastAPI's routing and
+    without waiting on anything, so a burst of scoring never delays them.
+    """
+
+    def __init__(
+        self, app: Any, service: PredictionService, max_body: int, body_s: float = 30.0
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
+        self.body_s = body_s
+
+    async def _body(
+        self, endpoint: str, headers: dict[bytes, bytes], receive: Receive
+    ) -> bytes | Answer:
+        """The body, or the refusal when it is too big or does not arrive in time."""
+        try:
+            async with asyncio.timeout(self.body_s):
+                body = await _read_body(headers, receive, self.max_body)
+        except TimeoutError:
+            message = (
+                f"the request body did not arrive within {self.body_s:g} s: send it at once "
+                "(or raise serve.timeout_s)"
+            )
+            answer = self.service.refuse(endpoint, 408, message, 0.0)
+            answer.headers.append((b"connection", b"close"))
+            return answer
+        return self._too_big(endpoint) if body is None else body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -247,7 +274,42 @@ class FastPath:
                 name, _sep, version = path[11:-6].partition("/versions/")
                 await self._serve("v2", name, version or None, scope, receive, send)
                 return
+            if path == "/v1/feedback":
+                await self._feedback(scope, receive, send)
+                return
+        elif scope["type"] == "http" and scope["method"] == "GET":
+            if scope["path"] == "/v2/health/live":
+                await _send(send, Answer(200, b'{"live":true}', []))
+                return
+            if scope["path"] == "/v2/health/ready":
+                ready = self.service.ready
+                body = b'{"ready":true}' if ready else b'{"ready":false}'
+                await _send(send, Answer(200 if ready else 400, body, []))
+                return
         await self.app(scope, receive, send)
+
+    def _too_big(self, endpoint: str) -> Answer:
+        message = (
+            f"the request body is larger than the limit of {self.max_body} bytes: send "
+            "fewer rows per request (or raise serve.max_body_bytes)"
+        )
+        answer = self.service.refuse(endpoint, 413, message, 0.0)
+        answer.headers.append((b"connection", b"close"))
+        return answer
+
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from mlcd.serve.feedback import store_feedback
+
+        headers = dict(scope["headers"])
+        body = await self._body("feedback", headers, receive)
+        if isinstance(body, Answer):
+            answer = body
+        else:
+            content_type = headers.get(b"content-type")
+            answer = await store_feedback(
+                self.service, body, content_type.decode("latin-1") if content_type else None
+            )
+        await _send(send, answer)
 
     async def _serve(
         self,
@@ -259,14 +321,9 @@ class FastPath:
         send: Send,
     ) -> None:
         headers = dict(scope["headers"])
-        body = await _read_body(headers, receive, self.max_body)
-        if body is None:
-            message = (
-                f"the request body is larger than the limit of {self.max_body} bytes: send "
-                "fewer rows per request (or raise serve.max_body_bytes)"
-            )
-            answer = self.service.refuse(endpoint, 413, message, 0.0)
-            answer.headers.append((b"connection", b"close"))
+        body = await self._body(endpoint, headers, receive)
+        if isinstance(body, Answer):
+            answer = body
         else:
             answer = await self.service.handle(endpoint, name, version, body, headers)
         await _send(send, answer)
@@ -386,31 +443,10 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
     @app.post("/v1/feedback", tags=["mlcd"])
     async def feedback(request: Request) -> Response:
         """Ground-truth labels for earlier request ids: one ``{request_id, label}`` or a list."""
-        from mlcd.serve.validation import RequestError, check_content_type, parse_json
+        from mlcd.serve.feedback import store_feedback
 
-        try:
-            check_content_type(request.headers.get("content-type"))
-            items = _feedback_items(parse_json(await request.body()))
-        except RequestError as exc:
-            return OrjsonResponse(exc.to_dict(), status_code=exc.status)
-        if service.store is None:
-            return OrjsonResponse(
-                {"error": "this server has no metadata store to keep feedback in"},
-                status_code=503,
-            )
-        from mlcd.store import predictions
-
-        store = service.store
-        try:
-            stored = await asyncio.to_thread(
-                store.transact, lambda conn: predictions.add_feedback(conn, items, service.name)
-            )
-        except Exception as exc:
-            log.error("feedback not stored: %s", exc)
-            return OrjsonResponse(
-                {"error": f"feedback could not be stored: {exc}; retry later"}, status_code=503
-            )
-        return OrjsonResponse({"stored": stored})
+        body = await request.body()
+        return _answer(await store_feedback(service, body, request.headers.get("content-type")))
 
     @app.get("/metrics", tags=["operations"])
     async def metrics() -> Response:
@@ -494,33 +530,3 @@ def _model_ready(service: PredictionService, name: str, version: str | None) -> 
         return _not_served(service, name)
     is_ready = service.by_version(version) is not None and not service.draining
     return OrjsonResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 400)
-
-
-def _feedback_items(payload: Any) -> list[dict[str, Any]]:
-    from mlcd.serve.validation import RequestError
-
-    if isinstance(payload, dict):
-        items = payload.get("labels", payload.get("feedback", [payload]))
-    else:
-        items = payload
-    if not isinstance(items, list) or not items:
-        raise RequestError(
-            422,
-            'send {"request_id": "...", "label": ...} or a list of them (or {"labels": [...]})',
-        )
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise RequestError(422, f"feedback item {i} must be an object", row=i)
-        request_id = item.get("request_id")
-        if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
-            raise RequestError(
-                422,
-                f"feedback item {i}: 'request_id' must be the id a prediction returned "
-                "(a string of at most 64 characters)",
-                row=i,
-            )
-        if "label" not in item:
-            raise RequestError(422, f"feedback item {i}: 'label' is missing", row=i)
-        out.append({"request_id": request_id, "label": item["label"]})
-    return out

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,9 @@ log = logging.getLogger("mlcd.serve")
 #: Requests with at most this many rows are predicted on the event loop (a thread hop costs
 #: more than the prediction); bigger ones go to a thread so the timeout can answer 504.
 INLINE_ROWS = 64
+#: Bodies up to this size are parsed on the event loop; bigger ones are parsed in the scoring
+#: threads, so the loop stays free for health probes and small requests.
+INLINE_BYTES = 64 * 1024
 JSON = b"application/json"
 
 
@@ -76,7 +81,13 @@ class PredictionService:
         self.guard = guard or CanaryGuard()
         self.canary_disabled: str | None = None
         self.in_flight = 0
+        self.rows_in_flight = 0
         self.draining = False
+        # Heavy requests are parsed and scored here, never on the event loop and never in the
+        # default executor that store writes share.
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="mlcd-score"
+        )
         self._prefix = uuid.uuid4().hex[:12] + "-"
         self._counter = 0
         self._background: set[asyncio.Future[Any]] = set()
@@ -91,6 +102,10 @@ class PredictionService:
     def ready(self) -> bool:
         """Ready for traffic: the primary is loaded and the server is not draining."""
         return self.primary.ready and not self.draining
+
+    def close(self) -> None:
+        """Stop the scoring threads (running predictions finish first)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def by_version(self, version: str | None) -> Served | None:
         """The served version with that number (primary or canary), or the primary."""
@@ -172,17 +187,48 @@ class PredictionService:
             return self.refuse(
                 endpoint, 503, f"model '{model}' is not loaded yet: retry shortly", started
             ), True
-        payload: Any = None
         try:
             content_type = headers.get(b"content-type")
             check_content_type(content_type.decode("latin-1") if content_type else None)
-            payload = parse_json(body)
-            if endpoint == "v2":
-                inputs, oip_id, outputs = oip.parse_request(payload, served)
+            if len(body) <= INLINE_BYTES:
+                payload, inputs, oip_id, outputs = _parse(endpoint, served, body)
             else:
-                inputs, oip_id, outputs = served.plan.parse(payload), None, None
+                loop = asyncio.get_running_loop()
+                parsed = loop.run_in_executor(self._pool, _parse, endpoint, served, body)
+                payload, inputs, oip_id, outputs = await parsed
         except RequestError as exc:
             return self._rejected(endpoint, served, exc, started, headers), True
+        rows = inputs.rows
+        if self.rows_in_flight and self.rows_in_flight + rows > self.settings.max_rows_in_flight:
+            message = (
+                f"the server is at its limit of {self.settings.max_rows_in_flight} rows in "
+                f"flight ({self.rows_in_flight} now, {rows} in this request): retry shortly "
+                "(or raise serve.max_rows_in_flight)"
+            )
+            return self.refuse(endpoint, 503, message, started), True
+        self.rows_in_flight += rows
+        release = True
+        try:
+            answer, release = await self._score(
+                endpoint, served, arm, payload, inputs, oip_id, outputs, headers, started
+            )
+        finally:
+            if release:  # else the rows are given back when the timed-out thread finishes
+                self.rows_in_flight -= rows
+        return answer, release
+
+    async def _score(
+        self,
+        endpoint: str,
+        served: Served,
+        arm: str,
+        payload: Any,
+        inputs: Inputs,
+        oip_id: Any,
+        outputs: Any,
+        headers: Mapping[bytes, bytes],
+        started: float,
+    ) -> tuple[Answer, bool]:
         ids = self._ids(inputs.rows, headers.get(b"x-request-id"))
         release = True
         try:
@@ -232,14 +278,20 @@ class PredictionService:
         self, served: Served, inputs: Inputs, started: float
     ) -> tuple[Any, Any, bool]:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, served.predict, inputs)
+        future = loop.run_in_executor(self._pool, served.predict, inputs)
         left = self.settings.timeout_s - (time.perf_counter() - started)
         try:
             predictions, proba = await asyncio.wait_for(asyncio.shield(future), max(left, 0.0))
         except TimeoutError:
-            # The thread cannot be stopped: its slot is given back when it finishes, so the
-            # concurrency limit keeps counting the work that is really running.
-            future.add_done_callback(self._release)
+            # The thread cannot be stopped: its slot and rows are given back when it
+            # finishes, so the limits keep counting the work that is really running.
+            rows = inputs.rows
+
+            def given_back(_future: Any) -> None:
+                self.rows_in_flight -= rows
+                self._release()
+
+            future.add_done_callback(given_back)
             raise
         return predictions, proba, True
 
@@ -392,3 +444,12 @@ class PredictionService:
         elapsed = time.perf_counter() - started
         self.metrics.predicted(served.version, inputs.rows)
         self._log(served, "shadow", ids, elapsed, inputs, predictions, proba)
+
+
+def _parse(endpoint: str, served: Served, body: bytes) -> tuple[Any, Inputs, Any, Any]:
+    """The JSON payload, the validated inputs, and the v2 request id and outputs."""
+    payload = parse_json(body)
+    if endpoint == "v2":
+        inputs, oip_id, outputs = oip.parse_request(payload, served)
+        return payload, inputs, oip_id, outputs
+    return payload, served.plan.parse(payload), None, None
