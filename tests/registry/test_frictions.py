@@ -167,3 +167,23 @@ def test_an_old_package_of_an_array_fitted_model_is_fed_arrays(tmp_path: Path) -
     # warnings are errors here: "X has feature names" would fail the test
     assert loaded.predict(X.head(20)).shape == (20,)
     assert loaded.predict_proba(X.head(20)).shape == (20, 2)
+
+
+def test_native_xgboost_and_lightgbm_files_are_read_as_classifiers(tmp_path: Path) -> None:
+    import lightgbm
+    import xgboost
+
+    from mlcd.registry import load_model, save_model
+    from mlcd.registry.model_file import read_model_file
+
+    _, frame = _forest_on_array()
+    X, y = frame.drop(columns="label"), frame["label"]
+    xgboost.XGBClassifier(n_estimators=5).fit(X, y).save_model(str(tmp_path / "m.json"))
+    booster = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, y).booster_
+    booster.save_model(str(tmp_path / "m.txt"))
+    for name, flavor in (("m.json", "xgboost"), ("m.txt", "lightgbm")):
+        model = read_model_file(tmp_path / name, flavor)
+        save_model(model, tmp_path / flavor, sample_input=X.head(50), flavor=flavor)
+        loaded = load_model(tmp_path / flavor)
+        assert loaded.task == "classification", flavor
+        assert loaded.predict_proba(X.head(5)).shape == (5, 2), flavor

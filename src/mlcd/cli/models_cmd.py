@@ -235,6 +235,11 @@ def register_version(
             f"{path} is a file, not a model package: say how to read it",
             hint="add --flavor sklearn|xgboost|lightgbm (and --trust for a pickle/joblib file)",
         )
+    if path.is_dir() and (flavor is not None or sample is not None):
+        raise UsageError(
+            f"{path} is a model package: --flavor and --sample are for model files",
+            hint="drop them; the package's model.yaml already says both",
+        )
     with Project.open() as project:
         if path.is_file():
             from mlcd.registry.model_file import read_sample, register_file

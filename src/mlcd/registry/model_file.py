@@ -92,12 +92,31 @@ def _native(path: Path, flavor: str, trusted: bool) -> Any:
         return model
     if flavor == "lightgbm":
         import lightgbm
+        import numpy as np
 
-        return lightgbm.Booster(model_file=str(path))
+        native: Any = lightgbm.Booster(model_file=str(path))
+        header = _lightgbm_header(path)
+        objective = header.get("objective", "").split(" ")[0]
+        if objective == "binary":  # a bare booster keeps no labels: those of its objective
+            native.classes_ = np.array([0, 1])
+        elif objective in ("multiclass", "multiclassova"):
+            native.classes_ = np.arange(int(header.get("num_class", "2")))
+        return native
     raise UsageError(
         f"cannot read {path} as a {flavor} model file",
         hint="scikit-learn models come as .pkl/.joblib (with --trust) or .skops files",
     )
+
+
+def _lightgbm_header(path: Path) -> dict[str, str]:
+    """``key=value`` lines at the top of a LightGBM text model (objective, num_class...)."""
+    found: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for _, line in zip(range(64), handle, strict=False):
+            key, sep, value = line.strip().partition("=")
+            if sep:
+                found[key] = value
+    return found
 
 
 def read_model_file(path: str | os.PathLike[str], flavor: str, trusted: bool = False) -> Any:
