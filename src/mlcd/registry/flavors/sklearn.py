@@ -8,22 +8,10 @@ from typing import Any, ClassVar
 
 from mlcd.errors import UnsafeModel, UsageError
 from mlcd.registry.flavors.base import Flavor, Predictor, module_of, refuse_pickle
+from mlcd.registry.flavors.skops_review import review
 
 SKOPS_FILE = "model.skops"
 PICKLE_FILE = "model.pkl"
-
-# skops refuses by default every type it has not vetted, including scikit-learn's own tree
-# and histogram-boosting internals. Types from these libraries are data containers and
-# functions that skops rebuilds without running them, so they are accepted; anything else
-# (a user's class, another library) needs explicit trust.
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-_TRUSTED_TYPES = frozenset(
-    {"functools.partial", "builtins.slice", "collections.OrderedDict", "collections.defaultdict"}
-)
-
-
-def _is_trusted_type(name: str) -> bool:
-    return name in _TRUSTED_TYPES or name.startswith(_TRUSTED_PREFIXES)
 
 
 class SklearnFlavor(Flavor):
@@ -78,16 +66,16 @@ class SklearnFlavor(Flavor):
         elif fmt == "skops":
             import skops.io as sio
 
-            untrusted = sio.get_untrusted_types(file=path)
-            refused = [t for t in untrusted if not _is_trusted_type(t)]
-            if refused and not trusted:
-                raise UnsafeModel(
-                    f"{path.name} in {folder} needs types that are not known to be safe: "
-                    + ", ".join(refused),
-                    hint="load it only if you trust where it came from: "
-                    "load_model(..., trusted=True) or the CLI's --trust flag",
-                )
-            model = sio.load(path, trusted=untrusted)
+            if not trusted:
+                refused = review(path)
+                if refused:
+                    raise UnsafeModel(
+                        f"{path.name} in {folder} holds what mlcd does not load without "
+                        "trust (it could run code): " + ", ".join(refused),
+                        hint="load it only if you trust where it came from: "
+                        "load_model(..., trusted=True) or the CLI's --trust flag",
+                    )
+            model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
         else:
             raise UnsafeModel(f"unknown sklearn format {fmt!r} in {folder}/model.yaml")
         return Predictor(model, self.classes(model))
