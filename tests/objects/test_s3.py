@@ -13,7 +13,8 @@ from mlcd.digest import hash_file
 from mlcd.errors import CorruptObject
 from mlcd.objects import LocalObjectStore, copy_objects, open_object_store
 
-pytestmark = pytest.mark.s3
+# One worker runs them all under pytest-xdist (--dist loadgroup): one moto server, not one each.
+pytestmark = [pytest.mark.s3, pytest.mark.xdist_group("s3")]
 
 
 def _free_port() -> int:
