@@ -270,3 +270,60 @@ def test_the_server_keeps_the_previous_version_when_the_alias_moves_to_an_exploi
     response = server.client.post("/v1/models/cancer/predict", json=[X.iloc[0].to_dict()])
     assert response.status_code == 200 and response.json()["version"] == 1
     assert not marker.exists()
+
+
+def _crafted_tree(kind: str) -> Any:
+    """A fitted tree model whose first node points far past the node array."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = _data()
+    if kind == "hist-gradient-boosting":
+        model = HistGradientBoostingClassifier(max_iter=3).fit(X, y)
+        model._predictors[0][0].nodes["left"][0] = 10**8
+        return model
+    model = (
+        DecisionTreeClassifier(max_depth=3)
+        if kind == "decision-tree"
+        else RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0)
+    ).fit(X, y)
+    tree = model.tree_ if kind == "decision-tree" else model.estimators_[1].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    if kind == "decision-tree":
+        nodes["left_child"][0] = 10**8
+    else:
+        nodes["feature"][0] = 10**6  # a column far past the input's two
+    state["nodes"] = nodes
+    tree.__setstate__(state)
+    return model
+
+
+# Guards against a crafted fitted tree (allow-listed as data) crashing the serving process:
+# out-of-range node or feature indices are refused at load, before any prediction.
+@pytest.mark.parametrize("kind", ["decision-tree", "random-forest", "hist-gradient-boosting"])
+def test_a_tree_with_out_of_range_indices_is_refused(tmp_path: Path, kind: str) -> None:
+    import subprocess
+    import sys
+
+    X, _ = _data()
+    save_model(_crafted_tree(kind), tmp_path / "pkg", sample_input=X)
+    script = (
+        "import sys, numpy as np\n"
+        "from mlcd.errors import UnsafeModel\n"
+        "from mlcd.registry import load_model\n"
+        "try:\n"
+        "    model = load_model(sys.argv[1])\n"
+        "except UnsafeModel as exc:\n"
+        "    print(exc); sys.exit(0)\n"
+        "model.predict(np.zeros((3, 2)))\n"
+        "sys.exit(1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pkg")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "points outside the tree or past the" in done.stdout

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from mlcd.errors import UnsafeModel, UsageError
 from mlcd.registry.flavors.base import Flavor, Predictor, module_of, refuse_pickle
 from mlcd.registry.flavors.skops_review import review
+from mlcd.registry.flavors.tree_check import check_trees
 
 SKOPS_FILE = "model.skops"
 PICKLE_FILE = "model.pkl"
@@ -76,6 +77,7 @@ class SklearnFlavor(Flavor):
                         "load_model(..., trusted=True) or the CLI's --trust flag",
                     )
             model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+            check_trees(model, f"{path.name} in {folder}")
         else:
             raise UnsafeModel(f"unknown sklearn format {fmt!r} in {folder}/model.yaml")
         return Predictor(model, self.classes(model))
