@@ -162,7 +162,7 @@ def post(rng: random.Random, pid: int, r_share: float = 0.3) -> str:
     return f"  <row {escaped} />\n"
 
 
-def write_posts(path: Path, count: int = 5500, seed: int = 20170428) -> Path:
+def write_posts(path: Path, count: int = 11000, seed: int = 20170428) -> Path:
     """Write ``count`` posts to ``path`` (the upstream ``data/data.xml``) and return it."""
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
