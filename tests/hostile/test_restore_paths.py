@@ -57,6 +57,18 @@ def _clone(origin: Path, name: str = "clone") -> Path:
     return clone
 
 
+def _git_init(clone: Path) -> None:
+    """Make the clone a git repository with everything committed, as CI checks it out."""
+    shutil.rmtree(clone / ".git")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "pr"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+        )
+
+
 def _retarget_lock(clone: Path, old: str, new: str) -> None:
     """Rename an out of mlcd.lock, as a pull request editing the lock would."""
     lock = clone / "mlcd.lock"
@@ -180,14 +192,7 @@ def test_ci_with_a_hostile_lock_fails_before_running_anything(make_project, mlcd
     # Guards against 'mlcd ci' (which pulls first) writing a git hook from a pull request's lock.
     origin = _origin(make_project, mlcd)
     clone = _clone(origin)
-    shutil.rmtree(clone / ".git")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "pr"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
-            cwd=clone,
-            check=True,
-            capture_output=True,
-        )
+    _git_init(clone)
     _retarget_lock(clone, "a.txt", ".git/hooks/post-checkout")
 
     result = mlcd(clone, "ci", "--json")
@@ -231,3 +236,24 @@ def test_a_stage_out_through_a_symlinked_folder_is_a_config_error(make_project, 
     assert result.returncode == 2
     assert "stage 's'" in result.stderr and "link/out.txt" in result.stderr
     assert calls(root) == [] and not (outside / "out.txt").exists()
+
+
+def test_ci_stops_before_running_anything_on_a_hostile_remote_manifest(make_project, mlcd) -> None:
+    # Guards against 'mlcd ci' going on (running stages) after a pull met a crafted manifest.
+    origin = _origin(make_project, mlcd)
+    remote = LocalObjectStore(origin.parent / "remote")
+    blob = remote.put_bytes(b"owned\n")
+    manifest = json.dumps([{"path": "../../ci-escape.txt", "digest": blob.hex, "size": 6}])
+    crafted = Digest(remote.put_bytes(manifest.encode()).hex, is_dir=True)
+    clone = _clone(origin)
+    text = (clone / "mlcd.lock").read_text()
+    start = text.index("out_b: ") + len("out_b: ")
+    (clone / "mlcd.lock").write_text(text[:start] + str(crafted) + text[text.index("\n", start) :])
+    _git_init(clone)
+
+    result = mlcd(clone, "ci", "--json")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'../../ci-escape.txt'" in result.stderr
+    assert calls(clone) == []  # no stage ran
+    assert not (clone.parent.parent / "ci-escape.txt").exists()
