@@ -34,7 +34,8 @@ import pytest
 
 from tests.realworld.synthetic import write_posts
 
-pytestmark = pytest.mark.slow
+# One worker builds the project once for all the steps (module-scoped fixtures).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("realworld_example_get_started")]
 
 EXAMPLE = Path(__file__).resolve().parent / "example_get_started"
 BIN = Path(sys.executable).parent
