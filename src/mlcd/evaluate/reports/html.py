@@ -46,6 +46,8 @@ def _models(e: Evaluation) -> list[tuple[str, ModelResult]]:
 
 
 def _curves(e: Evaluation) -> list[Any]:
+    if all(result.scored is None for _, result in _models(e)):
+        return []  # read back from a stored report: no rows, and no sklearn import to pay
     import plotly.graph_objects as go
     from sklearn.metrics import precision_recall_curve, roc_curve
 
