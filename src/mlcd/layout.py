@@ -41,8 +41,9 @@ def path_problem(path: object) -> str | None:
     """Why ``path`` is not a safe relative POSIX path (None when it is).
 
     Safe means: a non-empty string, relative, ``/``-separated, with no ``..``, ``.`` or empty
-    part, no backslash, drive letter or NUL, and no ``.git`` part. Used for manifest entry
-    names as they are; project paths also go through ``project_path``.
+    part, no backslash, drive letter or NUL. Used for manifest entry names as they are (a
+    tracked folder may hold a nested repository's ``.git``); project paths also go through
+    ``project_path_problem``.
     """
     if not isinstance(path, str) or not path:
         return "is empty or not text"
@@ -57,17 +58,20 @@ def path_problem(path: object) -> str | None:
         return "contains '..' (it would leave the project)"
     if any(part in ("", ".") for part in parts):
         return "is not normalised (empty or '.' parts)"
-    if any(part.lower() == ".git" for part in parts):
-        return "is inside git's own folder (.git)"
     return None
 
 
 def project_path_problem(path: object) -> str | None:
-    """``path_problem``, and also refused: a path under ``.mlcd/`` (checked without a root)."""
+    """``path_problem``, and also refused: ``.git`` anywhere, ``.mlcd`` at the top (no root)."""
     problem = path_problem(path)
-    if problem is None and str(path).split("/", 1)[0].lower() in _PROTECTED:
+    if problem is not None:
+        return problem
+    parts = str(path).lower().split("/")
+    if ".git" in parts:
+        return "is inside git's own folder (.git)"
+    if parts[0] in _PROTECTED:
         return f"is inside {str(path).split('/', 1)[0]}/, which mlcd keeps to itself"
-    return problem
+    return None
 
 
 def project_path(root: Path, path: object, where: str, hint: str | None = None) -> Path:

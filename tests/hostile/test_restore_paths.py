@@ -257,3 +257,20 @@ def test_ci_stops_before_running_anything_on_a_hostile_remote_manifest(make_proj
     assert "'../../ci-escape.txt'" in result.stderr
     assert calls(clone) == []  # no stage ran
     assert not (clone.parent.parent / "ci-escape.txt").exists()
+
+
+def test_tracked_folder_holding_a_nested_git_repository_still_round_trips(
+    make_project, mlcd
+) -> None:
+    # Guards against the manifest check refusing honest data (a dataset cloned with git).
+    origin = _origin(make_project, mlcd)
+    write(origin, {"corpus/text.txt": "hello\n", "corpus/.git/HEAD": "ref: refs/heads/main\n"})
+    assert mlcd(origin, "data", "add", "corpus").returncode == 0
+    assert mlcd(origin, "push").returncode == 0
+    clone = _clone(origin)
+    shutil.copy2(origin / "corpus.mlcd", clone / "corpus.mlcd")
+
+    result = mlcd(clone, "pull")
+
+    assert result.returncode == 0, result.stderr
+    assert (clone / "corpus" / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
