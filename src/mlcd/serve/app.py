@@ -31,7 +31,7 @@ from mlcd.serve.gauges import LiveGauges
 from mlcd.serve.holder import ModelHolder, ModelSource
 from mlcd.serve.metrics import ServeMetrics
 from mlcd.serve.predlog import PredictionLog
-from mlcd.serve.service import JSON, Answer, PredictionService
+from mlcd.serve.service import CONCURRENCY_LIMIT, JSON, Answer, PredictionService
 from mlcd.serve.traffic import CanaryGuard, CanarySpec
 
 if TYPE_CHECKING:
@@ -320,13 +320,35 @@ class FastPath:
         receive: Receive,
         send: Send,
     ) -> None:
+        service = self.service
+        if service.in_flight + service.reading >= service.settings.max_concurrency:
+            # Refused before the body is kept: it is read and dropped (a client that is still
+            # sending would see a reset instead of the 503 if it were not).
+            await self._drain(receive)
+            await _send(send, service.refuse(endpoint, 503, CONCURRENCY_LIMIT, 0.0))
+            return
         headers = dict(scope["headers"])
-        body = await self._body(endpoint, headers, receive)
+        service.reading += 1
+        try:
+            body = await self._body(endpoint, headers, receive)
+        finally:
+            service.reading -= 1
         if isinstance(body, Answer):
             answer = body
         else:
-            answer = await self.service.handle(endpoint, name, version, body, headers)
+            answer = await service.handle(endpoint, name, version, body, headers)
         await _send(send, answer)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop a request body (for at most the body deadline)."""
+        try:
+            async with asyncio.timeout(self.body_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect" or not message.get("more_body"):
+                        return
+        except TimeoutError:
+            return
 
 
 async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes | None:
