@@ -26,6 +26,7 @@ def _payloads(marker: Path) -> list[tuple[str, Any]]:
     from numpy.testing._private.utils import measure, runstring
     from sklearn.preprocessing import StandardScaler
     from sklearn.utils._testing import assert_run_python_script_without_output
+    from sklearn.utils.validation import check_array
 
     code = f"open({str(marker)!r}, 'w').write('ran')"
     dist = copy.deepcopy(scipy.stats.norm)
@@ -45,6 +46,11 @@ def _payloads(marker: Path) -> list[tuple[str, Any]]:
         ("StandardScaler.fit", StandardScaler().fit),
         ("scipy.stats._continuous_distns.norm_gen", dist),
         ("posix.system", __import__("os").system),
+        # The one partial scikit-learn itself stores, carrying a callable in its arguments.
+        (
+            "operator.methodcaller",
+            functools.partial(check_array, estimator=operator.methodcaller("to_csv", str(marker))),
+        ),
     ]
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from mlcd.errors import RegistryError, UnsafeModel
 from mlcd.registry import load_model, save_model, set_alias
+from mlcd.registry.flavors import get_flavor
 from tests.serve.conftest import (  # noqa: F401  (fixtures used by the server test)
     Registry,
     Running,
@@ -186,6 +187,34 @@ def test_common_models_load_without_trust(tmp_path: Path) -> None:
         save_model(model, tmp_path / f"pkg{number}", sample_input=X)
         loaded = load_model(tmp_path / f"pkg{number}")
         assert np.array_equal(loaded.predict(X), model.predict(X)), type(estimator).__name__
+    # Categorical splits (pandas category dtype) use the trees' bitsets.
+    categorical = X.assign(c=X.c.astype("category"))
+    model = HistGradientBoostingClassifier(max_iter=5).fit(categorical, y)
+    save_model(model, tmp_path / "categorical", sample_input=categorical)
+    loaded = load_model(tmp_path / "categorical")
+    assert np.array_equal(loaded.predict(categorical), model.predict(categorical))
+
+
+# Guards against the allow-list growing into a namespace: mlcd adds four named classes to
+# skops' defaults, none a function, none from a testing module.
+def test_mlcd_adds_only_four_named_classes_to_skops_defaults(tmp_path: Path) -> None:
+    import importlib
+
+    import skops.io as sio
+    from sklearn.utils._testing import MinimalClassifier
+
+    from mlcd.registry.flavors.skops_review import EXTRA_TYPES
+
+    assert len(EXTRA_TYPES) == 4
+    for name in EXTRA_TYPES:
+        module, _, attr = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), attr), type), name
+        assert "test" not in name
+    X, y = _data()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "model.skops").write_bytes(sio.dumps(MinimalClassifier().fit(X, y)))
+    with pytest.raises(UnsafeModel, match=r"MinimalClassifier \(from a testing module\)"):
+        get_flavor("sklearn").load(tmp_path / "pkg", {"file": "model.skops"}, trusted=False)
 
 
 # Guards against a swapped-in model.yaml (issue 20, item 7): the docs say symbolic links in a

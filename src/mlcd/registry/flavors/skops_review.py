@@ -8,9 +8,10 @@ Two checks, both before anything in the file is imported or built:
    bit generators and sparse matrices. mlcd accepts what skops flags only when the type is
    in ``EXTRA_TYPES``: fitted trees, ``make_column_selector`` and numpy's ``dtype``.
 2. mlcd's own walk over the file's ``schema.json``, which refuses whatever would turn into
-   a callable: functions other than numpy/scipy ufuncs, ``functools.partial``, bound
-   methods, ``operator`` callers, and types other than numpy scalar and builtin primitive
-   types; and anything from a testing module. This holds even if a future skops trusts more.
+   a callable: functions other than numpy/scipy ufuncs and ``PURE_FUNCTIONS``,
+   ``functools.partial`` (unless around one of ``PURE_FUNCTIONS``), bound methods,
+   ``operator`` callers, and types other than numpy scalar and builtin primitive types; and
+   anything from a testing module. This holds even if a future skops trusts more.
 
 Never a whole namespace: ``sklearn.utils._testing``, ``numpy.testing`` and ``scipy``'s
 private modules hold functions that run code, and scipy distributions ``exec`` a template
@@ -41,6 +42,15 @@ EXTRA_TYPES = frozenset(
     }
 )
 
+#: Functions scikit-learn's own estimators store (HistGradientBoosting's categorical
+#: preprocessor holds ``partial(check_array, ...)``): they validate arrays and call nothing
+#: they are given. Accepted as functions and as the target of a ``functools.partial`` only.
+PURE_FUNCTIONS = frozenset({"sklearn.utils.validation.check_array"})
+_ACCEPTED_KIND = {
+    "functools.partial": "PartialNode",
+    **dict.fromkeys(PURE_FUNCTIONS, "FunctionNode"),
+}
+
 #: skops node kinds that load as callables; refused unless trusted (ufuncs and scalar types
 #: aside, see ``_callable_refusal``).
 _CALLABLE_KINDS = {
@@ -64,8 +74,8 @@ def review(path: Path) -> list[str]:
     import skops.io as sio
 
     refused: dict[str, str] = {}
-    for name, kind in _nodes(path):
-        reason = _callable_refusal(name, kind) or _testing_refusal(name)
+    for name, kind, node in _nodes(path):
+        reason = _callable_refusal(name, kind, node) or _testing_refusal(name)
         if reason:
             refused.setdefault(name, reason)
     try:
@@ -73,17 +83,29 @@ def review(path: Path) -> list[str]:
     except Exception as exc:  # skops raises plain errors on malformed files
         raise _unreadable(path, exc) from exc
     for name in flagged:
-        if name not in EXTRA_TYPES:
+        # skops flags every partial and function; the walk above vetted each of those nodes.
+        if name not in EXTRA_TYPES and name not in _ACCEPTED_KIND:
             refused.setdefault(name, "not on the allow-list")
     return [f"{name} ({why})" for name, why in sorted(refused.items())]
 
 
-def _callable_refusal(name: str, kind: str) -> str | None:
+def _callable_refusal(name: str, kind: str, node: dict[str, Any]) -> str | None:
+    accepted = _ACCEPTED_KIND.get(name)
+    if accepted is not None and kind != accepted:
+        return f"{name} loaded as a {kind}, not as itself"
     what = _CALLABLE_KINDS.get(kind)
     if what is None:
         return None
-    if kind == "FunctionNode" and _is_ufunc(name):
+    if kind == "FunctionNode" and (_is_ufunc(name) or name in PURE_FUNCTIONS):
         return None
+    if kind == "PartialNode":
+        content = node.get("content")
+        func = content.get("func") if isinstance(content, dict) else None
+        if isinstance(func, dict) and func.get("__loader__") == "FunctionNode":
+            target = _name_of(func)
+            if target in PURE_FUNCTIONS:
+                return None
+        return f"{what} of something other than a vetted function: code, not data"
     if kind == "TypeNode" and name in _value_types():
         return None
     return f"{what}: code, not data"
@@ -96,8 +118,8 @@ def _testing_refusal(name: str) -> str | None:
     return None
 
 
-def _nodes(path: Path) -> Iterator[tuple[str, str]]:
-    """``(module.name, node kind)`` for every node of the file's schema."""
+def _nodes(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(module.name, node kind, node)`` for every node of the file's schema."""
     try:
         with zipfile.ZipFile(path) as archive:
             info = archive.getinfo(_SCHEMA)
@@ -116,7 +138,7 @@ def _nodes(path: Path) -> Iterator[tuple[str, str]]:
         if isinstance(item, dict):
             kind = item.get("__loader__")
             if isinstance(kind, str):
-                yield _name_of(item), kind
+                yield _name_of(item), kind, item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
