@@ -52,6 +52,7 @@ COMMAND_MODULES = (
     "retrain_cmd",
     "ci_cmd",
     "doctor_cmd",
+    "tokens_cmd",
 )
 
 

@@ -32,7 +32,7 @@ from mlcd.errors import ConfigError, StoreError
 T = TypeVar("T")
 
 #: The Alembic revision the code expects; bump it with every new migration.
-HEAD = "0002"
+HEAD = "0003"
 _BUSY_TIMEOUT_MS = 60_000
 _ADVISORY_KEY = 0x6D6C6364  # "mlcd"
 

@@ -257,3 +257,17 @@ state = Table(
     Column("value", JSON, nullable=True),
     Column("updated_at", Float, nullable=False),
 )
+
+# ------------------------------------------------------------------ access
+# HTTP bearer tokens: the secret is never stored, only its SHA-256 (see ``store/tokens.py``).
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(KEY), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(KEY), nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
