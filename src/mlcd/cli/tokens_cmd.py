@@ -84,7 +84,7 @@ def list_command(
                         r["created_by"] or "",
                     ]
                     for r in rows
-                ],  # fmt: skip
+                ],
             )
         )
 
