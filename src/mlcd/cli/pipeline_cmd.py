@@ -25,7 +25,20 @@ def run(
         list[str] | None, typer.Argument(help="Stages to bring up to date (default: all).")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", "-f", help="Run the selected stages even if up to date.")
+        bool,
+        typer.Option(
+            "--force", "-f", help="Run the named stages (all if none) even if up to date."
+        ),
+    ] = False,
+    force_upstream: Annotated[
+        bool,
+        typer.Option("--force-upstream", help="Also force every stage the named stages depend on."),
+    ] = False,
+    single: Annotated[
+        bool,
+        typer.Option(
+            "--single", "-s", help="Run only the named stages, not their upstream stages."
+        ),
     ] = False,
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", help="Stages run at once (default: CPU count).")
@@ -39,7 +52,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run stale stages and their dependents; restore cached ones. Exit 3 if a stage fails."""
-    view.run_stages(stages, force, jobs, dry_run, executor, as_json)
+    view.run_stages(stages, force, jobs, dry_run, executor, as_json, force_upstream, single)
 
 
 def status(

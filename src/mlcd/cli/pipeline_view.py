@@ -115,6 +115,8 @@ def run_stages(
     dry_run: bool = False,
     executor: str = "local",
     as_json: bool = False,
+    force_upstream: bool = False,
+    single: bool = False,
 ) -> None:
     """Run the stale stages (and what depends on them); restore cached ones. Exit 3 if a stage fails."""
     from mlcd.errors import StageFailed, UsageError
@@ -130,7 +132,9 @@ def run_stages(
     from mlcd.cli.pipeline_progress import Progress
 
     progress = Progress(enabled=True)
-    options = RunOptions(tuple(stages or ()), force, jobs, dry_run, executor)
+    options = RunOptions(
+        tuple(stages or ()), force, jobs, dry_run, executor, force_upstream, single
+    )
     registered: list[Any] = []
     try:
         result = run_pipeline(snapshot, lazy.services, options, progress)

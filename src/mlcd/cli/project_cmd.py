@@ -59,10 +59,16 @@ def config_validate(
     directory: Annotated[Path, typer.Option("--dir", "-C", help="Project folder.")] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate mlcd.yaml: syntax, keys, types and references. Exit 2 if invalid."""
+    """Validate mlcd.yaml: syntax, keys, types, references, and every check 'run' makes.
+
+    Exit 2 if invalid.
+    """
     from mlcd.config import CONFIG_FILE, load_config
+    from mlcd.pipeline.runner import check_pipeline
+    from mlcd.pipeline.snapshot import load_snapshot
 
     config = load_config(directory)
+    check_pipeline(load_snapshot(directory.resolve(), use_cache=False))
     summary = {
         "valid": True,
         "file": str((directory / CONFIG_FILE).absolute()),

@@ -61,12 +61,16 @@ class Dag:
                     )
                 self.producers[path] = name
         for path, name in self.producers.items():
+            reports = {*self.stages[name].metrics, *self.stages[name].plots}
             for parent in _parents(path):
                 other = self.producers.get(parent)
+                if other == name and path in reports:
+                    continue  # a stage's metrics or plots file inside its own out folder (DVC)
                 if other is not None:
                     raise ConfigError(
                         f"'{path}' (stage '{name}') is inside '{parent}' (stage '{other}')",
-                        hint="outs may not overlap: declare separate folders",
+                        hint="outs may not overlap: declare separate folders (only a stage's "
+                        "own metrics and plots files may sit inside its out folder)",
                     )
 
     def producers_of(self, dep: str) -> set[str]:

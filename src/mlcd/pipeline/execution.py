@@ -37,7 +37,16 @@ from mlcd.pipeline.outputs import (
 )
 from mlcd.pipeline.pathlock import HeldLocks, PathLocks
 from mlcd.pipeline.record import RunRecord, StageRecord, flat_params
-from mlcd.pipeline.runner import FAILED, Reporter, RunOptions, RunResult, Services, StageResult
+from mlcd.pipeline.runner import (
+    FAILED,
+    Reporter,
+    RunOptions,
+    RunResult,
+    Services,
+    StageResult,
+    forced_stages,
+    plan_stages,
+)
 from mlcd.pipeline.snapshot import Snapshot
 from mlcd.pipeline.stage import StageSpec
 from mlcd.pipeline.statcache import StatCache
@@ -117,12 +126,14 @@ class Execution:
         self.executor: Executor | None = None
         self.order = list(snapshot.stages)
         self.log_dir = snapshot.state_dir / "logs"
+        self.forced: frozenset[str] = frozenset()
 
     def execute(self) -> RunResult:
         """Record a run and bring every selected stage up to date."""
         from mlcd.pipeline.executors import open_executor
 
-        plan = self.dag.select(self.options.targets)
+        plan = plan_stages(self.snapshot, self.options)
+        self.forced = forced_stages(self.snapshot, self.options)
         self.executor = open_executor(self.options.executor, self.jobs)  # a bad name: no run
         try:
             run_id = self.record.start(self.root, self.options.targets)
@@ -234,7 +245,8 @@ class Execution:
         state = inspect_stage(self.snapshot, spec, self.digests, lock)
         self.params[spec.name] = state.params
         reasons = tuple(r.to_dict() for r in state.reasons)
-        if not self.options.force and not state.stale:
+        forced = spec.name in self.forced
+        if not forced and not state.stale:
             entry = lock[spec.name]
             self.metrics[spec.name] = {k: dict(v) for k, v in entry.metrics.items()}
             self._record(
@@ -252,7 +264,7 @@ class Execution:
             )
             return StageResult(spec.name, "skipped", "up to date", fingerprint=state.fingerprint)
         reason = "; ".join(r.message for r in state.reasons) or "forced (--force)"
-        if not self.options.force and not spec.always_run:
+        if not forced and not spec.always_run:
             cached = self._restore(spec, state, reason, reasons, started)
             if cached is not None:
                 return cached

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcd.pipeline.snapshot import Snapshot
 from mlcd.pipeline.statcache import StatCache
-from mlcd.pipeline.status import StageState, pipeline_status
+from mlcd.pipeline.status import Digests, StageState, inspect_stage, pipeline_status
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -32,6 +32,67 @@ class RunOptions:
     jobs: int | None = None
     dry_run: bool = False
     executor: str = "local"
+    force_upstream: bool = False
+    single: bool = False
+
+
+def check_pipeline(snapshot: Snapshot) -> None:
+    """Every check ``run`` makes before anything runs (``mlcd config validate`` calls it too).
+
+    Raises:
+        ConfigError: a cycle, overlapping outs, a dep nothing produces and that does not
+            exist, or a declared param that does not exist.
+    """
+    from mlcd.pipeline.fingerprint import stage_params
+
+    dag = snapshot.dag
+    dag.check_deps_exist(snapshot.root)
+    for spec in snapshot.stages.values():
+        stage_params(spec, snapshot.params)
+
+
+def plan_stages(snapshot: Snapshot, options: RunOptions) -> list[str]:
+    """The stages a run considers, in order: targets and their upstream (only targets if single).
+
+    Raises:
+        UsageError: a target is not a stage, ``--single`` without a target, or a dep of a
+            ``--single`` stage that is missing (its upstream stage would have made it).
+    """
+    import os
+
+    from mlcd.errors import UsageError
+
+    dag = snapshot.dag
+    selected = dag.select(options.targets)
+    if not options.single:
+        return selected
+    if not options.targets:
+        raise UsageError("--single needs the stage(s) to run", hint="mlcd run --single STAGE")
+    missing = [
+        f"stage '{name}' needs '{dep}'"
+        for name in options.targets
+        for dep in snapshot.stages[name].deps
+        if not os.path.exists(dep if os.path.isabs(dep) else snapshot.root / dep)
+    ]
+    if missing:
+        raise UsageError(
+            "; ".join(missing) + ", which does not exist (--single does not run upstream stages)",
+            hint="run it without --single to build its upstream stages first, or 'mlcd pull'",
+        )
+    return [name for name in selected if name in options.targets]
+
+
+def forced_stages(snapshot: Snapshot, options: RunOptions) -> frozenset[str]:
+    """Stages that run even when up to date.
+
+    ``--force`` forces the named stages (every stage when none is named); ``--force-upstream``
+    forces the named stages and everything they depend on.
+    """
+    if not (options.force or options.force_upstream):
+        return frozenset()
+    if options.force_upstream or not options.targets:
+        return frozenset(plan_stages(snapshot, options))
+    return frozenset(options.targets)
 
 
 @dataclass(frozen=True)
@@ -115,13 +176,14 @@ class Services:
 
 
 def _dry_run(
-    snapshot: Snapshot, states: list[StageState], services: Services, force: bool
+    snapshot: Snapshot, states: list[StageState], services: Services, forced: frozenset[str]
 ) -> RunResult:
     from mlcd.pipeline.outputs import restorable
     from mlcd.store import cache
 
     results = []
     for state in states:
+        force = state.name in forced
         if state.stale or force:
             spec = snapshot.stages[state.name]
             reason = "; ".join(r.message for r in state.reasons) or "forced (--force)"
@@ -158,7 +220,8 @@ def run_pipeline(
     Args:
         snapshot: the pipeline as declared (see ``load_snapshot``).
         open_services: called once, only if something must run, restore or be looked up.
-        options: targets, ``force``, ``jobs``, ``dry_run``, executor name.
+        options: targets, ``force`` (the targets, or all), ``force_upstream``, ``single``
+            (targets without their upstream), ``jobs``, ``dry_run``, executor name.
         reporter: receives progress events.
 
     Returns:
@@ -173,17 +236,23 @@ def run_pipeline(
         KeyboardInterrupt: interrupted; running commands were stopped, the run marked killed.
     """
     options = options or RunOptions()
-    snapshot.dag.check_deps_exist(snapshot.root)
+    check_pipeline(snapshot)
+    plan = plan_stages(snapshot, options)
+    forced = forced_stages(snapshot, options)
     with StatCache(snapshot.state_dir / "statcache.db") as statcache:
-        states = pipeline_status(snapshot, statcache, options.targets)
-    if not options.force and not any(s.stale for s in states):
+        if options.single:  # no upstream stage runs: each stage is judged on its files alone
+            digests = Digests(snapshot.root, statcache)
+            states = [inspect_stage(snapshot, snapshot.stages[n], digests) for n in plan]
+        else:
+            states = pipeline_status(snapshot, statcache, options.targets)
+    if not forced and not any(s.stale for s in states):
         skipped = [
             StageResult(s.name, "skipped", "up to date", fingerprint=s.fingerprint) for s in states
         ]
         return RunResult(None, skipped, dry_run=options.dry_run)
     services = open_services()
     if options.dry_run:
-        return _dry_run(snapshot, states, services, options.force)
+        return _dry_run(snapshot, states, services, forced)
     from mlcd.pipeline.execution import Execution
 
     return Execution(snapshot, services, options, reporter or Reporter()).execute()

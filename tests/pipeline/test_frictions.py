@@ -1,0 +1,173 @@
+"""Frictions of issue 19: config validate runs run's checks, --force/--force-upstream/--single."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.pipeline.conftest import CHAIN, CHAIN_FILES, calls, outcomes, run_json
+
+# The layout of iterative/example-get-started: evaluate writes eval/ and eval/metrics.json.
+OWN_METRICS = """
+stages:
+  train:
+    cmd: echo model > model.pkl && echo train >> calls.log
+    deps: [input.txt]
+    outs: [model.pkl]
+  evaluate:
+    cmd: >-
+      mkdir -p eval/plots && echo '{"auc": 0.9}' > eval/metrics.json &&
+      printf 'step,loss\\n0,1.0\\n1,0.5\\n' > eval/plots/loss.csv && echo evaluate >> calls.log
+    deps: [model.pkl]
+    outs: [eval]
+    metrics: [eval/metrics.json]
+    plots: [eval/plots/loss.csv]
+"""
+
+
+def test_metrics_inside_own_out_folder_validates_runs_and_restores(make_project, mlcd) -> None:
+    root = make_project(OWN_METRICS, {"input.txt": "x\n"})
+
+    validated = mlcd(root, "config", "validate")
+    dry = mlcd(root, "run", "--dry-run")
+    document = run_json(mlcd, root)
+
+    assert validated.returncode == 0, validated.stderr
+    assert dry.returncode == 0, dry.stderr
+    assert outcomes(document) == {"train": "ran", "evaluate": "ran"}
+    lock = (root / "mlcd.lock").read_text()
+    assert "eval/metrics.json" in lock
+    assert (
+        json.loads(mlcd(root, "runs", "show", document["run_id"], "--json").stdout)["metrics"][
+            "auc"
+        ]["value"]
+        == 0.9
+    )
+
+    shutil.rmtree(root / "eval")
+    restored = run_json(mlcd, root)
+
+    assert outcomes(restored)["evaluate"] == "cached"
+    assert json.loads((root / "eval" / "metrics.json").read_text()) == {"auc": 0.9}
+    assert (root / "eval" / "plots" / "loss.csv").read_text().startswith("step,loss")
+    assert calls(root) == ["train", "evaluate"]
+    assert mlcd(root, "status", "--check").returncode == 0
+
+
+def test_config_validate_reports_what_run_refuses(make_project, mlcd) -> None:
+    root = make_project(
+        """
+        stages:
+          one:
+            cmd: mkdir -p data && echo 1 > data/x
+            outs: [data]
+          two:
+            cmd: echo 2 > data/y.txt
+            outs: [data/y.txt]
+          three:
+            cmd: cat missing.txt
+            deps: [missing.txt]
+        """
+    )
+
+    validated = mlcd(root, "config", "validate")
+    ran = mlcd(root, "run", "--dry-run")
+
+    assert validated.returncode == 2
+    assert "'data/y.txt' (stage 'two') is inside 'data' (stage 'one')" in validated.stderr
+    assert ran.returncode == 2
+    assert "'data/y.txt' (stage 'two') is inside 'data' (stage 'one')" in ran.stderr
+
+
+def test_config_validate_reports_a_missing_dep_and_param(make_project, mlcd) -> None:
+    root = make_project(
+        """
+        stages:
+          one:
+            cmd: cat missing.txt
+            deps: [missing.txt]
+        """
+    )
+    param = make_project(
+        """
+        stages:
+          one:
+            cmd: echo 1 > one.txt
+            params: [nope.lr]
+            outs: [one.txt]
+        """,
+        {"params.yaml": "lr: 1\n"},
+        name="param",
+    )
+
+    missing = mlcd(root, "config", "validate")
+    no_param = mlcd(param, "config", "validate")
+
+    assert missing.returncode == 2
+    assert "needs 'missing.txt', which does not exist" in missing.stderr
+    assert no_param.returncode == 2
+    assert "nope.lr" in no_param.stderr
+
+
+def test_force_forces_named_stage_only(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+    run_json(mlcd, root)
+
+    document = run_json(mlcd, root, "c", "--force")
+
+    assert outcomes(document) == {"a": "skipped", "b": "skipped", "c": "ran"}
+    assert calls(root) == ["a", "b", "c", "c"]
+
+
+def test_force_still_runs_stale_upstream(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+    run_json(mlcd, root)
+    (root / "input.txt").write_text("changed\n")
+
+    document = run_json(mlcd, root, "c", "--force")
+
+    assert outcomes(document) == {"a": "ran", "b": "skipped", "c": "ran"}
+
+
+def test_force_upstream_forces_every_selected_stage(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+    run_json(mlcd, root)
+
+    document = run_json(mlcd, root, "c", "--force-upstream")
+    dry = json.loads(mlcd(root, "run", "c", "--force-upstream", "--dry-run", "--json").stdout)
+
+    assert outcomes(document) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert {s["outcome"] for s in dry["stages"]} == {"run"}
+
+
+def test_force_without_targets_forces_all(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+    run_json(mlcd, root)
+
+    document = run_json(mlcd, root, "--force")
+
+    assert outcomes(document) == {"a": "ran", "b": "ran", "c": "ran"}
+
+
+def test_single_runs_one_stage_without_upstream(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+    run_json(mlcd, root)
+    (root / "input.txt").write_text("changed\n")
+    (root / "a.txt").write_text("hand made\n")
+
+    document = run_json(mlcd, root, "c", "--single")
+
+    assert outcomes(document) == {"c": "ran"}
+    assert (root / "c.txt").read_text().startswith("hand made")
+    assert calls(root) == ["a", "b", "c", "c"]
+
+
+def test_single_fails_clearly_when_deps_are_missing(make_project, mlcd) -> None:
+    root = make_project(CHAIN, CHAIN_FILES)
+
+    result = mlcd(root, "run", "-s", "c")
+
+    assert result.returncode == 2
+    assert "stage 'c' needs 'a.txt'" in result.stderr
+    assert "without --single" in result.stderr
+    assert calls(root) == []
