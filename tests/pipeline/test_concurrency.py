@@ -58,15 +58,32 @@ def test_two_runs_of_the_same_stage_run_it_once(make_project) -> None:
         """
         stages:
           slow:
-            cmd: echo slow >> calls.log && sleep 2 && echo done > out.txt
+            cmd: echo slow >> calls.log && for i in $(seq 2400); do test -f ../release && break; sleep 0.05; done && echo done > out.txt
             outs: [out.txt]
         """
     )
 
     first = _start(root, "run", "--json")
     _wait_for(root / "calls.log")
-    second = _start(root, "run", "--json")
+    # The stage runs until the second run says it waits (not for a fixed time that a busy
+    # machine could outlast before the second run even starts).
+    errors = root.parent / "second.err"
+    with errors.open("w") as sink:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "mlcd.cli.main", "run", "--json"],
+            cwd=root,
+            env={**os.environ, **stage_env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        )
+    deadline = time.monotonic() + 120
+    while "waiting for" not in errors.read_text() and second.poll() is None:
+        assert time.monotonic() < deadline, "the second run never waited"
+        time.sleep(0.05)
+    (root.parent / "release").touch()
     results = [p.communicate(timeout=120) for p in (first, second)]
+    results[1] = (results[1][0], errors.read_text())
 
     assert first.returncode == 0 and second.returncode == 0, results
     assert calls(root) == ["slow"]
