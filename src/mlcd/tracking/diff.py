@@ -159,12 +159,18 @@ def format_cell(value: Any) -> str:
 
 
 def format_change(row: DiffRow) -> str:
-    """``+0.012 (+1.3%)`` for numbers, the status otherwise."""
+    """``+0.012 (+1.3%)`` for numbers, the status otherwise.
+
+    The change keeps 3 significant digits; the percentage one decimal from 1% up, and below
+    that 2 significant digits, so a small non-zero change never reads ``+0.0%``.
+    """
     if row.change is None:
         return "" if row.status in ("same", "changed") else row.status
-    text = f"{row.change:+.6g}"
+    text = f"{row.change:+.3g}"
     if row.relative is not None:
-        text += f" ({row.relative:+.1%})"
+        percent = row.relative * 100
+        shown = f"{percent:+.1f}" if abs(percent) >= 1 or percent == 0 else f"{percent:+.2g}"
+        text += f" ({shown}%)"
     return text
 
 
