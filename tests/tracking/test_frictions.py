@@ -19,3 +19,35 @@ from mlcd.tracking.diff import DiffRow, format_change
 )
 def test_diff_change_keeps_significant_digits(old: float, new: float, shown: str) -> None:
     assert format_change(DiffRow("metric", "auc", old, new)) == shown
+
+
+def test_start_run_without_project_uses_a_local_store(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import mlcd\n"
+        "for i in range(2):\n"
+        "    with mlcd.start_run(name='nb') as run:\n"
+        "        mlcd.log_metric('loss', 0.5 - i / 10)\n"
+        "    print(run.id)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLCD_")}
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("no mlcd.yaml") == 1
+    assert (tmp_path / ".mlcd" / "mlcd.db").is_file()
+    run_ids = done.stdout.split()
+    from mlcd.store import Store, runs
+
+    store = Store(f"sqlite:///{tmp_path / '.mlcd' / 'mlcd.db'}")
+    try:
+        with store.read() as conn:
+            found = [runs.get_run(conn, run_id) for run_id in run_ids]
+    finally:
+        store.dispose()
+    assert [r is not None for r in found] == [True, True]

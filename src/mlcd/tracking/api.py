@@ -12,12 +12,13 @@ import getpass
 import io
 import json
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlcd.errors import TrackingError, UsageError
+from mlcd.errors import ConfigError, TrackingError, UsageError
 from mlcd.tracking.session import Session, check_key, shared_store, track
 
 #: Runs opened with start_run in this process, innermost last.
@@ -123,7 +124,7 @@ def start_run(
         The run, whose ``id`` identifies it in ``mlcd runs``.
 
     Raises:
-        ConfigError: no ``mlcd.yaml`` found, or it is invalid.
+        ConfigError: ``mlcd.yaml`` is invalid (none at all: runs go to ``./.mlcd/``).
         StoreError: the store could not be opened or written.
     """
     from mlcd.store import runs
@@ -175,7 +176,12 @@ def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
     from mlcd.layout import CONFIG_FILE, find_root
 
     start = project if project is not None else os.environ.get("MLCD_PROJECT") or "."
-    root = find_root(start)
+    try:
+        root = find_root(start)
+    except ConfigError:
+        if project is not None or os.environ.get("MLCD_PROJECT"):
+            raise
+        return _local_project()
     stamp = (root / CONFIG_FILE).stat().st_mtime
     env = tuple(os.environ.get(n, "") for n in ("MLCD_STORE", "MLCD_ARTIFACTS", "MLCD_REMOTE"))
     cached = _configs.get(str(root))
@@ -184,6 +190,21 @@ def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
     config = load_config(root)
     _configs[str(root)] = (root, stamp, env, config)
     return root, config
+
+
+def _local_project() -> tuple[Path, Any]:
+    """No ``mlcd.yaml`` anywhere up: track to ``./.mlcd/`` (like MLflow's ``./mlruns``)."""
+    from mlcd.config import Config
+
+    root = Path.cwd()
+    if str(root) not in _configs:
+        sys.stderr.write(
+            f"mlcd: no mlcd.yaml found; tracking to the local store {root / '.mlcd'} "
+            "('mlcd init' here makes it a project that keeps these runs)\n"
+        )
+        (root / ".mlcd").mkdir(exist_ok=True)
+        _configs[str(root)] = (root, -1.0, (), Config())
+    return root, _configs[str(root)][3]
 
 
 def _user() -> str | None:
