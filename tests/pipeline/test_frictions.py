@@ -171,3 +171,34 @@ def test_single_fails_clearly_when_deps_are_missing(make_project, mlcd) -> None:
     assert "stage 'c' needs 'a.txt'" in result.stderr
     assert "without --single" in result.stderr
     assert calls(root) == []
+
+
+def test_plots_show_draws_declared_series_and_images(make_project, mlcd) -> None:
+    import base64
+
+    root = make_project(OWN_METRICS, {"input.txt": "x\n"})
+    run_json(mlcd, root)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    (root / "eval" / "plots" / "roc.png").write_bytes(png)
+    text = (root / "mlcd.yaml").read_text()
+    (root / "mlcd.yaml").write_text(
+        text.replace(
+            "plots: [eval/plots/loss.csv]", "plots: [eval/plots/loss.csv, eval/plots/roc.png]"
+        )
+    )
+
+    inline = mlcd(root, "plots", "show", "-o", "out/plots.html")
+    shared = mlcd(root, "plots", "show", "-o", "shared/plots.html", "--plotly", "directory")
+
+    assert inline.returncode == 0, inline.stderr
+    page = (root / "out" / "plots.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert '"x":["0","1"]' in page.replace(" ", "") and '"y":[1.0,0.5]' in page.replace(" ", "")
+    assert "data:image/png;base64," in page
+    assert len(page) > 1_000_000  # plotly.js inside
+    assert shared.returncode == 0, shared.stderr
+    small = (root / "shared" / "plots.html").read_text()
+    assert 'src="plotly.min.js"' in small and len(small) < 100_000
+    assert (root / "shared" / "plotly.min.js").stat().st_size > 1_000_000

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlcd.cli.output import emit
+from mlcd.cli.output import console, emit
 from mlcd.cli.output import table as _rich_table
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -387,7 +387,33 @@ def diff(
     emit(result.to_dict(), as_json, render)
 
 
+plots_app = typer.Typer(help="Draw the plots stages declare.", no_args_is_help=True)
+
+
+@plots_app.command("show")
+def plots_show(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "plots.html"
+    ),
+    plotly: Annotated[
+        str, typer.Option("--plotly", help="inline, or directory: one plotly.min.js beside it.")
+    ] = "inline",
+) -> None:
+    """Render the workspace's declared plots files (CSV/TSV/JSON series, images) as HTML."""
+    from mlcd.layout import find_root
+    from mlcd.pipeline.snapshot import load_snapshot
+    from mlcd.tracking.plots import render_page
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    declared = [p for spec in snapshot.stages.values() for p in spec.plots]
+    files = {p: {"workspace": root / p} for p in declared if (root / p).is_file()}
+    written = render_page(files, out, plotly)
+    console().print(f"{len(files)} plot(s) written to {written}")
+
+
 def register(app: typer.Typer) -> None:
     """Attach these commands to the root app."""
     app.add_typer(runs_app, name="runs")
+    app.add_typer(plots_app, name="plots")
     app.command("diff")(diff)
