@@ -202,3 +202,19 @@ def test_plots_show_draws_declared_series_and_images(make_project, mlcd) -> None
     small = (root / "shared" / "plots.html").read_text()
     assert 'src="plotly.min.js"' in small and len(small) < 100_000
     assert (root / "shared" / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_plots_show_run_vs_run_draws_both_series(make_project, mlcd) -> None:
+    root = make_project(OWN_METRICS, {"input.txt": "x\n"})
+    first = run_json(mlcd, root)["run_id"]
+    (root / "mlcd.yaml").write_text(
+        (root / "mlcd.yaml").read_text().replace("0,1.0\\n1,0.5", "0,2.0\\n1,0.25")
+    )
+    second = run_json(mlcd, root)["run_id"]
+
+    shown = mlcd(root, "plots", "show", "--run", first, "--vs", second, "-o", "diff.html")
+
+    assert shown.returncode == 0, shown.stderr
+    page = (root / "diff.html").read_text().replace(" ", "")
+    assert '"y":[1.0,0.5]' in page and '"y":[2.0,0.25]' in page
+    assert f"{first[:8]}:loss" in page and f"{second[:8]}:loss" in page

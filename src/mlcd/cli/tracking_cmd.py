@@ -398,17 +398,39 @@ def plots_show(
     plotly: Annotated[
         str, typer.Option("--plotly", help="inline, or directory: one plotly.min.js beside it.")
     ] = "inline",
+    run: Annotated[
+        str | None, typer.Option("--run", help="Draw a run's plots (default: the workspace).")
+    ] = None,
+    vs: Annotated[
+        str | None, typer.Option("--vs", help="Draw another run's plots on the same charts.")
+    ] = None,
 ) -> None:
-    """Render the workspace's declared plots files (CSV/TSV/JSON series, images) as HTML."""
+    """Render declared plots files (CSV/TSV/JSON series, images) as HTML, like dvc plots."""
+    import tempfile
+
     from mlcd.layout import find_root
     from mlcd.pipeline.snapshot import load_snapshot
-    from mlcd.tracking.plots import render_page
+    from mlcd.project import Project
+    from mlcd.tracking.plots import render_page, run_plot_files
 
     root = find_root()
     snapshot = load_snapshot(root)
     declared = [p for spec in snapshot.stages.values() for p in spec.plots]
-    files = {p: {"workspace": root / p} for p in declared if (root / p).is_file()}
-    written = render_page(files, out, plotly)
+    files: dict[str, dict[str, Path]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        if run is None:
+            for p in declared:
+                if (root / p).is_file():
+                    files.setdefault(p, {})["workspace"] = root / p
+        if run is not None or vs is not None:
+            with Project.open(root) as project:
+                for ref in (r for r in (run, vs) if r is not None):
+                    run_id, found = run_plot_files(
+                        project.store, project.objects, ref, declared, Path(folder)
+                    )
+                    for p, path in found.items():
+                        files.setdefault(p, {})[run_id[:8]] = path
+        written = render_page(files, out, plotly)
     console().print(f"{len(files)} plot(s) written to {written}")
 
 

@@ -135,3 +135,27 @@ def render_page(files: Mapping[str, Mapping[str, Path]], out: Path, plotly: str 
         encoding="utf-8",
     )
     return out
+
+
+def run_plot_files(
+    store: Any, objects: Any, ref: str, paths: list[str], folder: Path
+) -> tuple[str, dict[str, Path]]:
+    """``(run id, {plot path: file})``: the plots files a run wrote, fetched into ``folder``.
+
+    Raises:
+        NotFound: no such run.
+    """
+    from mlcd.digest import Digest
+    from mlcd.store import runs as repo
+
+    with store.read() as conn:
+        run_id = str(repo.get_run(conn, ref)["id"])
+        refs = repo.artifacts_of(conn, run_id)
+    found: dict[str, Path] = {}
+    for artifact in refs:
+        if artifact.path in paths and artifact.path not in found and artifact.digest:
+            dest = folder / run_id / artifact.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            objects.get_file(Digest.parse(artifact.digest), dest)
+            found[artifact.path] = dest
+    return run_id, found
