@@ -51,3 +51,25 @@ def test_start_run_without_project_uses_a_local_store(tmp_path) -> None:
     finally:
         store.dispose()
     assert [r is not None for r in found] == [True, True]
+
+
+def test_tables_are_not_cut_at_80_columns_when_piped(project) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    value = "a-long-parameter-value-" * 6
+    script = (
+        "import mlcd\n"
+        "with mlcd.start_run(name='wide') as run:\n"
+        f"    mlcd.log_param('preprocessing_pipeline_description', {value!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    subprocess.run([sys.executable, "-c", script], cwd=project, env=env, check=True)
+
+    shown = run_cli(["runs", "show", "wide"], cwd=project, env=env)
+
+    assert shown.returncode == 0, shown.stderr
+    assert value in shown.stdout

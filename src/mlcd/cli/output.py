@@ -13,13 +13,19 @@ _console: Any = None
 _err_console: Any = None
 
 
+#: Width of tables when stdout is not a terminal and COLUMNS is unset.
+PIPED_WIDTH = 240
+
+
 def console() -> Any:
     """The rich console for stdout (created on first use)."""
     global _console
     if _console is None:
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=True)
+        # piped or captured (CI logs): rich would cut tables at 80 columns; COLUMNS still wins
+        wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+        _console = Console(highlight=False, soft_wrap=True, width=wide)
     return _console
 
 
