@@ -51,10 +51,10 @@ async def burst(port: int, X: Any, n: int, rows: int) -> dict[str, Any]:
     data_rows = np.resize(X.to_numpy(), (rows, X.shape[1])).tolist()
     body = json.dumps({"columns": list(X.columns), "data": data_rows}).encode()
     head = (
-        "POST /v1/models/bc/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "POST /v1/models/bc/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    probe = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    probe = b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     done: list[tuple[int, float]] = []
     probes: list[float | None] = []
 
@@ -92,7 +92,7 @@ async def slowloris(port: int, n: int, wait_s: float) -> dict[str, Any]:
 
     async def one() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         while time.perf_counter() - started < wait_s:
             try:
                 if await asyncio.wait_for(reader.read(100), 0.5) == b"":
@@ -110,7 +110,7 @@ async def slowloris(port: int, n: int, wait_s: float) -> dict[str, Any]:
 
     async def normal() -> int:
         await asyncio.sleep(2)
-        return (await _request(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+        return (await _request(port, b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                b"Connection: close\r\n\r\n"))[0]  # fmt: skip
 
     status, *_ = await asyncio.gather(normal(), *[one() for _ in range(n)])

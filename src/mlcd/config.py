@@ -149,6 +149,10 @@ class Serve(_Section):
     header_timeout_s: float = Field(default=10.0, gt=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
     prediction_log: PredictionLog = PredictionLog()
+    #: predict without a token even when bound beyond loopback (feedback always needs one)
+    public_predict: bool = False
+    #: Host headers accepted besides localhost, 127.0.0.1, [::1] and the bound address
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- step 5: monitoring

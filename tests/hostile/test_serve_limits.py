@@ -70,7 +70,9 @@ def test_oversized_feedback_body_is_413_and_nothing_is_stored(
         for start_at in range(0, len(body), 1000):
             yield body[start_at : start_at + 1000]
 
-    chunked = httpx.post(f"{server.url}/v1/feedback", content=chunks(), timeout=30)
+    chunked = httpx.post(
+        f"{server.url}/v1/feedback", content=chunks(), headers=server.auth, timeout=30
+    )
     assert chunked.status_code == 413
     assert _stored_feedback(registry) == 0
     assert server.client.get("/v2/health/ready").status_code == 200
@@ -164,7 +166,7 @@ def test_header_trickling_connections_are_closed(start: Callable[..., Running]) 
     for _ in range(50):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         sock.setblocking(False)
-        sock.send(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sock.send(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         socks.append(sock)
     open_socks = set(range(len(socks)))
     deadline = time.monotonic() + 60
@@ -196,7 +198,7 @@ def test_body_trickling_request_gets_408_and_is_closed(start: Callable[..., Runn
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/models/cancer/predict HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v1/models/cancer/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n["
         )
         answer = b""

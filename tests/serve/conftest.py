@@ -135,6 +135,13 @@ class Running:
     server: Any
     thread: threading.Thread
     client: httpx.Client
+    #: a ``feedback`` token the fixture created; ``client`` sends it on every request
+    token: str = ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The ``Authorization`` header with :attr:`token`."""
+        return {"authorization": f"Bearer {self.token}"}
 
     @property
     def service(self) -> Any:
@@ -188,12 +195,18 @@ def serve(registry: Registry) -> Iterator[Callable[..., Running]]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=url, timeout=30)
+        from mlcd.store import tokens
+
+        with registry.store.write() as conn:
+            token = tokens.create(conn, f"test-feedback-{port}", "feedback")
+        client = httpx.Client(
+            base_url=url, timeout=30, headers={"authorization": f"Bearer {token}"}
+        )
         deadline = time.monotonic() + 30
         while not server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
-        run = Running(url, app, server, thread, client)
+        run = Running(url, app, server, thread, client, token)
         running.append(run)
         if wait:
             run.wait_ready()

@@ -57,13 +57,22 @@ def serve(
         bool, typer.Option("--trust", help="Allow pickle-based model packages.")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this PEM certificate (chain).")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="The certificate's PEM private key (with --ssl-certfile).")
+    ] = None,
     directory: Annotated[Path, typer.Option("--dir", "-C", help="Project folder.")] = Path("."),
 ) -> None:
     """Serve a registered model over HTTP, following its alias as it moves."""
     from mlcd.errors import UsageError
     from mlcd.project import Project
+    from mlcd.serve.auth import static_tokens
     from mlcd.serve.traffic import CanarySpec
 
+    static_tokens(os.environ)  # a weak MLCD_*_TOKEN fails now, with exit 2
+    tls = _tls(ssl_certfile, ssl_keyfile)
     ref = model if ("@" in model or "/" in model) else f"{model}@{DEFAULT_ALIAS}"
     canary_spec = CanarySpec.parse(canary) if canary else None
     project = Project.open(directory)
@@ -107,7 +116,21 @@ def serve(
     # scikit-learn's gradient boosting) only add start-up cost per call and fight the
     # workers for the cores. Concurrency comes from --workers. The user may override.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _run_uvicorn(settings, log_level)
+    _run_uvicorn(settings, log_level, tls)
+
+
+def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, str]:
+    """uvicorn's TLS options, after checking both files are given and readable."""
+    from mlcd.errors import UsageError
+
+    if certfile is None and keyfile is None:
+        return {}
+    if certfile is None or keyfile is None:
+        raise UsageError("--ssl-certfile and --ssl-keyfile go together: give both")
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    return {"ssl_certfile": str(certfile.resolve()), "ssl_keyfile": str(keyfile.resolve())}
 
 
 def _aliases(canary: Any, shadow: str | None) -> list[str]:
@@ -137,7 +160,7 @@ def _check_followed(project: Any, name: str, aliases: list[str]) -> None:
             )
 
 
-def _run_uvicorn(settings: Any, log_level: str) -> None:
+def _run_uvicorn(settings: Any, log_level: str, tls: dict[str, str]) -> None:
     import importlib.util
 
     import uvicorn
@@ -153,6 +176,7 @@ def _run_uvicorn(settings: Any, log_level: str) -> None:
         loop=loop,
         log_level=log_level,
         timeout_graceful_shutdown=60,
+        **tls,
     )
     if workers > 1:
         from uvicorn.supervisors.multiprocess import Multiprocess
@@ -181,6 +205,7 @@ def worker_app() -> Any:
     from mlcd.config import Serve
     from mlcd.project import Project
     from mlcd.serve.app import create_app
+    from mlcd.serve.auth import Authenticator, static_tokens
     from mlcd.serve.holder import RegistrySource
     from mlcd.serve.traffic import CanarySpec
 
@@ -206,6 +231,7 @@ def worker_app() -> Any:
         drain_grace_s=float(spec["drain_seconds"]),
         metrics_dir=spec["metrics_dir"],
         monitor=project.config.monitor,
+        auth=Authenticator(project.store, static_tokens(os.environ)),
     )
 
 

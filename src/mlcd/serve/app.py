@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from mlcd import __version__
 from mlcd.config import Monitor, Serve
 from mlcd.serve import oip
+from mlcd.serve.auth import Authenticator, is_loopback
 from mlcd.serve.gauges import LiveGauges
 from mlcd.serve.holder import ModelHolder, ModelSource
 from mlcd.serve.metrics import ServeMetrics
@@ -68,6 +69,7 @@ def create_app(
     drain_grace_s: float = 0.0,
     metrics_dir: str | None = None,
     monitor: Monitor | None = None,
+    auth: Authenticator | None = None,
 ) -> FastAPI:
     """The model server's ASGI app.
 
@@ -86,6 +88,8 @@ def create_app(
         metrics_dir: the prometheus-client multiprocess folder when running several workers.
         monitor: drift settings and the live window (``mlcd.yaml``'s ``monitor:``): versions
             with a stored reference profile get live drift and quality gauges on ``/metrics``.
+        auth: checks bearer tokens (default: the store's tokens only); see
+            :mod:`mlcd.serve.auth` for who may call what.
 
     Returns:
         The FastAPI app (its ``state.service`` is the :class:`PredictionService`).
@@ -172,7 +176,26 @@ def create_app(
     app.add_middleware(
         FastPath, service=service, max_body=settings.max_body_bytes, body_s=settings.timeout_s
     )
+    _secure(app, settings, auth or Authenticator(store), metrics)
     return app
+
+
+def _secure(app: FastAPI, settings: Serve, auth: Authenticator, metrics: ServeMetrics) -> None:
+    """Token checks, then trusted hosts, then security headers (outermost) in front of all."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from mlcd.serve.auth import AuthGate, SecureTransport, allowed_hosts, failure_counter
+
+    open_predict = settings.public_predict or is_loopback(settings.host)
+    app.add_middleware(
+        AuthGate,
+        authenticator=auth,
+        open_predict=open_predict,
+        on_failure=failure_counter(metrics.registry),
+    )
+    hosts = allowed_hosts(settings.host, settings.allowed_hosts)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    app.add_middleware(SecureTransport)
 
 
 def _live_gauges(
