@@ -73,3 +73,29 @@ def test_tables_are_not_cut_at_80_columns_when_piped(project) -> None:
 
     assert shown.returncode == 0, shown.stderr
     assert value in shown.stdout
+
+
+def test_runs_compare_html_charts_scalar_metrics(project, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    script = (
+        "import mlcd\n"
+        "for name, lr, auc in (('one', 0.1, 0.81), ('two', 0.2, 0.87)):\n"
+        "    with mlcd.start_run(name=name):\n"
+        "        mlcd.log_param('lr', lr)\n"
+        "        mlcd.log_metric('auc', auc)\n"
+        "        mlcd.log_metric('f1', auc - 0.1)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=project, check=True)
+    page = tmp_path / "compare.html"
+
+    done = run_cli(["runs", "compare", "one", "two", "--html", str(page)], cwd=project)
+
+    assert done.returncode == 0, done.stderr
+    text = page.read_text().replace(" ", "")
+    assert '"type":"bar"' in text and "0.87" in text
+    assert '"type":"parcoords"' in text
+    assert text.count('<scripttype="text/javascript">/**') <= 1  # plotly.js once

@@ -135,6 +135,9 @@ def curves_html(
         "</head><body><h1>Run comparison</h1>",
         _table_html(comparison),
     ]
+    scalars = _scalar_figures(comparison)
+    for index, figure in enumerate(scalars):
+        parts.append(figure.to_html(include_plotlyjs=index == 0, full_html=False))
     if series:
         figure = make_subplots(
             rows=len(series),
@@ -175,9 +178,51 @@ def curves_html(
             figure.update_xaxes(title_text="step", row=row, col=1)
         figure.update_layout(height=320 * len(series), margin={"t": 60})
         parts.append("<h2>Metric curves</h2>")
-        parts.append(figure.to_html(include_plotlyjs=True, full_html=False))
+        parts.append(figure.to_html(include_plotlyjs=not scalars, full_html=False))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _numbers(values: list[Any]) -> list[float] | None:
+    if any(isinstance(v, bool) for v in values):
+        return None
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def _scalar_figures(comparison: Comparison) -> list[Any]:
+    """Grouped bars of the final metric values, and parallel coordinates of params + metrics."""
+    import plotly.graph_objects as go
+
+    labels = [_label(r) for r in comparison.runs]
+    numeric = {
+        (row.kind, row.key): values
+        for row in comparison.rows
+        if (values := _numbers(list(row.values))) is not None
+    }
+    metrics = {key: v for (kind, key), v in numeric.items() if kind == "metric"}
+    figures = []
+    if metrics:
+        bars = go.Figure(
+            [
+                go.Bar(name=label, x=list(metrics), y=[v[i] for v in metrics.values()])
+                for i, label in enumerate(labels)
+            ]
+        )
+        bars.update_layout(barmode="group", title="Metrics (last value)", height=360)
+        figures.append(bars)
+    if len(labels) >= 2 and len(numeric) >= 2:
+        dimensions = [
+            {"label": f"{kind}s.{key}", "values": values} for (kind, key), values in numeric.items()
+        ]
+        figures.append(
+            go.Figure(go.Parcoords(dimensions=dimensions)).update_layout(
+                title="Params and metrics across runs", height=400
+            )
+        )
+    return figures
 
 
 def _table_html(comparison: Comparison) -> str:
