@@ -293,6 +293,8 @@ def test_mlcd_serve_over_tls(project_with_model: Path, tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     bad = run_cli(["serve", "cancer", "--ssl-certfile", str(cert)], cwd=project_with_model)
     assert bad.returncode == 2 and "go together" in bad.stderr
+    weak = run_cli(["serve", "cancer"], cwd=project_with_model, env={"MLCD_SERVE_TOKEN": "short"})
+    assert weak.returncode == 2 and "MLCD_SERVE_TOKEN is shorter than 24" in weak.stderr
     port = free_port()
     env = {**os.environ, "MLCD_FEEDBACK_TOKEN": "f" * 32}
     output = (tmp_path / "serve.log").open("wb")
