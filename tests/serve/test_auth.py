@@ -39,6 +39,15 @@ def _bearer(secret: str) -> dict[str, str]:
     return {"authorization": f"Bearer {secret}"}
 
 
+def _label(url: str, X: Any, secret: str, **predict: Any) -> httpx.Response:
+    """Predict one row to get a request id the server issued, then label it with ``secret``."""
+    rows = X.head(1).to_dict(orient="records")
+    (issued,) = httpx.post(f"{url}{PREDICT}", json=rows, **predict).json()["request_ids"]
+    return httpx.post(
+        f"{url}/v1/feedback", json={"request_id": issued, "label": 1}, headers=_bearer(secret)
+    )
+
+
 def _public(serve: Callable[..., Running], **settings: Any) -> Running:
     """A server that believes it is bound to 0.0.0.0 (beyond loopback); reached on 127.0.0.1."""
     return serve(settings=Serve(host="0.0.0.0", poll_interval_s=0.2, **settings))
@@ -107,10 +116,7 @@ def test_a_predict_token_on_feedback_is_403(
     }
     assert _failures(server)["forbidden"] == 1 and _stored(registry) == 0
     admin = _token(registry, "ops", "admin")
-    ok = httpx.post(
-        f"{server.url}/v1/feedback", json={"request_id": "r", "label": 1}, headers=_bearer(admin)
-    )
-    assert ok.status_code == 200
+    assert _label(server.url, cancer_registered, admin).status_code == 200
 
 
 def test_revoked_and_expired_tokens_are_401(
@@ -119,22 +125,23 @@ def test_revoked_and_expired_tokens_are_401(
     auth = Authenticator(registry.store, ttl_s=0.2)
     server = serve(auth=auth)
     secret = _token(registry, "labeller", "feedback")
-    body = {"request_id": "r1", "label": 1}
-    url = f"{server.url}/v1/feedback"
-    assert httpx.post(url, json=body, headers=_bearer(secret)).status_code == 200
+    X = cancer_registered
+    assert _label(server.url, X, secret).status_code == 200
     with registry.store.write() as conn:
         tokens.revoke(conn, "labeller")
     deadline = time.monotonic() + 10  # revocation takes effect within the cache time
-    while (response := httpx.post(url, json=body, headers=_bearer(secret))).status_code == 200:
+    while (response := _label(server.url, X, secret)).status_code != 401:
+        assert response.status_code == 200, response.text
         assert time.monotonic() < deadline, "the revoked token is still accepted"
         time.sleep(0.05)
-    assert response.status_code == 401 and "revoked" in response.json()["error"]
+    assert "revoked" in response.json()["error"]
     expiring = _token(registry, "short", "feedback", expires_at=time.time() + 0.5)
     deadline = time.monotonic() + 10
-    while (response := httpx.post(url, json=body, headers=_bearer(expiring))).status_code == 200:
+    while (response := _label(server.url, X, expiring)).status_code != 401:
+        assert response.status_code == 200, response.text
         assert time.monotonic() < deadline, "the expired token is still accepted"
         time.sleep(0.05)
-    assert response.status_code == 401 and "expired" in response.json()["error"]
+    assert "expired" in response.json()["error"]
     failures = _failures(server)
     assert failures["revoked"] >= 1 and failures["expired"] >= 1
 
@@ -179,10 +186,9 @@ def test_static_tokens_from_the_environment(
     static = static_tokens({"MLCD_SERVE_TOKEN": admin, "MLCD_PREDICT_TOKEN": predict})
     server = serve(auth=Authenticator(registry.store, static), settings=Serve(host="0.0.0.0"))
     body = {"request_id": "r", "label": 1}
-    assert (
-        httpx.post(f"{server.url}/v1/feedback", json=body, headers=_bearer(admin)).status_code
-        == 200
-    )
+    X = cancer_registered
+    with_predict = {"headers": _bearer(predict)}
+    assert _label(server.url, X, admin, **with_predict).status_code == 200
     assert (
         httpx.post(f"{server.url}/v1/feedback", json=body, headers=_bearer(predict)).status_code
         == 403
@@ -318,7 +324,9 @@ def test_mlcd_serve_over_tls(project_with_model: Path, tmp_path: Path) -> None:
                 time.sleep(0.1)
             ready = client.get("/v2/health/ready")
             assert ready.headers["strict-transport-security"].startswith("max-age=")
-            body = {"request_id": "r", "label": 1}
+            rows = cancer()[0].head(1).to_dict(orient="records")
+            (issued,) = client.post(PREDICT, json=rows).json()["request_ids"]
+            body = {"request_id": issued, "label": 1}
             assert client.post("/v1/feedback", json=body).status_code == 401
             ok = client.post("/v1/feedback", json=body, headers=_bearer("f" * 32))
             assert ok.status_code == 200

@@ -181,7 +181,8 @@ class Authenticator:
                 time.time(),
             )
             if what != "active":
-                raise Refused(401, what, f"the bearer token has {'been revoked' if what == 'revoked' else 'expired'}: ask for a new one")  # fmt: skip
+                gone = "been revoked" if what == "revoked" else "expired"
+                raise Refused(401, what, f"the bearer token has {gone}: ask for a new one")
         if not any(grants(identity.role, n) for n in need):
             raise Refused(
                 403,
