@@ -349,3 +349,37 @@ def project_with_model(project: Path) -> Path:
             "cancer", cancer_model(), X.head(50)
         )
     return project
+
+
+def test_mlcd_serve_on_all_interfaces_needs_a_predict_token(project_with_model: Path) -> None:
+    # The real CLI bound to 0.0.0.0 (reached here through 127.0.0.1): predict is closed.
+    made = run_cli(["tokens", "create", "web", "--role", "predict"], cwd=project_with_model)
+    secret = made.stdout.strip()
+    port = free_port()
+    log = project_with_model / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlcd.cli.main", "serve", "cancer", "--host", "0.0.0.0",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=project_with_model, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the server did not get ready"
+                time.sleep(0.1)
+            rows = cancer()[0].head(1).to_dict(orient="records")
+            assert httpx.post(f"{url}{PREDICT}", json=rows).status_code == 401
+            answered = httpx.post(f"{url}{PREDICT}", json=rows, headers=_bearer(secret))
+            assert answered.status_code == 200
+        finally:
+            process.terminate()
+            process.wait(30)
+    assert "predict needs a token with the 'predict' role" in log.read_text()

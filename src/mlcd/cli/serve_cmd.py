@@ -91,6 +91,7 @@ def serve(
     _check_refs(project, [ref])
     _check_followed(project, name, _aliases(canary_spec, shadow))
     project.close()
+    _note_auth(settings)
 
     spec: dict[str, Any] = {
         "root": str(project.root),
@@ -131,6 +132,27 @@ def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, str]:
         if not path.is_file():
             raise UsageError(f"{option} {path}: no such file")
     return {"ssl_certfile": str(certfile.resolve()), "ssl_keyfile": str(keyfile.resolve())}
+
+
+def _note_auth(settings: Any) -> None:
+    """Say who may predict once the server is reachable beyond this machine."""
+    from mlcd.cli.output import err_console
+    from mlcd.serve.auth import is_loopback
+
+    if is_loopback(settings.host):
+        return
+    if settings.public_predict:
+        what = "predict is open to anyone who reaches the port (serve.public_predict: true)"
+    else:
+        what = (
+            "predict needs a token with the 'predict' role "
+            "('mlcd tokens create NAME --role predict', or MLCD_PREDICT_TOKEN)"
+        )
+    err_console().print(
+        f"note: bound to {settings.host}: {what}; feedback needs a 'feedback' token; "
+        "add the host names clients use to serve.allowed_hosts",
+        markup=False,
+    )
 
 
 def _aliases(canary: Any, shadow: str | None) -> list[str]:
