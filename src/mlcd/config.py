@@ -195,12 +195,12 @@ class Monitor(_Section):
     max_missing_share: float = Field(default=0.1, ge=0, le=1)
     max_out_of_range_share: float = Field(default=0.1, ge=0, le=1)
     performance_min_labels: int = Field(default=30, gt=0)
+    #: a window with fewer values per column is "not enough data", never drift (None: by method)
+    min_rows: int | None = Field(default=None, gt=0)
     label_horizon: str = "30d"
     alerts: Alerts = Alerts()
     #: the server's live gauges: rows per version's rolling window (0 turns them off)
     live_window_rows: int = Field(default=10_000, ge=0, le=10_000_000)
-    #: a window with fewer values per column is "not enough data", never drift (None: by method)
-    min_rows: int | None = Field(default=None, gt=0)
     live_refresh_s: float = Field(default=5.0, gt=0)
 
 
