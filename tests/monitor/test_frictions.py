@@ -66,3 +66,25 @@ def test_a_real_shift_is_still_drift_and_min_rows_is_configurable(project: Path)
     code, report, _ = _monitor(project)
     assert code == 0
     assert report["drift"]["drifted"] == []
+
+
+def test_a_one_period_performance_chart_spans_hours_not_milliseconds() -> None:
+    # guards against a single labelled period being drawn with sub-millisecond ticks (issue 19)
+    from types import SimpleNamespace
+
+    from mlcd.monitor.performance import PerformanceReport
+    from mlcd.monitor.report import _performance_figure
+
+    start = 1_764_000_000.0
+    performance = PerformanceReport(
+        task="classification",
+        labels=50,
+        predictions=50,
+        overall={"accuracy": 0.9, "n": 50},
+        periods=[{"start": start, "end": start + 86400, "labels": 50, "metrics": {"accuracy": 0.9}}],
+        baseline={},
+    )
+    figure = _performance_figure(SimpleNamespace(performance=performance))  # type: ignore[arg-type]
+    low, high = figure.layout.xaxis.range
+    assert (high - low).total_seconds() >= 86400
+    assert low.timestamp() < start < start + 86400 < high.timestamp()

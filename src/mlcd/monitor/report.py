@@ -250,7 +250,17 @@ def _performance_figure(report: MonitorReport) -> Any:
                 y=p.baseline[name], line_dash="dash", annotation_text=f"baseline {name}"
             )
     figure.update_layout(height=340, title="Performance over time (labelled predictions)")
+    if len(p.periods) == 1:
+        figure.update_xaxes(range=_one_period_range(p.periods[0]))
     return figure
+
+
+def _one_period_range(period: dict[str, Any]) -> list[datetime]:
+    """An x range around a single point, so plotly does not zoom to sub-millisecond ticks."""
+    start = float(period["start"])
+    end = max(float(period.get("end") or start), start + 3600.0)
+    pad = max((end - start) / 2, 12 * 3600.0)
+    return [datetime.fromtimestamp(start - pad, UTC), datetime.fromtimestamp(end + pad, UTC)]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
