@@ -232,6 +232,11 @@ def test_reports_markdown_html_json_and_junit(world: World, tmp_path: Path) -> N
     page = paths["html"].read_text()
     assert "ROC curve" in page and "Calibration" in page and "plotly" in page.lower()
     assert "Confusion matrix" in page and "accuracy per slice" in page
+    # inline in Jupyter (issue 19): verdict, metrics of both models, each gate
+    inline = evaluation._repr_html_()
+    assert "FAIL" in inline and "churn v2 against champion" in inline
+    assert "roc_auc" in inline and "roc_auc &gt;= 0.99" in inline
+    assert inline.count("<tr>") >= 7 + len(evaluation.candidate.metrics)
 
 
 def test_regression_models_are_evaluated_and_reported(world: World, tmp_path: Path) -> None:

@@ -88,3 +88,29 @@ def test_a_one_period_performance_chart_spans_hours_not_milliseconds() -> None:
     low, high = figure.layout.xaxis.range
     assert (high - low).total_seconds() >= 86400
     assert low.timestamp() < start < start + 86400 < high.timestamp()
+
+
+def test_a_monitor_report_displays_inline_in_jupyter(tmp_path: Path) -> None:
+    # guards against notebook users getting a dataclass repr instead of a readable report (issue 19)
+    from mlcd.config import parse_config
+    from mlcd.monitor.run import run_monitor
+
+    reference = frame(2000, seed=1, columns=3)
+    current = frame(2000, seed=2, shift={"x0": 3.0}, columns=3)
+    current = current.rename(columns={"x1": "<script>x1</script>"})
+    reference = reference.rename(columns={"x1": "<script>x1</script>"})
+    reference.to_parquet(tmp_path / "ref.parquet")
+    current.to_parquet(tmp_path / "cur.parquet")
+
+    report = run_monitor(
+        config=parse_config("{}"),
+        root=tmp_path,
+        target="m",
+        reference=tmp_path / "ref.parquet",
+        current=tmp_path / "cur.parquet",
+    )
+    page = report._repr_html_()
+
+    assert "monitor m" in page and "<table>" in page
+    assert "x0" in page and "drift" in page
+    assert "<script>x1" not in page and "&lt;script&gt;x1&lt;/script&gt;" in page

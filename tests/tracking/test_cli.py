@@ -226,3 +226,22 @@ def test_api_stage_and_metrics_file_stage_are_both_queryable(tmp_path: Path) -> 
     assert run["params"]["optimizer"] == "adam"
     info = _json(root, "runs", "show", run["id"])
     assert info["metrics"]["train_loss"]["points"] == 20  # type: ignore[index]
+
+
+def test_a_comparison_displays_inline_in_jupyter(populated) -> None:
+    # guards against notebook users getting a dataclass repr instead of the table (issue 19)
+    from mlcd.tracking.compare import compare_runs
+
+    _, store, _ = populated
+    with store.write() as conn:
+        conn_runs = runs.create_run(conn, name="<script>alert(1)</script>")
+        runs.log_params(conn, conn_runs, {"lr": 0.5})
+        runs.end_run(conn, conn_runs)
+    with store.read() as conn:
+        comparison = compare_runs(conn, ["slow", "fast", conn_runs])
+
+    page = comparison._repr_html_()
+
+    assert "params.lr" in page and "0.01" in page and "0.93" in page
+    assert "class='differs'" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from mlcd import notebook
 from mlcd.digest import hash_bytes
 from mlcd.errors import EvaluationError, NotFound, UsageError
 from mlcd.evaluate.bootstrap import Delta, paired_bootstrap
@@ -106,6 +107,25 @@ class Evaluation:
     def passed(self) -> bool:
         """Whether every gate passed."""
         return self.verdict.passed
+
+    def _repr_html_(self) -> str:
+        """The verdict, the metrics side by side and each gate, inline in Jupyter."""
+        champion = self.champion.metrics if self.champion else {}
+        metrics = [
+            [name, value, champion.get(name), self.deltas[name].delta if name in self.deltas else None]
+            for name, value in sorted(self.candidate.metrics.items())
+        ]
+        gates = [
+            [r.gate.expression, "pass" if r.passed else "fail", r.observed, r.detail]
+            for r in self.verdict.results
+        ]
+        return notebook.fragment(
+            f"{self.model} v{self.candidate.version} against {self.against}",
+            self.passed,
+            [f"data {self.data_path} ({self.rows} rows), {self.resamples} resamples"],
+            notebook.table(["metric", "candidate", "champion", "delta"], metrics),
+            notebook.table(["gate", "result", "observed", "detail"], gates) if gates else "",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

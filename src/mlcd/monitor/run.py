@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcd import notebook
 from mlcd.errors import MonitorError, UsageError
 from mlcd.monitor.current import WindowSummary, summarise_window
 from mlcd.monitor.drift import DriftReport, DriftSettings, detect_drift
@@ -77,6 +78,22 @@ class MonitorReport:
     elapsed_s: float = 0.0
     #: facts that limit what was judged but are not problems (too small a window...)
     notes: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        """Failures, notes and each tested column's drift, inline in Jupyter."""
+        subject = self.subject.model + (
+            f" v{self.subject.version}" if self.subject.version is not None else ""
+        )
+        columns = [
+            [f.name, f.method, f.score, f.threshold, f.status]
+            for f in [*self.drift.features, *self.drift.predictions]
+        ]
+        return notebook.fragment(
+            f"monitor {subject}",
+            not self.failures,
+            [*self.failures, *self.notes],
+            notebook.table(["column", "method", "score", "threshold", "status"], columns),
+        )
 
     @property
     def failures(self) -> list[str]:

@@ -47,6 +47,10 @@ class Comparison:
     runs: tuple[RunRecord, ...]
     rows: tuple[ComparisonRow, ...]
 
+    def _repr_html_(self) -> str:
+        """The side-by-side table, inline in Jupyter (differing rows marked)."""
+        return f"<div class='mlcd-nb'>{_table_html(self)}</div>"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
