@@ -49,6 +49,51 @@ def test_register_a_pickle_file_needs_trust_and_stores_it_as_skops(project: Path
     assert [c["name"] for c in package["signature"]["inputs"]] == ["f0", "f1", "f2", "f3"]
 
 
+def test_a_sample_holding_the_label_is_cut_to_what_the_model_was_fitted_on(project: Path) -> None:
+    # guards against the label becoming a model input when --sample is the training table
+    model, frame = _forest_on_array()
+    with open(project / "model.pkl", "wb") as out:
+        pickle.dump(model, out)
+    frame.head(50).to_csv(project / "train.csv", index=False)  # label included
+    frame.head(50).assign(extra=1.0).to_csv(project / "wide.csv", index=False)
+    register = ["models", "register", "so", "model.pkl", "--flavor", "sklearn", "--trust"]
+
+    unsaid = run_cli([*register, "--sample", "train.csv"], project)
+    assert unsaid.returncode == 2
+    assert "5 columns" in unsaid.stderr and "4 features" in unsaid.stderr
+    assert "--target" in unsaid.stderr
+
+    done = run_cli([*register, "--sample", "train.csv", "--target", "label", "--json"], project)
+    assert done.returncode == 0, done.stderr
+    assert "dropped 'label'" in done.stderr
+    shown = json.loads(run_cli(["models", "show", "so/1", "--json"], project).stdout)
+    assert [c["name"] for c in shown["package"]["signature"]["inputs"]] == ["f0", "f1", "f2", "f3"]
+
+    wide = run_cli([*register, "--sample", "wide.csv", "--target", "label"], project)
+    assert wide.returncode == 2 and "5 columns" in wide.stderr
+
+
+def test_a_sample_is_cut_to_the_feature_names_a_model_was_fitted_with(project: Path) -> None:
+    # guards against extra columns (label, ids) of a named-feature model's sample becoming inputs
+    from sklearn.linear_model import LogisticRegression
+
+    _, frame = _forest_on_array()
+    model = LogisticRegression().fit(frame[["f0", "f1"]], frame["label"])
+    with open(project / "model.pkl", "wb") as out:
+        pickle.dump(model, out)
+    frame.head(50).to_csv(project / "train.csv", index=False)
+
+    done = run_cli(
+        ["models", "register", "lr", "model.pkl", "--flavor", "sklearn", "--trust",
+         "--sample", "train.csv"],
+        project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "dropped" in done.stderr and "'label'" in done.stderr
+    shown = json.loads(run_cli(["models", "show", "lr/1", "--json"], project).stdout)
+    assert [c["name"] for c in shown["package"]["signature"]["inputs"]] == ["f0", "f1"]
+
+
 def test_register_a_file_without_flavor_is_a_usage_error(project: Path) -> None:
     (project / "model.pkl").write_bytes(b"not a model")
     result = run_cli(["models", "register", "so", "model.pkl"], project)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlcd.cli.output import emit, table
+from mlcd.cli.output import emit, note, table
 from mlcd.cli.step_progress import step_progress
 
 if TYPE_CHECKING:
@@ -214,6 +214,10 @@ def register_version(
         Path | None,
         typer.Option(help="For a model file: training rows (CSV/Parquet) for the signature."),
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(help="For --sample: the label column to leave out (default: models.NAME.target)."),
+    ] = None,
     run: Annotated[str | None, typer.Option("--run", help="The run that made it.")] = None,
     source: Annotated[str | None, typer.Option(help="Where it came from (free text).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tags (repeatable).")] = None,
@@ -245,10 +249,12 @@ def register_version(
             from mlcd.registry.model_file import read_sample, register_file
 
             assert flavor is not None
+            declared = project.config.models.get(name)
             result = register_file(
                 project.store, project.objects, name, path, flavor, trusted=trust,
                 sample=None if sample is None else read_sample(sample), run_id=run,
-                source=source, tags=tags,
+                source=source, tags=tags, target=target or (declared.target if declared else None),
+                on_note=note,
             )  # fmt: skip
         else:
             result = register_from_path(

@@ -68,6 +68,13 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
     return result
 
 
+def note(message: str) -> None:
+    """Print a note to stderr (kept off stdout, so ``--json`` output stays clean)."""
+    from rich.markup import escape
+
+    err_console().print(f"[dim]note:[/] {escape(message)}")
+
+
 def fail(message: str, hint: str | None = None) -> None:
     """Print an error (and a hint) to stderr."""
     from rich.markup import escape

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,44 @@ def read_model_file(path: str | os.PathLike[str], flavor: str, trusted: bool = F
         raise missing_library(flavor, exc) from exc
 
 
+def fit_sample(
+    model: Any, sample: Any, target: str | None = None
+) -> tuple[Any, list[str]]:
+    """Cut a sample table to the columns ``model`` was fitted on; returns it and what was dropped.
+
+    The declared ``target`` is dropped; a model that knows its feature names keeps exactly
+    those; one that only knows its feature count must then match it.
+
+    Raises:
+        UsageError: the sample lacks a fitted column, or its width does not match the model.
+    """
+    if sample is None or not hasattr(sample, "columns"):
+        return sample, []
+    dropped = [target] if target is not None and target in sample.columns else []
+    sample = sample.drop(columns=dropped)
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = [str(n) for n in names]
+        missing = [n for n in names if n not in sample.columns]
+        if missing:
+            raise UsageError(
+                f"the sample lacks {len(missing)} column(s) the model was fitted on: "
+                + ", ".join(repr(m) for m in missing[:5]),
+                hint="give a sample of the training inputs (--sample)",
+            )
+        dropped += [str(c) for c in sample.columns if str(c) not in names]
+        return sample[names], dropped
+    count = getattr(model, "n_features_in_", None)
+    if isinstance(count, int) and sample.shape[1] != count:
+        raise UsageError(
+            f"the sample has {sample.shape[1]} columns but the model was fitted on "
+            f"{count} features (without names, so mlcd cannot tell which to keep)",
+            hint="say which column is the label with --target COL (or models.NAME.target in "
+            "mlcd.yaml), or give a sample of the inputs only",
+        )
+    return sample, dropped
+
+
 def register_file(
     store: Store,
     objects: ObjectStore,
@@ -154,14 +192,25 @@ def register_file(
     run_id: str | None = None,
     source: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    target: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Registration:
     """Read a model file, save it as a package and register it (same file: same version).
 
+    ``sample`` is cut to the model's fitted columns first (see :func:`fit_sample`); what was
+    dropped is said through ``on_note``.
+
     Raises:
-        UsageError: see :func:`read_model_file`.
+        UsageError: see :func:`read_model_file` and :func:`fit_sample`.
         RegistryError: the model cannot be packaged.
     """
     model = read_model_file(path, flavor, trusted)
+    sample, dropped = fit_sample(model, sample, target)
+    if dropped and on_note is not None:
+        on_note(
+            "dropped " + ", ".join(repr(c) for c in dropped)
+            + " from the sample: the model was not fitted on them"
+        )
     lineage = {"file": str(path), "file_digest": hash_file(Path(path)).hex}
     staging = Path(tempfile.mkdtemp(prefix="mlcd-register-"))
     try:
