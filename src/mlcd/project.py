@@ -30,9 +30,23 @@ class Project:
     _closers: list[Any] = field(default_factory=list, repr=False)
 
     @classmethod
-    def open(cls, start: str | os.PathLike[str] = ".") -> Project:
-        """Find and load the project containing ``start``."""
-        root = find_root(start)
+    def open(cls, start: str | os.PathLike[str] = ".", *, local_store: bool = False) -> Project:
+        """Find and load the project containing ``start``.
+
+        With ``local_store``, a folder with no ``mlcd.yaml`` up the tree but a ``.mlcd/mlcd.db``
+        (what ``mlcd.start_run()`` leaves when no project is found) opens on the embedded
+        defaults, so its runs can be listed and compared.
+
+        Raises:
+            ConfigError: no project found (and no local store, when allowed).
+        """
+        try:
+            root = find_root(start)
+        except ConfigError:
+            here = Path(start).absolute()
+            if local_store and (here / STATE_DIR / "mlcd.db").is_file():
+                return cls(root=here, config=Config())
+            raise
         return cls(root=root, config=load_config(root))
 
     @property

@@ -53,6 +53,40 @@ def test_start_run_without_project_uses_a_local_store(tmp_path) -> None:
     assert [r is not None for r in found] == [True, True]
 
 
+def test_the_cli_lists_and_compares_runs_of_the_local_store(tmp_path) -> None:
+    # guards against notebook runs (no mlcd.yaml) being unreachable from `mlcd runs`
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    script = (
+        "import mlcd\n"
+        "for lr in (0.1, 0.2):\n"
+        "    with mlcd.start_run(name=f'lr{lr}'):\n"
+        "        mlcd.log_param('lr', lr)\n"
+        "        mlcd.log_metric('auc', 0.8 + lr / 10)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLCD_")}
+    made = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+
+    listed = run_cli(["runs", "list", "--json"], tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    names = sorted(r["name"] for r in json.loads(listed.stdout))
+    assert names == ["lr0.1", "lr0.2"]
+    compared = run_cli(["runs", "compare", "lr0.1", "lr0.2", "--json"], tmp_path, env=env)
+    assert compared.returncode == 0, compared.stderr
+    rows = {(r["kind"], r["key"]): r["values"] for r in json.loads(compared.stdout)["rows"]}
+    assert rows[("metric", "auc")] == pytest.approx([0.81, 0.82])
+    elsewhere = run_cli(["runs", "list"], tmp_path / ".mlcd", env=env)
+    assert elsewhere.returncode == 2 and "no mlcd.yaml" in elsewhere.stderr
+
+
 def test_tables_are_not_cut_at_80_columns_when_piped(project) -> None:
     import os
     import subprocess

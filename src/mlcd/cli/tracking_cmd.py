@@ -93,7 +93,7 @@ def list_runs(
 
     node = parse_filter(filter)
     order = parse_order(order_by)
-    with Project.open() as project, project.store.read() as conn:
+    with Project.open(local_store=True) as project, project.store.read() as conn:
         records = search(conn, node, order_by, limit)
     if as_json:
         emit([r.to_dict() for r in records], True)
@@ -150,7 +150,7 @@ def show(
     from mlcd.project import Project
     from mlcd.tracking.query import describe
 
-    with Project.open() as project, project.store.read() as conn:
+    with Project.open(local_store=True) as project, project.store.read() as conn:
         info = describe(conn, run)
 
     def render(out: Any) -> None:
@@ -218,7 +218,7 @@ def compare(
     from mlcd.project import Project
     from mlcd.tracking.compare import compare_runs, curves_html, metric_curves
 
-    with Project.open() as project, project.store.read() as conn:
+    with Project.open(local_store=True) as project, project.store.read() as conn:
         comparison = compare_runs(conn, runs)
         curves = metric_curves(conn, [r.id for r in comparison.runs]) if html else {}
     if html is not None:
@@ -261,7 +261,7 @@ def lineage(
     from mlcd.tracking.lineage import looks_like_digest, producers, run_lineage
 
     made_by: list[dict[str, Any]] = []
-    with Project.open() as project, project.store.read() as conn:
+    with Project.open(local_store=True) as project, project.store.read() as conn:
         if looks_like_digest(ref):
             made_by = producers(conn, ref)
         if made_by:
