@@ -232,6 +232,11 @@ def test_reports_markdown_html_json_and_junit(world: World, tmp_path: Path) -> N
     page = paths["html"].read_text()
     assert "ROC curve" in page and "Calibration" in page and "plotly" in page.lower()
     assert "Confusion matrix" in page and "accuracy per slice" in page
+    # one shared plotly.js beside the reports instead of 4.8 MB in each page (issue 19)
+    shared = write_reports(evaluation, tmp_path / "shared", ("html",), plotly="directory")
+    assert shared["html"].stat().st_size < paths["html"].stat().st_size - 1_000_000
+    assert "src=\"plotly.min.js\"" in shared["html"].read_text()
+    assert (tmp_path / "shared" / "plotly.min.js").stat().st_size > 1_000_000
     # inline in Jupyter (issue 19): verdict, metrics of both models, each gate
     inline = evaluation._repr_html_()
     assert "FAIL" in inline and "churn v2 against champion" in inline

@@ -114,3 +114,28 @@ def test_a_monitor_report_displays_inline_in_jupyter(tmp_path: Path) -> None:
     assert "monitor m" in page and "<table>" in page
     assert "x0" in page and "drift" in page
     assert "<script>x1" not in page and "&lt;script&gt;x1&lt;/script&gt;" in page
+
+
+def test_monitor_reports_can_share_one_plotly_js(project: Path) -> None:
+    # guards against every HTML report inlining 4.8 MB of plotly.js (issue 19 cosmetic)
+    _files(project, 1021)
+
+    inline = run_cli(
+        ["monitor", "m", "--reference", "ref.parquet", "--current", "cur.parquet",
+         "--report-dir", "inline"],
+        project,
+    )  # fmt: skip
+    shared = run_cli(
+        ["monitor", "m", "--reference", "ref.parquet", "--current", "cur.parquet",
+         "--report-dir", "shared", "--plotly", "directory"],
+        project,
+    )  # fmt: skip
+    wrong = run_cli(["monitor", "m", "--current", "cur.parquet", "--plotly", "cdn"], project)
+
+    assert inline.returncode == 0 and shared.returncode == 0, shared.stderr
+    assert (project / "inline" / "report.html").stat().st_size > 1_000_000
+    page = (project / "shared" / "report.html").read_text()
+    assert len(page) < 1_000_000 and "<script src='plotly.min.js'></script>" in page
+    assert (project / "shared" / "plotly.min.js").stat().st_size > 1_000_000
+    assert not (project / "inline" / "plotly.min.js").exists()
+    assert wrong.returncode == 2 and "--plotly" in wrong.stderr

@@ -304,14 +304,19 @@ def promote(
     target: Annotated[str | None, typer.Option(help="Label column (default: target).")] = None,
     against: Annotated[str, typer.Option(help="Alias relative gates compare with.")] = "champion",
     report_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
+    plotly: Annotated[
+        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+    ] = "inline",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     trust: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Move an alias to a version through the alias's gates. Exit 1 if a gate fails."""
+    from mlcd import plotlyjs
     from mlcd.evaluate.promotion import promote as run_promotion
     from mlcd.project import Project
 
+    plotlyjs.check(plotly)
     with Project.open() as project:
         number = _version_number(project, name, version)
         spec = _model_spec(project, name)
@@ -336,6 +341,7 @@ def promote(
                 cache_dir=project.state_dir / "cache" / "models",
                 trusted=trust,
                 progress=progress,
+                plotly=plotly,
             )
 
     def render(out: Any) -> None:
@@ -420,12 +426,16 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="Evaluation data (default: eval_data).")] = None,
     target: Annotated[str | None, typer.Option(help="Label column (default: target).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
+    plotly: Annotated[
+        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+    ] = "inline",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     confidence: Annotated[float, typer.Option(help="Interval confidence, 0-1.")] = 0.95,
     trust: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score a candidate against the champion on held-out data; exit 1 if a gate fails."""
+    from mlcd import plotlyjs
     from mlcd.errors import GateFailed, UsageError
     from mlcd.evaluate import evaluate as run_evaluation
     from mlcd.evaluate import record_evaluation, write_reports
@@ -433,6 +443,7 @@ def evaluate(
     from mlcd.project import Project
 
     gates_alias = alias or against
+    plotlyjs.check(plotly)
     with Project.open() as project:
         number = _version_number(project, name, candidate)
         spec = _model_spec(project, name)
@@ -463,7 +474,9 @@ def evaluate(
             )
             progress("writing reports")
             digest = record_evaluation(project.store, project.objects, evaluation)
-            written = write_reports(evaluation, _report_dir(project, name, number, report_dir))
+            written = write_reports(
+                evaluation, _report_dir(project, name, number, report_dir), plotly=plotly
+            )
 
     payload = {
         **evaluation.to_dict(),

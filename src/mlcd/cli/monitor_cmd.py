@@ -41,6 +41,9 @@ def monitor(
         Path | None,
         typer.Option("--report-dir", help="Write report.html, report.json and report.md here."),
     ] = None,
+    plotly: Annotated[
+        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+    ] = "inline",
     no_alert: Annotated[
         bool, typer.Option("--no-alert", help="Do not alert even when a threshold is crossed.")
     ] = False,
@@ -51,12 +54,14 @@ def monitor(
     Exit codes: 0 within thresholds; 1 drift, a quality breach or performance decay
     (alerts sent); 2 bad arguments or configuration; 3 failure to read data or the store.
     """
+    from mlcd import plotlyjs
     from mlcd.errors import CheckFailed
     from mlcd.monitor.alerts import raise_alert
     from mlcd.monitor.report import plain, to_json, write_reports
     from mlcd.monitor.run import run_monitor
     from mlcd.project import Project
 
+    plotlyjs.check(plotly)
     with Project.open() as project, step_progress(f"monitoring {model}", not as_json) as status:
         report = run_monitor(
             config=project.config,
@@ -73,7 +78,7 @@ def monitor(
         files = {}
         if report_dir is not None:
             status("writing reports")
-            files = {k: str(v) for k, v in write_reports(report, report_dir).items()}
+            files = {k: str(v) for k, v in write_reports(report, report_dir, plotly).items()}
         alert = None
         if report.failed and not no_alert:
             status("alerting")

@@ -85,6 +85,7 @@ def promote(
     trusted: bool = False,
     reuse: bool = True,
     progress: Progress | None = None,
+    plotly: str = "inline",
 ) -> Promotion:
     """Move ``alias`` of ``name`` to ``version`` if the alias's gates pass.
 
@@ -196,7 +197,9 @@ def promote(
             progress=progress,
         )
     digest = evaluation.reused_from or store_report(objects, evaluation)
-    reports = write_reports(evaluation, report_dir) if report_dir is not None else {}
+    reports = (
+        write_reports(evaluation, report_dir, plotly=plotly) if report_dir is not None else {}
+    )
     verdict = evaluation.verdict
     details = {
         "verdict": "passed" if verdict.passed else "failed",

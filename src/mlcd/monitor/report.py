@@ -8,12 +8,15 @@ to the version's evaluation baseline.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mlcd import plotlyjs
 
 if TYPE_CHECKING:
     from mlcd.monitor.drift import FeatureDrift
@@ -279,9 +282,8 @@ th{background:#f4f4f4}.bad{color:#b00020}.ok{color:#1b5e20}
 """
 
 
-def to_html(report: MonitorReport) -> str:
-    """A self-contained HTML page with plots."""
-    from plotly.offline import get_plotlyjs
+def to_html(report: MonitorReport, plotly: str = "inline") -> str:
+    """An HTML page with plots: self-contained, or loading the shared ``plotly.min.js``."""
 
     title = html.escape(_title(report))
     verdict = (
@@ -409,13 +411,18 @@ def to_html(report: MonitorReport) -> str:
     body = "\n".join(parts)
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head>"
+        f"<style>{_STYLE}</style>{plotlyjs.script(plotly)}</head>"
         f"<body>{body}</body></html>"
     )
 
 
-def write_reports(report: MonitorReport, directory: str | Path) -> dict[str, Path]:
+def write_reports(
+    report: MonitorReport, directory: str | Path, plotly: str = "inline"
+) -> dict[str, Path]:
     """Write ``report.html``, ``report.json`` and ``report.md`` into ``directory``.
+
+    ``plotly``: ``inline`` (a self-contained page) or ``directory`` (one shared
+    ``plotly.min.js`` beside it).
 
     Returns:
         ``{"html": path, "json": path, "markdown": path}``.
@@ -426,11 +433,12 @@ def write_reports(report: MonitorReport, directory: str | Path) -> dict[str, Pat
     for kind, name, render in (
         ("json", "report.json", to_json),
         ("markdown", "report.md", to_markdown),
-        ("html", "report.html", to_html),
+        ("html", "report.html", functools.partial(to_html, plotly=plotlyjs.check(plotly))),
     ):
         path = folder / name
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(render(report), encoding="utf-8")
         tmp.replace(path)
         written[kind] = path
+    plotlyjs.place(plotly, folder)
     return written

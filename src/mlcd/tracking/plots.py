@@ -11,16 +11,15 @@ import base64
 import csv
 import html
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcd.errors import TrackingError, UsageError
+from mlcd import plotlyjs
+from mlcd.errors import TrackingError
 
 IMAGES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
-PLOTLY_MODES = ("inline", "directory")
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,8 @@ def render_page(files: Mapping[str, Mapping[str, Path]], out: Path, plotly: str 
         UsageError: an unknown ``plotly`` mode.
         TrackingError: a plots file is not a readable table.
     """
-    if plotly not in PLOTLY_MODES:
-        raise UsageError(f"unknown --plotly {plotly!r}", hint="use inline or directory")
     parts = []
-    include: bool | str = True if plotly == "inline" else "plotly.min.js"
+    include: bool | str = plotlyjs.include(plotly)
     for name, revisions in files.items():
         suffix = Path(name).suffix.lower()
         if suffix in IMAGES:
@@ -123,11 +120,7 @@ def render_page(files: Mapping[str, Mapping[str, Path]], out: Path, plotly: str 
         parts.append(figure.to_html(full_html=False, include_plotlyjs=include))
         include = False
     out.parent.mkdir(parents=True, exist_ok=True)
-    if plotly == "directory":
-        import plotly as plotly_package
-
-        source = Path(plotly_package.__file__).parent / "package_data" / "plotly.min.js"
-        shutil.copyfile(source, out.parent / "plotly.min.js")
+    plotlyjs.place(plotly, out.parent)
     body = "\n".join(parts) or "<p>No plots declared.</p>"
     out.write_text(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>mlcd plots</title></head>"

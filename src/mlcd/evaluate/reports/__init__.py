@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcd import plotlyjs
 from mlcd.evaluate.reports.html import render_html
 from mlcd.evaluate.reports.junit import render_junit
 from mlcd.evaluate.reports.markdown import headline, render_markdown
@@ -56,11 +59,16 @@ def write_reports(
     evaluation: Evaluation,
     directory: str | os.PathLike[str],
     formats: tuple[str, ...] = tuple(FORMATS),
+    plotly: str = "inline",
 ) -> dict[str, Path]:
-    """Write the reports into ``directory``; returns ``{format: path}``."""
-    renderers = {
+    """Write the reports into ``directory``; returns ``{format: path}``.
+
+    ``plotly``: ``inline`` (each HTML page self-contained) or ``directory`` (one shared
+    ``plotly.min.js`` in ``directory``).
+    """
+    renderers: dict[str, Callable[[Evaluation], str]] = {
         "md": render_markdown,
-        "html": render_html,
+        "html": functools.partial(render_html, plotly=plotlyjs.check(plotly)),
         "json": render_json,
         "junit": render_junit,
     }
@@ -73,4 +81,6 @@ def write_reports(
         tmp.write_text(renderers[fmt](evaluation), encoding="utf-8")
         os.replace(tmp, path)
         written[fmt] = path
+    if "html" in formats:
+        plotlyjs.place(plotly, folder)
     return written

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlcd import plotlyjs
 from mlcd.evaluate.metrics import metrics_for
 
 if TYPE_CHECKING:
@@ -183,8 +184,8 @@ def _slices(e: Evaluation) -> list[Any]:
     return [figure]
 
 
-def render_html(evaluation: Evaluation) -> str:
-    """A self-contained HTML page."""
+def render_html(evaluation: Evaluation, plotly: str = "inline") -> str:
+    """An HTML page: self-contained, or loading the shared ``plotly.min.js`` beside it."""
     from mlcd.evaluate.reports.markdown import render_markdown
 
     e = evaluation
@@ -197,7 +198,8 @@ def render_html(evaluation: Evaluation) -> str:
     parts = []
     for index, figure in enumerate(figures):
         figure.update_layout(height=420, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
+        first = plotlyjs.include(plotly) if index == 0 else False
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=first))
     body = _markdown_to_html(render_markdown(e))
     title = html.escape(f"mlcd evaluation: {e.candidate.ref}")
     return (
