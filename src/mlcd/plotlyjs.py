@@ -35,7 +35,7 @@ def include(mode: str) -> bool | str:
 def script(mode: str) -> str:
     """A ``<script>`` element that loads plotly.js for a whole page."""
     if check(mode) == "directory":
-        return f"<script src='{FILE}'></script>"
+        return f'<script src="{FILE}"></script>'
     from plotly.offline import get_plotlyjs
 
     return f"<script>{get_plotlyjs()}</script>"

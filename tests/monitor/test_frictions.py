@@ -135,7 +135,7 @@ def test_monitor_reports_can_share_one_plotly_js(project: Path) -> None:
     assert inline.returncode == 0 and shared.returncode == 0, shared.stderr
     assert (project / "inline" / "report.html").stat().st_size > 1_000_000
     page = (project / "shared" / "report.html").read_text()
-    assert len(page) < 1_000_000 and "<script src='plotly.min.js'></script>" in page
+    assert len(page) < 1_000_000 and '<script src="plotly.min.js"></script>' in page
     assert (project / "shared" / "plotly.min.js").stat().st_size > 1_000_000
     assert not (project / "inline" / "plotly.min.js").exists()
     assert wrong.returncode == 2 and "--plotly" in wrong.stderr

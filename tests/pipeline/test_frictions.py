@@ -218,3 +218,24 @@ def test_plots_show_run_vs_run_draws_both_series(make_project, mlcd) -> None:
     page = (root / "diff.html").read_text().replace(" ", "")
     assert '"y":[1.0,0.5]' in page and '"y":[2.0,0.25]' in page
     assert f"{first[:8]}:loss" in page and f"{second[:8]}:loss" in page
+
+
+def test_runs_compare_html_draws_each_runs_declared_plots(make_project, mlcd) -> None:
+    # guards against declared plots being stored but never drawn by `mlcd runs compare` (issue 19)
+    root = make_project(OWN_METRICS, {"input.txt": "x\n"})
+    first = run_json(mlcd, root)["run_id"]
+    (root / "mlcd.yaml").write_text(
+        (root / "mlcd.yaml").read_text().replace("0,1.0\\n1,0.5", "0,2.0\\n1,0.25")
+    )
+    second = run_json(mlcd, root)["run_id"]
+
+    shown = mlcd(
+        root, "runs", "compare", first, second, "--html", "cmp/page.html", "--plotly", "directory"
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    page = (root / "cmp" / "page.html").read_text()
+    assert "<h2>Plots</h2>" in page and 'src="plotly.min.js"' in page
+    flat = page.replace(" ", "")
+    assert '"y":[1.0,0.5]' in flat and '"y":[2.0,0.25]' in flat
+    assert (root / "cmp" / "plotly.min.js").is_file() and len(page) < 1_000_000

@@ -212,18 +212,34 @@ def compare(
     only_diff: Annotated[
         bool, typer.Option("--only-diff", help="Show only params and metrics that differ.")
     ] = False,
+    plotly: Annotated[
+        str, typer.Option("--plotly", help="With --html: inline, or directory (shared plotly.min.js).")
+    ] = "inline",
     as_json: JsonOpt = False,
 ) -> None:
-    """Params and metrics of runs side by side; --html adds metric curves."""
+    """Params and metrics of runs side by side; --html adds charts, curves and declared plots."""
+    import tempfile
+
+    from mlcd import plotlyjs
     from mlcd.project import Project
     from mlcd.tracking.compare import compare_runs, curves_html, metric_curves
+    from mlcd.tracking.plots import plot_parts, runs_plot_files
 
-    with Project.open(local_store=True) as project, project.store.read() as conn:
-        comparison = compare_runs(conn, runs)
-        curves = metric_curves(conn, [r.id for r in comparison.runs]) if html else {}
-    if html is not None:
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(curves_html(comparison, curves), encoding="utf-8")
+    plotlyjs.check(plotly)
+    with Project.open(local_store=True) as project:
+        with project.store.read() as conn:
+            comparison = compare_runs(conn, runs)
+            curves = metric_curves(conn, [r.id for r in comparison.runs]) if html else {}
+        if html is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                files = runs_plot_files(
+                    project.store, project.objects, [r.id for r in comparison.runs],
+                    _declared_plots(project.root), Path(folder),
+                )  # fmt: skip
+                page = curves_html(comparison, curves, plot_parts(files), plotly)
+            html.parent.mkdir(parents=True, exist_ok=True)
+            html.write_text(page, encoding="utf-8")
+            plotlyjs.place(plotly, html.parent)
     rows = [row for row in comparison.rows if row.differs or not only_diff]
     data = comparison.to_dict()
     data["rows"] = [row.to_dict() for row in rows]
@@ -242,6 +258,16 @@ def compare(
             out.print(f"wrote {html}")
 
     emit(data, as_json, render)
+
+
+def _declared_plots(root: Path) -> list[str]:
+    """The plots files the project's stages declare (none without an mlcd.yaml)."""
+    from mlcd.layout import CONFIG_FILE
+    from mlcd.pipeline.snapshot import load_snapshot
+
+    if not (root / CONFIG_FILE).is_file():
+        return []
+    return [p for spec in load_snapshot(root).stages.values() for p in spec.plots]
 
 
 @runs_app.command("lineage")
@@ -409,27 +435,24 @@ def plots_show(
     import tempfile
 
     from mlcd.layout import find_root
-    from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.project import Project
-    from mlcd.tracking.plots import render_page, run_plot_files
+    from mlcd.tracking.plots import render_page, runs_plot_files
 
     root = find_root()
-    snapshot = load_snapshot(root)
-    declared = [p for spec in snapshot.stages.values() for p in spec.plots]
+    declared = _declared_plots(root)
     files: dict[str, dict[str, Path]] = {}
     with tempfile.TemporaryDirectory() as folder:
         if run is None:
             for p in declared:
                 if (root / p).is_file():
                     files.setdefault(p, {})["workspace"] = root / p
-        if run is not None or vs is not None:
+        refs = [r for r in (run, vs) if r is not None]
+        if refs:
             with Project.open(root) as project:
-                for ref in (r for r in (run, vs) if r is not None):
-                    run_id, found = run_plot_files(
-                        project.store, project.objects, ref, declared, Path(folder)
-                    )
-                    for p, path in found.items():
-                        files.setdefault(p, {})[run_id[:8]] = path
+                for p, per_run in runs_plot_files(
+                    project.store, project.objects, refs, declared, Path(folder)
+                ).items():
+                    files.setdefault(p, {}).update(per_run)
         written = render_page(files, out, plotly)
     console().print(f"{len(files)} plot(s) written to {written}")
 

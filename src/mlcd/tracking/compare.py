@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from mlcd import plotlyjs
 from mlcd.errors import UsageError
 from mlcd.store.tables import run_metrics
 from mlcd.tracking.query import RunRecord, get
@@ -115,12 +116,17 @@ def _label(run: RunRecord) -> str:
 
 
 def curves_html(
-    comparison: Comparison, curves: dict[str, dict[str, list[tuple[int, float]]]]
+    comparison: Comparison,
+    curves: dict[str, dict[str, list[tuple[int, float]]]],
+    plots: Sequence[str] = (),
+    plotly: str = "inline",
 ) -> str:
-    """A self-contained HTML page: the comparison table, then one plot per metric with a series.
+    """An HTML page: the comparison table, metric charts, one plot per metric with a series,
+    then ``plots`` (HTML fragments of the runs' declared plots files).
 
-    A metric with a single point per run is in the table only; plotly.js is inlined so the
-    page opens offline (a CI artifact, an air-gapped laptop).
+    A metric with a single point per run is in the table and the bars only; plotly.js is
+    inlined (``plotly="inline"``) so the page opens offline (a CI artifact, an air-gapped
+    laptop), or loaded from a shared ``plotly.min.js`` beside it (``directory``).
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -136,12 +142,13 @@ def curves_html(
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "th:first-child,td:first-child{text-align:left}tr.differs{background:#fff6d5}</style>",
+        plotlyjs.script(plotly),
         "</head><body><h1>Run comparison</h1>",
         _table_html(comparison),
     ]
     scalars = _scalar_figures(comparison)
-    for index, figure in enumerate(scalars):
-        parts.append(figure.to_html(include_plotlyjs=index == 0, full_html=False))
+    for figure in scalars:
+        parts.append(figure.to_html(include_plotlyjs=False, full_html=False))
     if series:
         figure = make_subplots(
             rows=len(series),
@@ -182,7 +189,9 @@ def curves_html(
             figure.update_xaxes(title_text="step", row=row, col=1)
         figure.update_layout(height=320 * len(series), margin={"t": 60})
         parts.append("<h2>Metric curves</h2>")
-        parts.append(figure.to_html(include_plotlyjs=not scalars, full_html=False))
+        parts.append(figure.to_html(include_plotlyjs=False, full_html=False))
+    if plots:
+        parts += ["<h2>Plots</h2>", *plots]
     parts.append("</body></html>")
     return "\n".join(parts)
 

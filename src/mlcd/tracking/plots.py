@@ -11,7 +11,7 @@ import base64
 import csv
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +102,26 @@ def render_page(files: Mapping[str, Mapping[str, Path]], out: Path, plotly: str 
         UsageError: an unknown ``plotly`` mode.
         TrackingError: a plots file is not a readable table.
     """
+    plotlyjs.check(plotly)
+    parts = plot_parts(files)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plotlyjs.place(plotly, out.parent)
+    body = "\n".join(parts) or "<p>No plots declared.</p>"
+    out.write_text(
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>mlcd plots</title>"
+        f"{plotlyjs.script(plotly)}</head><body>\n{body}\n</body></html>\n",
+        encoding="utf-8",
+    )
+    return out
+
+
+def plot_parts(files: Mapping[str, Mapping[str, Path]]) -> list[str]:
+    """HTML fragments, one per plot (plotly.js not included: the page loads it once).
+
+    Raises:
+        TrackingError: a plots file is not a readable table.
+    """
     parts = []
-    include: bool | str = plotlyjs.include(plotly)
     for name, revisions in files.items():
         suffix = Path(name).suffix.lower()
         if suffix in IMAGES:
@@ -117,21 +135,24 @@ def render_page(files: Mapping[str, Mapping[str, Path]], out: Path, plotly: str 
             continue
         series = {label: read_series(path) for label, path in revisions.items()}
         figure = _figure(name, series)
-        parts.append(figure.to_html(full_html=False, include_plotlyjs=include))
-        include = False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plotlyjs.place(plotly, out.parent)
-    body = "\n".join(parts) or "<p>No plots declared.</p>"
-    out.write_text(
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>mlcd plots</title></head>"
-        f"<body>\n{body}\n</body></html>\n",
-        encoding="utf-8",
-    )
-    return out
+        parts.append(figure.to_html(full_html=False, include_plotlyjs=False))
+    return parts
+
+
+def runs_plot_files(
+    store: Any, objects: Any, refs: Sequence[str], paths: Sequence[str], folder: Path
+) -> dict[str, dict[str, Path]]:
+    """``{plot path: {run label: file}}`` for several runs (see :func:`run_plot_files`)."""
+    files: dict[str, dict[str, Path]] = {}
+    for ref in refs:
+        run_id, found = run_plot_files(store, objects, ref, paths, folder)
+        for path, file in found.items():
+            files.setdefault(path, {})[run_id[:8]] = file
+    return files
 
 
 def run_plot_files(
-    store: Any, objects: Any, ref: str, paths: list[str], folder: Path
+    store: Any, objects: Any, ref: str, paths: Sequence[str], folder: Path
 ) -> tuple[str, dict[str, Path]]:
     """``(run id, {plot path: file})``: the plots files a run wrote, fetched into ``folder``.
 
