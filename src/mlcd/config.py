@@ -174,6 +174,8 @@ class Drift(_Section):
     bins: int = Field(default=10, ge=2, le=1000)
     sample_size: int | None = Field(default=100_000, gt=0)
     max_values: int | None = Field(default=1_000_000, gt=0)
+    #: multiple-testing correction of the p-value tests across columns: none | bh
+    correction: Literal["none", "bh"] = "none"
 
 
 class Webhook(_Section):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.monitor.conftest import frame
 
@@ -139,3 +141,36 @@ def test_monitor_reports_can_share_one_plotly_js(project: Path) -> None:
     assert (project / "shared" / "plotly.min.js").stat().st_size > 1_000_000
     assert not (project / "inline" / "plotly.min.js").exists()
     assert wrong.returncode == 2 and "--plotly" in wrong.stderr
+
+
+def test_bh_correction_removes_chance_flags_among_many_columns_and_keeps_real_drift(
+    tmp_path: Path,
+) -> None:
+    # guards against ~5% of healthy columns being flagged as drift by chance (issue 19 item 5)
+    from scipy.stats import false_discovery_control
+
+    from mlcd.config import parse_config
+    from mlcd.monitor.run import run_monitor
+
+    frame(5000, seed=1, columns=200).to_parquet(tmp_path / "ref.parquet")
+    shifted = {"x0": 1.0, "x1": 1.0, "x2": 1.0}
+    frame(300, seed=2, shift=shifted, columns=200).to_parquet(tmp_path / "cur.parquet")
+
+    def drifted(config: str) -> tuple[set[str], list]:
+        report = run_monitor(
+            config=parse_config(config),
+            root=tmp_path,
+            target="m",
+            reference=tmp_path / "ref.parquet",
+            current=tmp_path / "cur.parquet",
+        )
+        return {f.name for f in report.drift.drifted}, report.drift.features
+
+    plain, _ = drifted("{}")
+    corrected, features = drifted("monitor: {drift: {correction: bh}}")
+
+    assert {"x0", "x1", "x2"} < plain and len(plain) > 3  # chance flags without correction
+    assert corrected == {"x0", "x1", "x2"}
+    tested = [f for f in features if f.method == "ks"]
+    expected = false_discovery_control([f.score for f in tested], method="bh")
+    assert [f.statistics["q_value"] for f in tested] == pytest.approx(list(expected))

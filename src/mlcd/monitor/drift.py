@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,6 +79,8 @@ class DriftSettings:
     max_values: int | None = DEFAULT_MAX_VALUES
     #: ``monitor.min_rows``: window values a column needs before drift is judged (None: by method)
     min_rows: int | None = None
+    #: ``bh``: Benjamini-Hochberg across the columns judged by a p-value test (``none``: each alone)
+    correction: str = "none"
 
     @classmethod
     def from_config(cls, drift: DriftConfig, min_rows: int | None = None) -> DriftSettings:
@@ -92,6 +94,7 @@ class DriftSettings:
             features={k: (v.method, v.threshold) for k, v in drift.features.items()},
             max_values=getattr(drift, "max_values", DEFAULT_MAX_VALUES),
             min_rows=min_rows,
+            correction=getattr(drift, "correction", "none"),
         )
 
     def needs(self, method: str, threshold: float) -> int:
@@ -369,8 +372,43 @@ def detect_drift(
     results = map_columns(
         lambda name: compare_feature(profile.features[name], current[name], settings), names
     )
+    if settings.correction == "bh":
+        results = benjamini_hochberg(list(results))
     return DriftReport(
         features=[r for r in results if r.role == "feature"],
         predictions=[r for r in results if r.role == "prediction"],
         share_threshold=settings.share_threshold,
     )
+
+
+def benjamini_hochberg(results: list[FeatureDrift]) -> list[FeatureDrift]:
+    """Judge the p-value tests of ``results`` on Benjamini-Hochberg q-values, not raw p-values.
+
+    Testing 200 healthy columns at p < 0.05 flags about 10 by chance; the q-value keeps the
+    expected share of false flags among the flagged ones under each column's threshold. Columns
+    judged by a distance, or not judged (no data, too few values), are left as they are. The
+    q-value is added to each tested column's statistics.
+    """
+    tested = [
+        i for i, r in enumerate(results)
+        if r.method in P_VALUE_METHODS and r.score is not None and r.status in ("ok", "drift")
+    ]  # fmt: skip
+    order = sorted(tested, key=lambda i: float(results[i].score or 0.0))
+    m = len(order)
+    adjusted: dict[int, float] = {}
+    running = 1.0
+    for rank in range(m, 0, -1):
+        index = order[rank - 1]
+        running = min(running, float(results[index].score or 0.0) * m / rank)
+        adjusted[index] = running
+    out = list(results)
+    for index, q in adjusted.items():
+        r = results[index]
+        drifted = q < r.threshold
+        out[index] = replace(
+            r,
+            drifted=drifted,
+            status="drift" if drifted else "ok",
+            statistics={**r.statistics, "q_value": q},
+        )
+    return out
