@@ -92,8 +92,6 @@ def test_tables_are_not_cut_at_80_columns_when_piped(project) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import run_cli
-
     value = "a-long-parameter-value-" * 6
     script = (
         "import mlcd\n"
@@ -103,7 +101,11 @@ def test_tables_are_not_cut_at_80_columns_when_piped(project) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     subprocess.run([sys.executable, "-c", script], cwd=project, env=env, check=True)
 
-    shown = run_cli(["runs", "show", "wide"], cwd=project, env=env)
+    # run_cli would merge os.environ back (xdist workers may carry COLUMNS): call it directly
+    shown = subprocess.run(
+        [sys.executable, "-m", "mlcd.cli.main", "runs", "show", "wide"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
     assert shown.returncode == 0, shown.stderr
     assert value in shown.stdout
