@@ -117,7 +117,14 @@ def serve(
     # scikit-learn's gradient boosting) only add start-up cost per call and fight the
     # workers for the cores. Concurrency comes from --workers. The user may override.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _run_uvicorn(settings, log_level, tls)
+    try:
+        _run_uvicorn(settings, log_level, tls)
+    finally:
+        # uvicorn returns here on SIGTERM/SIGINT too: leave no metrics folder behind.
+        if spec["metrics_dir"]:
+            import shutil
+
+            shutil.rmtree(spec["metrics_dir"], ignore_errors=True)
 
 
 def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, str]:
