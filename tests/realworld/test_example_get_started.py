@@ -1,7 +1,7 @@
 """A real project ported to mlcd: iterative/example-get-started (see example_get_started/README.md).
 
-Its published ``dvc.yaml``, ``params.yaml`` and ``src/`` are taken as they are, ported to
-``mlcd.yaml`` by hand as docs/pipelines.md and docs/config.md tell a user, fed with synthetic
+Its pipeline (the same stages, params and files as the public project, in code of our own:
+the public repository has no licence) is ported to ``mlcd.yaml`` by hand as docs/pipelines.md and docs/config.md tell a user, fed with synthetic
 posts in its input format, and driven through the real CLI as subprocesses: ``mlcd run`` →
 ``mlcd models register`` (one call, from the pickle) → ``mlcd evaluate`` → ``mlcd models
 promote`` → ``mlcd serve`` (a real server) → 1,000 logged predictions over HTTP → ``mlcd
@@ -265,7 +265,7 @@ def test_ported_pipeline_runs_every_upstream_stage(pipeline: Project) -> None:
     report = pipeline.run_report
     outcomes = {stage["stage"]: stage["outcome"] for stage in report["stages"]}
     assert outcomes == dict.fromkeys(["prepare", "featurize", "train", "evaluate", "tables"], "ran")
-    # dvclive's metrics file, declared inside the stage's own out folder, is read into the run.
+    # the metrics file, declared inside the stage's own out folder, is read into the run.
     metrics = json.loads((pipeline.root / "eval" / "metrics.json").read_text())
     assert metrics["roc_auc"]["test"] > 0.8
     shown = _ok(pipeline.mlcd("runs", "show", report["run_id"], "--json"), "mlcd runs show")
@@ -326,7 +326,6 @@ def test_monitor_finds_no_drift_on_1000_held_out_rows(pipeline: Project, served:
     drift = report["drift"]
     assert drift["dataset_drift"] is False and drift["prediction_drift"] is False
     assert drift["tested"] >= 190
-    # Each feature is tested on its own at the method's level (KS, p < 0.05), with no
-    # correction for testing ~200 of them, so on rows of the training distribution a few
-    # features may be flagged by chance (2 of 199 with this seed); never more than that level.
-    assert len(drift["drifted"]) <= 0.05 * drift["tested"], drift["drifted"]
+    # ~200 KS tests at p < 0.05 flag a few healthy columns by chance (2 of 199 with this seed);
+    # the port sets monitor.drift.correction: bh, so held-out rows flag none.
+    assert drift["drifted"] == [], drift["drifted"]

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_for_logged_rows(folder: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(folder.rglob("*.parquet")):
+        assert time.monotonic() < deadline, f"no prediction-log segment under {folder}"
+        time.sleep(0.1)
+
+
 def test_quickstart_has_ten_commands_from_pip_install_to_monitor() -> None:
     commands = [s.text for s in steps(DOC.read_text(encoding="utf-8")) if s.kind == "command"]
     assert len(commands) == 10, commands
@@ -99,6 +107,10 @@ def test_quickstart_commands_run_as_written(tmp_path: Path) -> None:
             command = step.text.replace("8000", port)
             if command.startswith("pip install"):
                 continue
+            if command.startswith("mlcd monitor"):
+                # A person takes more than the log's 2 s flush to type the next command; wait
+                # for the logged row the way that pause would (the page says so too).
+                _wait_for_logged_rows(project / ".mlcd" / "predictions")
             if command.endswith("&"):
                 background.append(
                     subprocess.Popen(

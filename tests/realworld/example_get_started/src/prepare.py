@@ -1,77 +1,54 @@
+"""Stage ``prepare``: StackOverflow posts (``<row .../>`` lines) to train and test tables.
+
+Each post becomes ``id``, ``label`` (1 when it is tagged ``<r>``) and ``text`` (title and body,
+HTML stripped); posts are split at random by ``prepare.split`` and ``prepare.seed``.
+"""
+
+import csv
+import html
 import os
 import random
 import re
 import sys
-import xml.etree.ElementTree
+import xml.etree.ElementTree as ET
 
 import yaml
 
+TAG = re.compile(r"<[^>]+>")
 
-def process_posts(input_lines, fd_out_train, fd_out_test, target_tag, split):
-    """
-    Process the input lines and write the output to the output files.
 
-    Args:
-        input_lines (list): List of input lines.
-        fd_out_train (file): Output file for the training data set.
-        fd_out_test (file): Output file for the test data set.
-        target_tag (str): Target tag.
-        split (float): Test data set split ratio.
-    """
-    num = 1
-    for line in input_lines:
-        try:
-            fd_out = fd_out_train if random.random() > split else fd_out_test
-            attr = xml.etree.ElementTree.fromstring(line).attrib
+def read_posts(path):
+    """Yield ``(id, label, text)`` for every ``<row .../>`` line of the dump."""
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            line = line.strip()
+            if not line.startswith("<row"):
+                continue
+            attrs = ET.fromstring(line).attrib
+            text = " ".join((attrs.get("Title", ""), TAG.sub(" ", attrs.get("Body", ""))))
+            text = " ".join(html.unescape(text).split())
+            yield int(attrs["Id"]), int("<r>" in attrs.get("Tags", "")), text
 
-            pid = attr.get("Id", "")
-            label = 1 if target_tag in attr.get("Tags", "") else 0
-            title = re.sub(r"\s+", " ", attr.get("Title", "")).strip()
-            body = re.sub(r"\s+", " ", attr.get("Body", "")).strip()
-            text = title + " " + body
 
-            fd_out.write("{}\t{}\t{}\n".format(pid, label, text))
-
-            num += 1
-        except Exception as ex:
-            sys.stderr.write(f"Skipping the broken line {num}: {ex}\n")
+def write(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        table = csv.writer(out, delimiter="\t")
+        table.writerow(["id", "label", "text"])
+        table.writerows(rows)
 
 
 def main():
-    params = yaml.safe_load(open("params.yaml"))["prepare"]
-
     if len(sys.argv) != 2:
-        sys.stderr.write("Arguments error. Usage:\n")
-        sys.stderr.write("\tpython prepare.py data-file\n")
-        sys.exit(1)
-
-    # Test data set split ratio
-    split = params["split"]
-    random.seed(params["seed"])
-
-    input = sys.argv[1]
-    output_train = os.path.join("data", "prepared", "train.tsv")
-    output_test = os.path.join("data", "prepared", "test.tsv")
-
-    os.makedirs(os.path.join("data", "prepared"), exist_ok=True)
-
-    input_lines = []
-    with open(input) as fd_in:
-        input_lines = fd_in.readlines()
-
-    fd_out_train = open(output_train, "w", encoding="utf-8")
-    fd_out_test = open(output_test, "w", encoding="utf-8")
-
-    process_posts(
-        input_lines=input_lines,
-        fd_out_train=fd_out_train,
-        fd_out_test=fd_out_test,
-        target_tag="<r>",
-        split=split,
-    )
-
-    fd_out_train.close()
-    fd_out_test.close()
+        sys.exit("usage: python src/prepare.py data.xml")
+    with open("params.yaml") as f:
+        params = yaml.safe_load(f)["prepare"]
+    rng = random.Random(params["seed"])
+    train, test = [], []
+    for row in read_posts(sys.argv[1]):
+        (test if rng.random() < params["split"] else train).append(row)
+    os.makedirs("data/prepared", exist_ok=True)
+    write("data/prepared/train.tsv", train)
+    write("data/prepared/test.tsv", test)
 
 
 if __name__ == "__main__":
