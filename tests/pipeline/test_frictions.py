@@ -116,7 +116,8 @@ def test_force_forces_named_stage_only(make_project, mlcd) -> None:
     document = run_json(mlcd, root, "c", "--force")
 
     assert outcomes(document) == {"a": "skipped", "b": "skipped", "c": "ran"}
-    assert calls(root) == ["a", "b", "c", "c"]
+    log = calls(root)  # a and b are independent: the first run may start either first
+    assert sorted(log[:2]) == ["a", "b"] and log[2:] == ["c", "c"]
 
 
 def test_force_still_runs_stale_upstream(make_project, mlcd) -> None:
@@ -159,7 +160,8 @@ def test_single_runs_one_stage_without_upstream(make_project, mlcd) -> None:
 
     assert outcomes(document) == {"c": "ran"}
     assert (root / "c.txt").read_text().startswith("hand made")
-    assert calls(root) == ["a", "b", "c", "c"]
+    log = calls(root)  # a and b are independent: the first run may start either first
+    assert sorted(log[:2]) == ["a", "b"] and log[2:] == ["c", "c"]
 
 
 def test_single_fails_clearly_when_deps_are_missing(make_project, mlcd) -> None:
