@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "ci_cmd",
     "doctor_cmd",
     "tokens_cmd",
+    "import_cmd",
 )
 
 

@@ -1,0 +1,1 @@
+"""Adoption: importers that bring an existing DVC project or MLflow store into mlcd."""
