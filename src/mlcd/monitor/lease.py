@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,22 +78,5 @@ def join_lease(store: Store, model: str, wait_s: float = 60.0) -> Iterator[None]
                 f"one that was killed or hangs expires within {ttl:g} s",
             )
         time.sleep(0.2)
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                if not store.transact(lambda conn: locks.renew(conn, name, owner, ttl)):
-                    log.warning("the label-join lease of '%s' was taken over", model)
-                    return
-            except Exception:  # a transient store error: the next renewal retries
-                continue
-
-    thread = threading.Thread(target=renew, name=f"mlcd-join-lease-{model}", daemon=True)
-    thread.start()
-    try:
+    with locks.kept(store, name, owner, ttl):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        store.transact(lambda conn: locks.release(conn, name, owner))

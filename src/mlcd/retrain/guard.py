@@ -8,7 +8,6 @@ of blocking for ever.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,20 +81,5 @@ def retrain_lock(
             f"a retrain of '{model}' is already running (held by {holder.get('owner', '?')})",
             hint="wait for it to finish; a crashed holder's lease expires within a minute",
         )
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(ttl / 3):
-            try:
-                store.transact(lambda conn: locks.renew(conn, name, owner, ttl))
-            except Exception:  # a transient store error: the next renewal retries
-                continue
-
-    thread = threading.Thread(target=renew, name=f"mlcd-lease-{model}", daemon=True)
-    thread.start()
-    try:
+    with locks.kept(store, name, owner, ttl):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        store.transact(lambda conn: locks.release(conn, name, owner))

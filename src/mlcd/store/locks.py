@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, select, update
 
 from mlcd.store.sql import now
 from mlcd.store.tables import locks
+
+if TYPE_CHECKING:
+    from mlcd.store import Store
+
+log = logging.getLogger("mlcd.store")
 
 
 def owner_id() -> str:
@@ -84,3 +94,29 @@ def release(conn: Connection, name: str, owner: str) -> None:
 def holder(conn: Connection, name: str) -> dict[str, object] | None:
     row = conn.execute(select(locks).where(locks.c.name == name)).mappings().first()
     return dict(row) if row else None
+
+
+@contextmanager
+def kept(store: Store, name: str, owner: str, ttl_s: float) -> Iterator[None]:
+    """Keep an acquired lease for the block: renew it every third of its lifetime in a
+    background thread, release it at the end. A holder that is killed or hangs stops renewing,
+    so the lease expires; a lease taken over by another process is logged and left alone."""
+    stop = threading.Event()
+
+    def renew_loop() -> None:
+        while not stop.wait(ttl_s / 3):
+            try:
+                if not store.transact(lambda conn: renew(conn, name, owner, ttl_s)):
+                    log.warning("the lease '%s' was taken over by another process", name)
+                    return
+            except Exception:  # a transient store error: the next renewal retries
+                continue
+
+    thread = threading.Thread(target=renew_loop, name=f"mlcd-lease-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        store.transact(lambda conn: release(conn, name, owner))
