@@ -15,6 +15,8 @@ DIR_SUFFIX = ".dir"
 #: Files at least this big are hashed with all cores (BLAKE3's tree mode).
 _THREADED_FROM = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
+#: Large files are hashed through memory maps of this size (a multiple of the page size).
+_WINDOW = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, order=True)
@@ -63,14 +65,24 @@ def hash_bytes(data: bytes) -> Digest:
 
 
 def hash_file(path: str | os.PathLike[str]) -> Digest:
-    """Digest of a file's content; large files are memory-mapped and hashed on all cores."""
+    """Digest of a file's content; large files are hashed on all cores (BLAKE3's tree mode)
+    through memory-mapped windows of ``_WINDOW`` bytes: as fast as mapping the whole file,
+    and the resident set stays at one window (a whole-file map would count it all)."""
+    import mmap
+
     from blake3 import blake3
 
     path = Path(path)
     size = path.stat().st_size
     if size >= _THREADED_FROM:
         hasher = blake3(max_threads=blake3.AUTO)
-        hasher.update_mmap(path)
+        with open(path, "rb") as handle:
+            for offset in range(0, size, _WINDOW):
+                length = min(_WINDOW, size - offset)
+                with mmap.mmap(
+                    handle.fileno(), length, offset=offset, access=mmap.ACCESS_READ
+                ) as window:
+                    hasher.update(window)
         return Digest(hasher.hexdigest())
     hasher = blake3()
     with open(path, "rb") as handle:

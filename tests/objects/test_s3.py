@@ -86,3 +86,55 @@ def test_push_and_pull_between_local_and_s3_verify_bytes(
     remote.fs.pipe_file(remote._key(digest), b"tampered in the bucket")
     with pytest.raises(CorruptObject):
         copy_objects(remote, LocalObjectStore(tmp_path / "third"), [digest])
+
+
+_COPY_AND_MEASURE = """
+import os, sys
+from pathlib import Path
+from mlcd.digest import Digest
+from mlcd.objects import LocalObjectStore, copy_objects, open_object_store
+
+def peak_mib():
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry the parent's across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+local = LocalObjectStore(sys.argv[1])
+back = LocalObjectStore(sys.argv[2])
+remote = open_object_store(sys.argv[3], client_kwargs={"endpoint_url": sys.argv[4]},
+                           skip_instance_cache=True)
+digest = Digest(sys.argv[5])
+remote.has(digest)  # the S3 client is built before the baseline
+before = peak_mib()
+copy_objects(local, remote, [digest])
+after_push = peak_mib()
+copy_objects(remote, back, [digest])
+after_pull = peak_mib()
+print(before, after_push, after_pull)
+"""
+
+
+def test_copies_stream_in_bounded_memory(s3_url: str, s3_endpoint: str, tmp_path: Path) -> None:
+    """A blob larger than any buffer goes to S3 and back chunk by chunk: the copying process
+    grows by far less than the blob (it read whole blobs into memory before)."""
+    import subprocess
+    import sys
+
+    size = 256 * 1024 * 1024
+    blob = tmp_path / "big.bin"
+    with open(blob, "wb") as out:
+        for _ in range(size // (16 * 1024 * 1024)):
+            out.write(os.urandom(16 * 1024 * 1024))
+    local = LocalObjectStore(tmp_path / "local")
+    digest = local.put_file(blob)
+    result = subprocess.run(
+        [sys.executable, "-c", _COPY_AND_MEASURE, str(tmp_path / "local"), str(tmp_path / "back"),
+         s3_url, s3_endpoint, digest.hex],
+        capture_output=True, text=True, check=True, timeout=300, env=os.environ.copy(),
+    )
+    before, after_push, after_pull = (float(x) for x in result.stdout.split())
+    blob_mib = size / 1024 / 1024
+    assert after_push - before < blob_mib / 2, result.stdout
+    assert after_pull - before < blob_mib / 2, result.stdout
+    assert hash_file(LocalObjectStore(tmp_path / "back").path_of(digest)) == digest

@@ -89,8 +89,13 @@ def copy_objects(
     todo = [d for d in unique if not target.has(d)]
     copied = []
     for index, digest in enumerate(todo, 1):
-        data = source.get_bytes(digest)
-        target._put_data(data, digest)
+        # Chunk by chunk through a verified temp file where the target stages its writes:
+        # memory stays bounded whatever the blob's size, and nothing unverified is stored.
+        tmp = source.spool(digest, target._spool_dir())
+        try:
+            target._put_spooled(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
         copied.append(digest)
         if progress:
             progress(index, len(todo))

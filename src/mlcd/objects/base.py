@@ -2,11 +2,14 @@
 
 Concrete stores implement six primitives (``has``, ``_put_path``, ``_put_data``, ``_read``,
 ``iter_digests``, ``delete``); everything else — directories, verified reads, copies between
-stores — is built here on top of them, once.
+stores — is built here on top of them, once. Stores that can stream a blob (a file, an S3
+object) also override ``_open``: then blobs move in chunks of ``STREAM_CHUNK`` through a
+verified temp file, and memory stays bounded whatever the blob's size.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -15,13 +18,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlcd.digest import Digest, hash_bytes, hash_file
 from mlcd.errors import CorruptObject, ObjectError, ObjectNotFound, UnsafePath
 from mlcd.layout import path_problem
 
 _PUT_THREADS = 8
+#: Blobs are streamed in chunks of this size (copies, verification, materialisation).
+STREAM_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -159,29 +164,62 @@ class ObjectStore(ABC):
             return
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._copy_out(digest, dest.parent)
+        tmp = self.spool(digest, dest.parent)
         try:
-            if hash_file(tmp).hex != digest.hex:
-                raise self._corrupt(digest)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         finally:
             if tmp.exists():
                 tmp.unlink()
 
-    def _copy_out(self, digest: Digest, directory: Path) -> Path:
-        """Copy the blob to a temp file in ``directory`` (overridden by stores with a path)."""
+    def _open(self, digest: Digest) -> BinaryIO:
+        """A readable stream of the stored bytes, unverified (stores that can stream override
+        this; the default holds the blob in memory). Raises ObjectNotFound."""
+        return io.BytesIO(self._read(digest))
+
+    def spool(self, digest: Digest, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Copy the blob to a new temp file in ``directory`` chunk by chunk, hashing as it
+        streams; the caller owns the file. Memory stays at one chunk.
+
+        Raises:
+            ObjectNotFound: not stored.
+            CorruptObject: the bytes do not hash to ``digest`` (the temp file is removed).
+        """
+        from blake3 import blake3
+
+        hasher = blake3()
         handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
-        with os.fdopen(handle, "wb") as out:
-            out.write(self._read(digest))
+        try:
+            with os.fdopen(handle, "wb") as out, self._open(Digest(digest.hex)) as source:
+                while chunk := source.read(STREAM_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if hasher.hexdigest() != digest.hex:
+                raise self._corrupt(digest)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
         return Path(name)
 
+    def _spool_dir(self) -> Path | None:
+        """Where copies into this store stage their temp files (None: the system's)."""
+        return None
+
+    def _put_spooled(self, tmp: Path, digest: Digest) -> None:
+        """Store a verified temp file made by ``spool`` in ``_spool_dir()``; the caller
+        removes whatever is left of it."""
+        self._put_path(tmp, digest)
+
     def verify(self, digest: Digest) -> bool:
-        """True if the blob is stored and matches its digest (False if corrupt)."""
-        try:
-            self.get_bytes(Digest(digest.hex))
-        except CorruptObject:
-            return False
-        return True
+        """True if the blob is stored and matches its digest (False if corrupt), read in
+        chunks."""
+        from blake3 import blake3
+
+        hasher = blake3()
+        with self._open(Digest(digest.hex)) as source:
+            while chunk := source.read(STREAM_CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest() == digest.hex
 
     def _corrupt(self, digest: Digest) -> CorruptObject:
         return CorruptObject(

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from mlcd.digest import Digest, hash_file
 from mlcd.errors import ObjectError
@@ -151,15 +152,44 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             raise not_found(self, digest) from None
 
-    def _copy_out(self, digest: Digest, directory: Path) -> Path:
+    def _open(self, digest: Digest) -> BinaryIO:
+        try:
+            return open(self.path_of(digest), "rb")
+        except FileNotFoundError:
+            raise not_found(self, digest) from None
+
+    def spool(self, digest: Digest, directory: str | os.PathLike[str] | None = None) -> Path:
+        """An in-kernel copy, then one hash of the copy on all cores (what is kept is what
+        was checked)."""
         source = self.path_of(digest)
         if not source.is_file():
             raise not_found(self, digest)
         handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
         os.close(handle)
-        shutil.copyfile(source, name)
-        os.chmod(name, 0o644)
+        try:
+            shutil.copyfile(source, name)
+            if hash_file(name).hex != digest.hex:
+                raise self._corrupt(digest)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
         return Path(name)
+
+    def verify(self, digest: Digest) -> bool:
+        path = self.path_of(digest)
+        if not path.is_file():
+            raise not_found(self, digest)
+        return hash_file(path).hex == digest.hex
+
+    def _spool_dir(self) -> Path:
+        return self._staging()
+
+    def _put_spooled(self, tmp: Path, digest: Digest) -> None:
+        if tmp.parent != self._tmp:
+            self._put_path(tmp, digest)
+            return
+        _fsync_file(tmp)
+        self._commit(tmp, digest)
 
     def iter_digests(self) -> Iterator[Digest]:
         if not self.root.is_dir():
