@@ -239,12 +239,22 @@ class Policy(_Section):
     max_per_day: int = Field(default=4, gt=0)
 
 
+class Cache(_Section):
+    """How files enter and leave the local object store."""
+
+    #: copy (default: safe, costs a full copy), reflink (copy-on-write clone where the
+    #: filesystem offers it, else a copy), hardlink (no copy: the workspace file and the
+    #: stored object become one read-only file; for inputs that are never edited in place).
+    link: Literal["copy", "reflink", "hardlink"] = "copy"
+
+
 class Config(_Section):
     """The whole ``mlcd.yaml``."""
 
     version: int = 1
     store: str = DEFAULT_STORE
     artifacts: str = DEFAULT_ARTIFACTS
+    cache: Cache = Cache()
     remotes: dict[str, Remote] = Field(default_factory=dict)
     default_remote: str | None = None
     params_file: str = "params.yaml"

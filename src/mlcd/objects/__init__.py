@@ -31,7 +31,7 @@ def _fsspec(url: str, **options: Any) -> ObjectStore:
 
 #: URL scheme -> (factory, the extra that brings its driver or None)
 SCHEMES: dict[str, tuple[Callable[..., ObjectStore], str | None]] = {
-    "file": (lambda url, **_: LocalObjectStore(url.removeprefix("file://")), None),
+    "file": (lambda url, link="copy", **_: LocalObjectStore(url.removeprefix("file://"), link), None),
     "mem": (lambda url, **_: MemoryObjectStore(url.removeprefix("mem://")), None),
     "memory": (_fsspec, None),
     "s3": (_fsspec, "s3"),
@@ -42,15 +42,18 @@ SCHEMES: dict[str, tuple[Callable[..., ObjectStore], str | None]] = {
 }
 
 
-def open_object_store(url: str, root: str | os.PathLike[str] = ".", **options: Any) -> ObjectStore:
+def open_object_store(
+    url: str, root: str | os.PathLike[str] = ".", link: str = "copy", **options: Any
+) -> ObjectStore:
     """The store for ``url``: a path (relative to ``root``) or a URL with a known scheme.
+    ``link`` (copy, reflink or hardlink: ``cache.link``) applies to a local folder.
 
     Raises:
         ConfigError: the scheme is unknown, or its driver is not installed.
     """
     if "://" not in url:
         path = Path(url)
-        return LocalObjectStore(path if path.is_absolute() else Path(root) / path)
+        return LocalObjectStore(path if path.is_absolute() else Path(root) / path, link=link)
     scheme = url.split("://", 1)[0].lower()
     if scheme not in SCHEMES:
         raise ConfigError(
@@ -58,6 +61,8 @@ def open_object_store(url: str, root: str | os.PathLike[str] = ".", **options: A
             hint=f"use a folder path or one of: {', '.join(sorted(SCHEMES))}",
         )
     factory, extra = SCHEMES[scheme]
+    if scheme == "file":
+        options["link"] = link
     try:
         return factory(url, **options)
     except ImportError as exc:

@@ -166,7 +166,8 @@ class ObjectStore(ABC):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.spool(digest, dest.parent)
         try:
-            os.chmod(tmp, 0o644)
+            if os.stat(tmp).st_nlink == 1:  # a hard link to a stored object stays read-only
+                os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         finally:
             if tmp.exists():

@@ -42,10 +42,59 @@ def _sync_filesystem(folder: Path, files: list[Path]) -> None:
         _fsync_file(path)
 
 
-class LocalObjectStore(ObjectStore):
-    """Blobs as read-only files under ``root``; writes go through ``root/tmp`` and a rename."""
+_FICLONE = 0x40049409  # ioctl(dest, FICLONE, source): a copy-on-write clone (Linux)
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+
+def _unique(directory: Path, prefix: str) -> Path:
+    import uuid
+
+    return directory / f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _reflink(source: Path, dest: Path) -> bool:
+    """Clone ``source`` to ``dest`` sharing its blocks; False where the filesystem cannot."""
+    import fcntl
+
+    try:
+        with open(source, "rb") as src, open(dest, "xb") as out:
+            fcntl.ioctl(out.fileno(), _FICLONE, src.fileno())
+        return True
+    except OSError:
+        dest.unlink(missing_ok=True)
+        return False
+
+
+def _place(source: Path, dest: Path, link: str) -> bool:
+    """Make ``dest`` (a new name) hold ``source``'s bytes the ``link`` way; falls back to a
+    copy across filesystems or where links are refused. True if ``dest`` IS ``source``'s
+    inode (a hard link)."""
+    if link == "hardlink":
+        try:
+            os.link(source, dest)
+            return True
+        except OSError:
+            pass  # another filesystem, or links refused: copy
+    elif link == "reflink" and _reflink(source, dest):
+        return False
+    shutil.copyfile(source, dest)  # in-kernel copy (sendfile) on Linux
+    return False
+
+
+class LocalObjectStore(ObjectStore):
+    """Blobs as read-only files under ``root``; writes go through ``root/tmp`` and a rename.
+
+    ``link`` is how files come in and go out (``cache.link``): ``copy``, ``reflink`` (a
+    copy-on-write clone where the filesystem offers one) or ``hardlink`` (no copy at all: the
+    project file and the object are one read-only inode, like DVC's ``cache.type: hardlink``;
+    editing such a file in place would change the object, which ``mlcd verify`` reports).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], link: str = "copy") -> None:
+        if link not in ("copy", "reflink", "hardlink"):
+            raise ObjectError(
+                f"unknown cache.link {link!r}", hint="use copy, reflink or hardlink"
+            )
+        self.link = link
         self.root = Path(root).absolute()
         self.url = str(self.root)
         self._tmp = self.root / "tmp"
@@ -85,12 +134,11 @@ class LocalObjectStore(ObjectStore):
                 tmp.unlink()
 
     def _copy_in(self, path: Path, digest: Digest) -> Path:
-        """Copy ``path`` to a temp file in the store and check the copy hashes to ``digest``."""
-        handle, name = tempfile.mkstemp(prefix=digest.hex[:8], dir=self._staging())
-        os.close(handle)
-        tmp = Path(name)
+        """Bring ``path`` into a temp name in the store (copied, cloned or linked) and check
+        that what is kept hashes to ``digest``."""
+        tmp = _unique(self._staging(), digest.hex[:8])
         try:
-            shutil.copyfile(path, tmp)  # in-kernel copy (sendfile) on Linux
+            _place(path, tmp, self.link)
             # The source may have changed since it was hashed: the copy is what we keep.
             if hash_file(tmp).hex != digest.hex:
                 raise ObjectError(
@@ -159,21 +207,20 @@ class LocalObjectStore(ObjectStore):
             raise not_found(self, digest) from None
 
     def spool(self, digest: Digest, directory: str | os.PathLike[str] | None = None) -> Path:
-        """An in-kernel copy, then one hash of the copy on all cores (what is kept is what
-        was checked)."""
+        """An in-kernel copy (or a clone or hard link, per ``link``), then one hash of what
+        was placed on all cores (what is kept is what was checked)."""
         source = self.path_of(digest)
         if not source.is_file():
             raise not_found(self, digest)
-        handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
-        os.close(handle)
+        dest = _unique(Path(directory) if directory else Path(tempfile.gettempdir()), ".mlcd")
         try:
-            shutil.copyfile(source, name)
-            if hash_file(name).hex != digest.hex:
+            _place(source, dest, self.link)
+            if hash_file(dest).hex != digest.hex:
                 raise self._corrupt(digest)
         except BaseException:
-            Path(name).unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
             raise
-        return Path(name)
+        return dest
 
     def verify(self, digest: Digest) -> bool:
         path = self.path_of(digest)
