@@ -170,6 +170,12 @@ def main() -> None:
     parser.add_argument("--track-reps", type=int, default=3, help="repetitions of first tracking")
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
+    parser.add_argument(
+        "--link",
+        choices=["copy", "hardlink"],
+        default="copy",
+        help="how both tools bring files into their caches (mlcd cache.link, dvc cache.type)",
+    )
     args = parser.parse_args()
     files, big_mib = (200, 64) if args.quick else (2000, 1024)
     mlcd, dvc = _bin("mlcd"), _bin("dvc")
@@ -193,9 +199,10 @@ def main() -> None:
     try:
         print(f"building {files} files of 256 KiB + {big_mib} MiB in {root}", file=sys.stderr)
         make_data(root, files, 256, big_mib)
-        (root / "mlcd.yaml").write_text("stages: {}\n")
+        (root / "mlcd.yaml").write_text(f"cache:\n  link: {args.link}\nstages: {{}}\n")
         run([dvc, "init", "--no-scm", "-q"], root, env)
         run([dvc, "config", "core.analytics", "false"], root, env)
+        run([dvc, "config", "cache.type", args.link], root, env)
         run([mlcd, "gc", "--dry-run"], root, env)  # creates mlcd's metadata database
         run([mlcd, "status"], root, env)  # and its parsed mlcd.yaml, as in a project in use
 
@@ -204,10 +211,10 @@ def main() -> None:
         cpu_rows: list[tuple[str, float, float]] = []
         for what, label in (("files", f"{files} files"), ("big", f"one {big_mib} MiB file")):
             m, d = median(tracking["mlcd"][what]), median(tracking["dvc"][what])
-            rows.append((f"first tracking, {label} (`data add` / `dvc add`)", m, d))
+            rows.append((f"first tracking, {label}, {args.link} (`data add` / `dvc add`)", m, d))
             report(
                 "pipeline",
-                case=f"track_{what}",
+                case=f"track_{what}_{args.link}",
                 mlcd_s=round(m, 3),
                 dvc_s=round(d, 3),
                 ratio=round(d / m, 2),

@@ -262,12 +262,9 @@ def test_long_param_values_are_found_too(store_url: str, open_store) -> None:
     assert world.names("params.features != 'x'") == ["r"]
 
 
-@pytest.fixture
-def many_runs(sqlite_url: str, open_store) -> Store:
-    """300 runs with overlapping params, metrics and tags (SQLite: the planned queries)."""
+def _many_runs(store: Store) -> Store:
     import random
 
-    store = open_store(sqlite_url)
     rnd = random.Random(7)
     with store.write() as conn:
         for i in range(300):
@@ -279,33 +276,54 @@ def many_runs(sqlite_url: str, open_store) -> Store:
     return store
 
 
-@pytest.mark.parametrize(
-    "expression",
-    [
-        "tags.branch = 'main'",
-        "tags.branch = 'main' and params.model = 'a'",
-        "metrics.auc > 0.5 and params.model = 'a' and tags.branch = 'main'",
-        "metrics.auc > 0.98 and tags.branch = 'main'",
-        "params.depth = 2 and params.model in ('a', 'b') and metrics.auc < 0.9",
-        "params.model like 'a%' and tags.branch != 'dev' and name like 'r1%'",
-        "metrics.auc >= 0 and not params.depth = 3 and status = 'running'",
-    ],
-)
+@pytest.fixture
+def many_runs(sqlite_url: str, open_store) -> Store:
+    """300 runs with overlapping params, metrics and tags."""
+    return _many_runs(open_store(sqlite_url))
+
+
+PLANNED_CASES = [
+    "tags.branch = 'main'",
+    "tags.branch = 'main' and params.model = 'a'",
+    "metrics.auc > 0.5 and params.model = 'a' and tags.branch = 'main'",
+    "metrics.auc > 0.98 and tags.branch = 'main'",
+    "params.depth = 2 and params.model in ('a', 'b') and metrics.auc < 0.9",
+    "params.model like 'a%' and tags.branch != 'dev' and name like 'r1%'",
+    "metrics.auc >= 0 and not params.depth = 3 and status = 'running'",
+]
+
+
+def _planned_equals_plain(store: Store, expression: str, limit: int | None) -> None:
+    from sqlalchemy import select
+
+    from mlcd.store.tables import runs as runs_table
+    from mlcd.tracking.clause import order_clauses, to_sql
+
+    with store.read() as conn:
+        planned = [r.id for r in search(conn, expression, limit=limit, with_data=False)]
+        stmt = select(runs_table.c.id).where(to_sql(parse_filter(expression)))
+        stmt = stmt.order_by(*order_clauses([]))
+        plain = [row.id for row in conn.execute(stmt if limit is None else stmt.limit(limit))]
+    assert planned == plain, (expression, limit)
+    assert plain  # every case matches something
+
+
+@pytest.mark.parametrize("expression", PLANNED_CASES)
 @pytest.mark.parametrize("limit", [1, 10, None])
 def test_planned_queries_return_what_the_plain_query_returns(
     many_runs: Store, expression: str, limit: int | None
 ) -> None:
     # SQLite gets a plan (driving from the narrowest condition, or walking runs newest
     # first); the result must be exactly that of the straightforward IN-subquery form.
-    from sqlalchemy import select
+    _planned_equals_plain(many_runs, expression, limit)
 
-    from mlcd.store.tables import runs as runs_table
-    from mlcd.tracking.clause import order_clauses, to_sql
 
-    with many_runs.read() as conn:
-        planned = [r.id for r in search(conn, expression, limit=limit, with_data=False)]
-        stmt = select(runs_table.c.id).where(to_sql(parse_filter(expression)))
-        stmt = stmt.order_by(*order_clauses([]))
-        plain = [row.id for row in conn.execute(stmt if limit is None else stmt.limit(limit))]
-    assert planned == plain
-    assert plain  # every case matches something
+@pytest.mark.postgres
+def test_planned_queries_on_postgresql_return_what_the_plain_query_returns(
+    pg_url: str, open_store
+) -> None:
+    """PostgreSQL gets the same plans, its seeks spelled as scalar subqueries."""
+    store = _many_runs(open_store(pg_url))
+    for expression in PLANNED_CASES:
+        for limit in (1, 10, None):
+            _planned_equals_plain(store, expression, limit)

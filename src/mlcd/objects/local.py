@@ -138,9 +138,11 @@ class LocalObjectStore(ObjectStore):
         that what is kept hashes to ``digest``."""
         tmp = _unique(self._staging(), digest.hex[:8])
         try:
-            _place(path, tmp, self.link)
-            # The source may have changed since it was hashed: the copy is what we keep.
-            if hash_file(tmp).hex != digest.hex:
+            linked = _place(path, tmp, self.link)
+            # The source may have changed since it was hashed: the copy is what we keep. A
+            # hard link is no copy: it is the file just hashed, and stays editable through the
+            # project path whatever we check now, so it is not read twice (restores verify it).
+            if not linked and hash_file(tmp).hex != digest.hex:
                 raise ObjectError(
                     f"{path} changed while it was being stored",
                     hint="stop whatever is writing to it, then retry",
