@@ -218,14 +218,15 @@ def _time_search(store: Any, reps: int, limit: int) -> tuple[list[float], int]:
         return times, count(conn, FILTER)
 
 
-def build_big_store(path: Path, runs: int) -> Any:
-    """A store with ``runs`` finished runs like the 2,000 above, written in bulk."""
+def build_big_store(path: Path | str, runs: int) -> Any:
+    """A store with ``runs`` finished runs like the 2,000 above, written in bulk (``path``:
+    a SQLite file, or a PostgreSQL URL)."""
     from mlcd.store import Store
     from mlcd.store.runs import _as_number
     from mlcd.store.tables import run_latest_metrics, run_metrics, run_params, run_tags
     from mlcd.store.tables import runs as runs_table
 
-    store = Store(f"sqlite:///{path}")
+    store = Store(path if isinstance(path, str) else f"sqlite:///{path}")
     rnd = random.Random(1)
     now = time.time()
     chunk = 5000
@@ -273,6 +274,31 @@ def build_big_store(path: Path, runs: int) -> Any:
     return store
 
 
+def _pg_search(server_url: str, runs: int, reps: int) -> dict[int, float]:
+    """The large search on a scratch PostgreSQL database, vacuumed and analysed as
+    autovacuum leaves a table in use (index-only scans need its visibility map)."""
+    import psycopg
+
+    name = f"mlcd_bench_{os.getpid()}"
+    admin = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        store = build_big_store(url, runs)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        try:
+            return {
+                limit: 1000 * median(_time_search(store, reps, limit)[0]) for limit in (100, 1000)
+            }
+        finally:
+            store.dispose()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 # ---------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -280,6 +306,12 @@ def main() -> None:
     parser.add_argument("--mlflow", default=DEFAULT_MLFLOW, help="a python with mlflow installed")
     parser.add_argument("--no-mlflow", action="store_true", help="measure mlcd only")
     parser.add_argument("--big", type=int, help="runs in the large search case (default 100000)")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        help="also time the large search on PostgreSQL: a server URL such as "
+        "postgresql://postgres@127.0.0.1:5432/test (a scratch database is created and dropped)",
+    )
     args = parser.parse_args()
     sizes = {
         "points": 1000 if args.quick else 10_000,
@@ -342,6 +374,9 @@ def main() -> None:
                 }
         finally:
             big_store.dispose()
+        if args.pg:
+            for limit, ms in _pg_search(args.pg, big, sizes["search_reps"]).items():
+                results[f"search {big:,} runs on PostgreSQL, first {limit} (ms)"] = {"mlcd": ms}
 
     py = sys.executable
     imports = {"mlcd": median(time_command([py, "-c", "import mlcd; mlcd.log_metric"], 10))}
