@@ -63,7 +63,7 @@ def test_copy_and_reflink_modes_keep_separate_files(tmp_path: Path, link: str) -
 
 
 def test_unknown_link_mode_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ObjectError, match="cache.link"):
+    with pytest.raises(ObjectError, match=r"cache\.link"):
         LocalObjectStore(tmp_path / "objects", link="symlink")
 
 

@@ -93,6 +93,41 @@ def data_status(
     view.show_data_status(check, as_json)
 
 
+@data_app.command("from-log")
+def data_from_log(
+    model: Annotated[str, typer.Argument(help="The model whose prediction log is read.")],
+    path: Annotated[Path, typer.Argument(help="The Parquet file to write (inside the project).")],
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Predictions made since: a duration back (30d) or a date."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Predictions before (and labels received by) this time."),
+    ] = None,
+    labelled_only: Annotated[
+        bool, typer.Option("--labelled-only", help="Only rows that have a feedback label.")
+    ] = False,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Keep N rows (a seeded hash of the id).")
+    ] = None,
+    stratify: Annotated[
+        str | None,
+        typer.Option("--stratify", help="Equal rows per value of COL (with --sample: N in all)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample.")] = 0,
+    label: Annotated[
+        str | None,
+        typer.Option("--label", help="Label column name (default: models.MODEL.target)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the prediction log joined with feedback as a tracked training dataset."""
+    from mlcd.cli.logdata_view import from_log
+
+    from_log(model, path, since, until, labelled_only, sample, stratify, seed, label, as_json)
+
+
 def push(
     remote: RemoteOpt = None,
     all_entries: Annotated[
