@@ -1,6 +1,7 @@
 """``mlcd import``: bring an existing DVC project or MLflow store into mlcd.
 
-Each importer's command is a thin wrapper: the work lives in ``mlcd.adopt``.
+Each importer's command is a thin wrapper in its own module (``import_dvc_cmd``,
+``import_mlflow_cmd``): the work lives in ``mlcd.adopt``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import_app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: The modules that attach their command to ``import_app`` when imported.
+IMPORTERS = ("import_dvc_cmd", "import_mlflow_cmd")
+
 
 def register(app: typer.Typer) -> None:
-    """Attach ``import`` to the root app."""
+    """Attach ``import`` (and each importer's command) to the root app."""
+    import importlib
+
+    for name in IMPORTERS:
+        importlib.import_module(f"mlcd.cli.{name}")
     app.add_typer(import_app, name="import")
