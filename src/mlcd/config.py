@@ -153,6 +153,8 @@ class Serve(_Section):
     public_predict: bool = False
     #: Host headers accepted besides localhost, 127.0.0.1, [::1] and the bound address
     allowed_hosts: list[str] = Field(default_factory=list)
+    #: feedback requests per second per token (bursts of twice that); 0 turns the limit off
+    feedback_rate_per_s: float = Field(default=50.0, ge=0)
 
 
 # ---------------------------------------------------------------- step 5: monitoring

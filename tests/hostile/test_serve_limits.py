@@ -92,8 +92,12 @@ def test_too_many_feedback_labels_is_413_and_nothing_is_stored(
     assert "101 labels, more than the limit of 100" in error["error"]
     assert "serve.max_rows" in error["error"]
     assert _stored_feedback(registry) == 0
-    enough = server.client.post("/v1/feedback", json=_labels(100))
-    assert enough.json() == {"stored": 100}
+    X, _ = cancer()
+    ids = server.client.post(
+        "/v1/models/cancer/predict", json=X.head(100).to_dict(orient="records")
+    ).json()["request_ids"]
+    enough = server.client.post("/v1/feedback", json=[{"request_id": i, "label": 1} for i in ids])
+    assert enough.json() == {"stored": 100, "replaced": 0}
     assert _stored_feedback(registry) == 100
 
 

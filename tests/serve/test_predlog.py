@@ -116,13 +116,13 @@ def test_feedback_is_stored_for_request_ids(
     server, X, _ = cancer_server
     ids = server.client.post(URL, json=X.head(3).to_dict(orient="records")).json()["request_ids"]
     one = server.client.post("/v1/feedback", json={"request_id": ids[0], "label": 1})
-    assert one.json() == {"stored": 1}
+    assert one.json() == {"stored": 1, "replaced": 0}
     many = server.client.post(
         "/v1/feedback", json={"labels": [{"request_id": i, "label": 0} for i in ids[1:]]}
     )
-    assert many.json() == {"stored": 2}
-    again = server.client.post("/v1/feedback", json=[{"request_id": ids[0], "label": 0}])
-    assert again.json() == {"stored": 1}
+    assert many.json() == {"stored": 2, "replaced": 0}
+    again = [{"request_id": ids[0], "label": 0, "replace": True}]
+    assert server.client.post("/v1/feedback", json=again).json() == {"stored": 1, "replaced": 1}
     with registry.store.read() as conn:
         assert predictions.feedback_for(conn, ids) == {ids[0]: 0, ids[1]: 0, ids[2]: 0}
 

@@ -330,7 +330,10 @@ class FastPath:
         else:
             content_type = headers.get(b"content-type")
             answer = await store_feedback(
-                self.service, body, content_type.decode("latin-1") if content_type else None
+                self.service,
+                body,
+                content_type.decode("latin-1") if content_type else None,
+                scope.get("state", {}).get("actor"),
             )
         await _send(send, answer)
 
@@ -491,7 +494,9 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         from mlcd.serve.feedback import store_feedback
 
         body = await request.body()
-        return _answer(await store_feedback(service, body, request.headers.get("content-type")))
+        actor = request.scope.get("state", {}).get("actor")
+        content_type = request.headers.get("content-type")
+        return _answer(await store_feedback(service, body, content_type, actor))
 
     @app.get("/metrics", tags=["operations"])
     async def metrics() -> Response:

@@ -21,7 +21,9 @@ import orjson
 
 from mlcd.serve import oip
 from mlcd.serve.holder import ModelHolder, Served
+from mlcd.serve.issued import IssuedIds
 from mlcd.serve.predlog import LogEntry, PredictionLog
+from mlcd.serve.ratelimit import RateLimiter
 from mlcd.serve.traffic import CanaryGuard, CanarySpec, Router, Verdict
 from mlcd.serve.validation import Inputs, RequestError, check_content_type, parse_json
 
@@ -97,6 +99,8 @@ class PredictionService:
         self._prefix = uuid.uuid4().hex[:12] + "-"
         self._counter = 0
         self._background: set[asyncio.Future[Any]] = set()
+        self.issued = IssuedIds()
+        self.feedback_limiter = RateLimiter(settings.feedback_rate_per_s)
 
     # ------------------------------------------------------------------ state
     @property
@@ -367,6 +371,8 @@ class PredictionService:
         proba: Any,
         error: str | None = None,
     ) -> None:
+        if status == "ok":  # only answered ids may receive feedback
+            self.issued.add(ids, served.version)
         if self.predlog is None:
             return
         positive = proba[:, 1] if proba is not None and proba.shape[1] == 2 else None
