@@ -7,25 +7,30 @@ links, every artifact file (stored content-addressed and recorded on the run), M
 models' files (recorded on the run that logged them, under the model's name), and, with
 ``models``, registered models (see ``mlflow_models``).
 
-How: a page of runs at a time is read (runs through ``search_runs``, metric histories in bulk,
-see ``mlflow_source``), the runs already imported are left out before anything else is read,
-artifacts are stored, and the page is written in transactions of whole runs (see
-``mlflow_runs``). A reader thread fetches the next page while the current one is written.
+How: a reader reads a page of runs at a time (runs through ``search_runs``, metric histories in
+bulk, see ``mlflow_source``), leaves out the runs already imported before reading anything
+else about them, downloads their artifacts to a scratch folder and builds the rows; the writer
+stores the artifacts and writes the page in transactions of whole runs (see ``mlflow_runs``).
+On Linux the reader is a forked process, so reading (Python-bound) and writing (SQLite-bound)
+use two cores; a thread elsewhere, or with ``MLCD_IMPORT_READER=thread``. The writer's process
+never imports mlflow unless registered models are imported too.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlcd.adopt.mlflow_models import ModelOutcome, import_models
 from mlcd.adopt.mlflow_runs import (
     PreparedRun,
     RunWriter,
@@ -35,7 +40,8 @@ from mlcd.adopt.mlflow_runs import (
     needs_import,
     present,
 )
-from mlcd.adopt.mlflow_source import LoggedModelRef, MlflowSource, SourceExperiment, SourceRun
+from mlcd.adopt.mlflow_source import MlflowSource, SourceExperiment
+from mlcd.errors import MlcdError, TrackingError
 from mlcd.objects import ObjectStore
 from mlcd.objects.base import iter_files
 from mlcd.store import Store, events
@@ -43,6 +49,10 @@ from mlcd.store.runs import ArtifactRef
 
 #: ``progress(phase, done, total)``: phase is ``runs`` or ``models``; total may be None.
 Progress = Callable[[str, int, int | None], None]
+READER_ENV = "MLCD_IMPORT_READER"
+_QUEUE_PAGES = 2
+#: Runs per page read: about 100,000 metric points at 10 metrics x 100 steps.
+_PAGE = 100
 
 
 @dataclass
@@ -54,7 +64,7 @@ class ImportSummary:
     runs_found: int = 0
     runs: WriteCounts = field(default_factory=WriteCounts)
     parents_linked: int = 0
-    models: list[ModelOutcome] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,63 +85,182 @@ class ImportSummary:
         }
 
 
-def _store_folder(objects: ObjectStore, folder: Path, prefix: str) -> list[ArtifactRef]:
-    files = list(iter_files(folder))
-    if not files:
-        return []
-    digests = objects.put_files([(full, None) for _, full in files])
-    return [
-        ArtifactRef(
-            "artifact", f"{prefix}/{rel}" if prefix else rel, str(digest), full.stat().st_size
-        )
-        for (rel, full), digest in zip(files, digests, strict=True)
-    ]
+@dataclass(frozen=True)
+class _Plan:
+    """What the reader needs: picklable, so it can cross into a process."""
+
+    tracking_uri: str
+    registry_uri: str | None
+    experiments: tuple[str, ...]
+    store_url: str
+    artifacts: bool
+    scratch: str
 
 
-def _artifacts(
-    source: MlflowSource,
-    objects: ObjectStore,
-    run: SourceRun,
-    logged: Sequence[LoggedModelRef],
-) -> list[ArtifactRef]:
-    """Store the run's artifact files (and its logged models' files); returns their records."""
-    refs: list[ArtifactRef] = []
-    with tempfile.TemporaryDirectory(prefix="mlcd-mlflow-") as tmp:
-        folder = source.run_artifacts(run, Path(tmp) / "run")
-        if folder is not None:
-            refs.extend(_store_folder(objects, folder, ""))
-        names = Counter(m.name for m in logged)
-        for model in logged:
-            prefix = model.name if names[model.name] == 1 else f"{model.name}-{model.id}"
-            files = source.folder(model.artifact_uri, Path(tmp) / "models" / model.id)
-            refs.extend(_store_folder(objects, files, prefix))
-    return refs
+# ---------------------------------------------------------------------- the reader
+def _read(plan: _Plan, put: Callable[[Any], None]) -> None:
+    """Send ``("start", experiments, total)``, then ``("page", found, runs)`` per page."""
+    source = MlflowSource(plan.tracking_uri, plan.registry_uri)
+    chosen = source.experiments(plan.experiments)
+    by_id = {e.id: e for e in chosen}
+    ids = list(by_id)
+    put(("start", chosen, source.count_runs(ids)))
+    logged = source.logged_models(ids) if plan.artifacts and ids else {}
+    store = Store(plan.store_url, migrate=False)
+    try:
+        for page in source.runs(ids, _PAGE):
+            with store.read() as conn:
+                status = present(conn, [r.id for r in page])
+            todo = [r for r in page if needs_import(r, status.get(r.id))]
+            histories = source.metric_rows(todo)
+            prepared = []
+            for run in todo:
+                folders: list[tuple[str, str]] = []
+                if plan.artifacts:
+                    scratch = Path(plan.scratch) / run.id
+                    folder = source.run_artifacts(run, scratch / "run")
+                    if folder is not None:
+                        folders.append(("", str(folder)))
+                    models = logged.get(run.id, [])
+                    names = Counter(m.name for m in models)
+                    for model in models:
+                        prefix = (
+                            model.name if names[model.name] == 1 else f"{model.name}-{model.id}"
+                        )
+                        files = source.folder(model.artifact_uri, scratch / "models" / model.id)
+                        folders.append((prefix, str(files)))
+                experiment = by_id.get(run.experiment_id) or SourceExperiment(run.experiment_id, "")
+                points, latest = histories[run.id]
+                prepared.append(PreparedRun.build(run, experiment, points, latest, folders))
+            put(("page", len(page), prepared))
+    finally:
+        store.dispose()
 
 
-class _Reader(threading.Thread):
-    """Reads pages of runs ahead of the writer (one page in hand, one in the queue)."""
+def _error_message(exc: BaseException) -> tuple[str, str, str | None]:
+    if isinstance(exc, MlcdError):
+        return type(exc).__name__, exc.message, exc.hint
+    return type(exc).__name__, f"{type(exc).__name__}: {exc}", None
 
-    def __init__(self, work: Callable[[], Any]) -> None:
-        super().__init__(name="mlcd-mlflow-reader", daemon=True)
-        self.pages: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self.stop = threading.Event()
-        self._work = work
 
-    def put(self, item: Any) -> None:
-        """Hand a page to the writer (gives up once the writer has stopped)."""
-        while not self.stop.is_set():
+def _rebuild(kind: str, message: str, hint: str | None) -> MlcdError:
+    from mlcd import errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, MlcdError) and kind != "FilterError":
+        return cls(message, hint=hint)
+    return TrackingError(f"reading the MLflow store failed: {message}", hint=hint)
+
+
+def _child(plan: _Plan, pages: Any, parent: int) -> None:
+    """The reader process: never returns (``os._exit``, so no inherited hook runs)."""
+    code = 0
+
+    def put(item: Any) -> None:
+        while True:
             try:
-                self.pages.put(item, timeout=0.2)
+                pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if os.getppid() != parent:  # the writer died: stop reading
+                    os._exit(1)
+
+    try:
+        _read(plan, put)
+        put(("done",))
+    except BaseException as exc:
+        put(("error", *_error_message(exc)))
+        code = 1
+    finally:
+        pages.close()
+        pages.join_thread()
+        os._exit(code)
+
+
+def _pages(plan: _Plan) -> Iterator[Any]:
+    """The reader's messages, from a forked process (Linux) or a thread."""
+    use_process = (
+        "fork" in multiprocessing.get_all_start_methods()
+        and os.environ.get(READER_ENV, "process") != "thread"
+    )
+    if use_process:
+        context = multiprocessing.get_context("fork")
+        channel: Any = context.Queue(maxsize=_QUEUE_PAGES)
+        process = context.Process(
+            target=_child, args=(plan, channel, os.getpid()), name="mlcd-mlflow-reader"
+        )
+        process.start()
+        try:
+            while True:
+                try:
+                    item = channel.get(timeout=1.0)
+                except queue.Empty:
+                    if not process.is_alive():
+                        raise TrackingError(
+                            f"the MLflow reader process stopped (exit code {process.exitcode})",
+                            hint="run again; MLCD_IMPORT_READER=thread reads in this process",
+                        ) from None
+                    continue
+                yield item
+                if item[0] in ("done", "error"):
+                    return
+        finally:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=10)
+            channel.close()
+        return
+    yield from _thread_pages(plan)
+
+
+def _thread_pages(plan: _Plan) -> Iterator[Any]:
+    channel: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_PAGES)
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                channel.put(item, timeout=0.2)
                 return
             except queue.Full:
                 continue
+        raise SystemExit  # the writer stopped: end the thread quietly
 
-    def run(self) -> None:
+    def work() -> None:
         try:
-            self._work()
-            self.put(None)
-        except BaseException as exc:  # handed to the writer's thread, raised there
-            self.put(exc)
+            _read(plan, put)
+            put(("done",))
+        except SystemExit:
+            return
+        except BaseException as exc:
+            put(("error", *_error_message(exc)))
+
+    thread = threading.Thread(target=work, name="mlcd-mlflow-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = channel.get()
+            yield item
+            if item[0] in ("done", "error"):
+                return
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------- the writer
+def _store_folders(objects: ObjectStore, run: PreparedRun) -> None:
+    for prefix, folder in run.folders:
+        files = list(iter_files(Path(folder)))
+        if not files:
+            continue
+        digests = objects.put_files([(full, None) for _, full in files])
+        run.artifacts.extend(
+            ArtifactRef(
+                "artifact", f"{prefix}/{rel}" if prefix else rel, str(digest), full.stat().st_size
+            )
+            for (rel, full), digest in zip(files, digests, strict=True)
+        )
 
 
 def import_mlflow(
@@ -171,61 +300,48 @@ def import_mlflow(
         StoreError: the mlcd store cannot be written.
     """
     started = time.monotonic()
-    source = MlflowSource(tracking_uri, registry_uri)
-    chosen = source.experiments(experiments)
-    by_id = {e.id: e for e in chosen}
-    summary = ImportSummary(tracking_uri, [e.name for e in chosen])
-    ids = list(by_id)
-    total = source.count_runs(ids)
-    logged = source.logged_models(ids) if artifacts and ids else {}
+    summary = ImportSummary(tracking_uri)
     writer = RunWriter(store)
+    scratch = tempfile.mkdtemp(prefix="mlcd-mlflow-import-")
+    plan = _Plan(tracking_uri, registry_uri, tuple(experiments), store.url, artifacts, scratch)
+    total: int | None = None
     done = 0
-
-    def read_pages() -> None:
-        for page in source.runs(ids):
-            if reader.stop.is_set():
-                return
-            with store.read() as conn:
-                status = present(conn, [r.id for r in page])
-            todo = [r for r in page if needs_import(r, status.get(r.id))]
-            histories = source.metric_histories(todo)
-            prepared = [
-                PreparedRun(
-                    r,
-                    by_id.get(r.experiment_id) or SourceExperiment(r.experiment_id, ""),
-                    histories[r.id],
-                    _artifacts(source, objects, r, logged.get(r.id, ())) if artifacts else [],
-                )
-                for r in todo
-            ]
-            reader.put((len(page), prepared))
-
-    reader = _Reader(read_pages)
-    reader.start()
     try:
-        while True:
-            item = reader.pages.get()
-            if item is None:
+        for message in _pages(plan):
+            kind = message[0]
+            if kind == "error":
+                raise _rebuild(*message[1:])
+            if kind == "start":
+                summary.experiments = [e.name for e in message[1]]
+                total = message[2]
+                continue
+            if kind == "done":
                 break
-            if isinstance(item, BaseException):
-                raise item
-            found, prepared = item
+            found, prepared = message[1], message[2]
             summary.runs_found += found
-            skipped_before = found - len(prepared)
-            summary.runs.skipped += skipped_before
+            already = found - len(prepared)
+            summary.runs.skipped += already
+            for run in prepared:
+                _store_folders(objects, run)
             for batch in batches(prepared):
                 summary.runs.add(writer.write(batch))
                 done += len(batch)
                 if progress is not None:
                     progress("runs", done, total)
-            done += skipped_before
+            for run in prepared:
+                for _, folder in run.folders:
+                    if Path(folder).is_relative_to(scratch):
+                        shutil.rmtree(folder, ignore_errors=True)
+            done += already
             if progress is not None:
                 progress("runs", done, total)
     finally:
-        reader.stop.set()
-        reader.join()
+        shutil.rmtree(scratch, ignore_errors=True)
     summary.parents_linked = link_parents(store)
     if models or model_names:
+        from mlcd.adopt.mlflow_models import import_models
+
+        source = MlflowSource(tracking_uri, registry_uri)
         summary.models = import_models(
             source, store, objects, names=model_names, trust=trust, progress=progress
         )

@@ -12,20 +12,22 @@ batch in flight, which the next import writes again: nothing is ever half-import
 nothing needs completing.
 
 ``MLCD_IMPORT_CRASH_AFTER=K`` is a test hook: the process kills itself (SIGKILL) once the
-K-th run of this import is written inside its transaction, before the commit.
+transaction holding the K-th run of this import has written everything, before its commit.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlcd.adopt.mlflow_source import SourceExperiment, SourceRun
+from mlcd.adopt.mlflow_source import Row, SourceExperiment, SourceRun
 from mlcd.store import Store
 from mlcd.store import runs as run_repo
 from mlcd.store.runs import ArtifactRef
@@ -35,6 +37,9 @@ RUN_TAG = "mlflow.run_id"
 EXPERIMENT_ID_TAG = "mlflow.experiment_id"
 EXPERIMENT_TAG = "mlflow.experiment_name"
 CRASH_ENV = "MLCD_IMPORT_CRASH_AFTER"
+#: ``MLCD_IMPORT_BATCH_RUNS=N``: at most N runs per transaction (default: as many as fit
+#: ``POINTS_PER_TRANSACTION``); smaller batches commit more often.
+BATCH_ENV = "MLCD_IMPORT_BATCH_RUNS"
 #: Metric points per transaction: large enough to amortise the commit, small enough that
 #: the database's write lock is never held for long.
 POINTS_PER_TRANSACTION = 100_000
@@ -53,17 +58,42 @@ def mlcd_run_id(mlflow_id: str) -> str:
 
 @dataclass
 class PreparedRun:
-    """A run read from MLflow with its metric points and stored artifacts, ready to write."""
+    """A run read from MLflow, its rows ready to insert (built by the reader, so the writer
+    only hands lists to the database).
+
+    ``metrics`` and ``latest`` are ``(mlcd run id, key, value, step, timestamp)`` rows;
+    ``folders`` are ``(artifact path prefix, local folder)`` still to be stored, and
+    ``artifacts`` the records of files already stored.
+    """
 
     source: SourceRun
     experiment: SourceExperiment
-    metrics: list[tuple[str, float, int, float]] = field(default_factory=list)
+    metrics: list[Row] = field(default_factory=list)
+    latest: list[Row] = field(default_factory=list)
+    folders: list[tuple[str, str]] = field(default_factory=list)
     artifacts: list[ArtifactRef] = field(default_factory=list)
 
     @property
     def id(self) -> str:
         """The mlcd run id."""
         return mlcd_run_id(self.source.id)
+
+    @classmethod
+    def build(
+        cls,
+        source: SourceRun,
+        experiment: SourceExperiment,
+        points: list[Row],
+        latest: list[Row],
+        folders: Sequence[tuple[str, str]] = (),
+    ) -> PreparedRun:
+        """A run with its points and latest points (``MlflowSource.metric_rows``' rows, which
+        carry MLflow's run id: the mlcd id unless that id is not 32 hex characters)."""
+        run_id = mlcd_run_id(source.id)
+        if run_id != source.id:
+            points = [(run_id, k, v, s, t) for _, k, v, s, t in points]
+            latest = [(run_id, k, v, s, t) for _, k, v, s, t in latest]
+        return cls(source, experiment, points, latest, list(folders))
 
 
 @dataclass
@@ -131,11 +161,13 @@ def batches(
     runs: Sequence[PreparedRun], points: int = POINTS_PER_TRANSACTION
 ) -> list[list[PreparedRun]]:
     """Split runs into transactions of about ``points`` metric points each."""
+    limit = os.environ.get(BATCH_ENV, "")
+    most = max(1, int(limit)) if limit.isdigit() else None
     out: list[list[PreparedRun]] = []
     current: list[PreparedRun] = []
     size = 0
     for run in runs:
-        if current and size + len(run.metrics) > points:
+        if current and (size + len(run.metrics) > points or len(current) == most):
             out.append(current)
             current, size = [], 0
         current.append(run)
@@ -190,58 +222,134 @@ class RunWriter:
         return counts
 
     def _write(self, conn: Any, batch: Sequence[PreparedRun]) -> WriteCounts:
-        from sqlalchemy import update
-
-        from mlcd.store.tables import runs
-
         counts = WriteCounts()
         status = present(conn, [r.source.id for r in batch])
         # an mlcd run of the same id that did not come from MLflow: never overwritten
         clash = _existing_ids(conn, [r.id for r in batch if r.source.id not in status])
         parents = {r.source.parent_id for r in batch if r.source.parent_id}
         known = _existing_ids(conn, [mlcd_run_id(p) for p in parents if p])
+        chosen: list[PreparedRun] = []
         for run in batch:
-            source = run.source
-            before = status.get(source.id)
-            if run.id in clash or not needs_import(source, before):
+            before = status.get(run.source.id)
+            if run.id in clash or not needs_import(run.source, before):
                 counts.skipped += 1
                 continue
             if before is not None:
                 run_repo.delete_run(conn, run.id)
                 counts.replaced += 1
-            parent = mlcd_run_id(source.parent_id) if source.parent_id else None
-            run_repo.create_run(
-                conn,
-                run_id=run.id,
-                name=(source.name or "")[:_KEY_MAX] or None,
-                kind=KIND,
-                parent_id=parent if parent in known else None,
-                git_commit=(source.tags.get("mlflow.source.git.commit") or "")[:64] or None,
-                user=(source.user or "")[:_KEY_MAX] or None,
-                started_at=source.started_at,
-            )
+            chosen.append(run)
+        rows = []
+        for run in chosen:
+            parent = mlcd_run_id(run.source.parent_id) if run.source.parent_id else None
+            rows.append(_run_row(run, parent if parent in known else None))
             known.add(run.id)
-            if source.params:
-                run_repo.log_params(conn, run.id, source.params)
-            run_repo.set_tags(conn, run.id, _tags(run))
-            run_repo.log_metric_rows(conn, run.id, run.metrics)
-            run_repo.add_artifacts(conn, run.id, run.artifacts)
-            # The run ends when MLflow says it did (runs.end_run would stamp the import time).
-            ended = source.ended_at if source.status != "running" else None
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == run.id)
-                .values(status=source.status, ended_at=ended, heartbeat_at=ended)
-            )
-            counts.imported += 1
-            counts.points += len(run.metrics)
-            counts.artifacts += len(run.artifacts)
-            if (
-                self._crash_after is not None
-                and self.written + counts.imported >= self._crash_after
-            ):
-                os.kill(os.getpid(), signal.SIGKILL)  # the test hook: die before the commit
+        if rows:
+            from mlcd.store.tables import runs
+
+            conn.execute(runs.insert(), rows)
+        _insert_records(conn, chosen)
+        if self._crash_after is not None and self.written + len(chosen) >= self._crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # the test hook: die before the commit
+        counts.imported = len(chosen)
+        counts.points = sum(len(r.metrics) for r in chosen)
+        counts.artifacts = sum(len(r.artifacts) for r in chosen)
         return counts
+
+
+def _number(value: str) -> float | None:
+    """A param's value as a finite number, when it is one (as ``runs.log_params`` stores it)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _run_row(run: PreparedRun, parent: str | None) -> dict[str, Any]:
+    """The ``runs`` row ``runs.create_run`` + ``runs.end_run`` would write, but ended when
+    MLflow says the run ended (``end_run`` stamps the current time)."""
+    source = run.source
+    ended = source.ended_at if source.status != "running" else None
+    return {
+        "id": run.id,
+        "name": (source.name or "")[:_KEY_MAX] or None,
+        "kind": KIND,
+        "status": source.status,
+        "parent_id": parent,
+        "started_at": source.started_at if source.started_at is not None else time.time(),
+        "ended_at": ended,
+        "git_commit": (source.tags.get("mlflow.source.git.commit") or "")[:64] or None,
+        "git_dirty": None,
+        "user": (source.user or "")[:_KEY_MAX] or None,
+        "heartbeat_at": ended,
+    }
+
+
+def _insert_records(conn: Any, chosen: Sequence[PreparedRun]) -> None:
+    """Params, tags, metric points, latest metrics and artifacts of new runs, one statement
+    per table for the whole batch.
+
+    The rows are those ``runs.log_params``/``set_tags``/``log_metric_rows``/``add_artifacts``
+    write; plain inserts instead of their per-run upserts, because these runs are new in this
+    transaction: at 10,000 runs the upserts' statement building alone took 40 s.
+    """
+    from mlcd.store.tables import run_artifacts, run_latest_metrics, run_params, run_tags
+
+    params = [
+        {"run_id": r.id, "key": k, "value": v, "value_num": _number(v)}
+        for r in chosen
+        for k, v in r.source.params.items()
+    ]
+    tags = [{"run_id": r.id, "key": k, "value": v} for r in chosen for k, v in _tags(r).items()]
+    latest = [
+        {"run_id": i, "key": k, "value": v, "step": st, "timestamp": t}
+        for r in chosen
+        for i, k, v, st, t in r.latest
+    ]
+    artifacts = [
+        {
+            "run_id": r.id,
+            "stage": a.stage,
+            "role": a.role,
+            "path": a.path,
+            "digest": a.digest,
+            "size": a.size,
+        }
+        for r in chosen
+        for a in r.artifacts
+    ]
+    for table, rows in (
+        (run_params, params),
+        (run_tags, tags),
+        (run_latest_metrics, latest),
+        (run_artifacts, artifacts),
+    ):
+        if rows:
+            conn.execute(table.insert(), rows)
+    points: list[Row] = []
+    for run in chosen:
+        points.extend(run.metrics)
+    if not points:
+        return
+    # Straight to the driver, as runs.log_metric_rows does (half the cost of SQLAlchemy's
+    # per-row parameter processing).
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(conn.dialect.paramstyle)
+    if mark is None:
+        from mlcd.store.tables import run_metrics
+
+        conn.execute(
+            run_metrics.insert(),
+            [
+                {"run_id": i, "key": k, "value": v, "step": s, "timestamp": t}
+                for i, k, v, s, t in points
+            ],
+        )
+        return
+    conn.exec_driver_sql(
+        "INSERT INTO run_metrics (run_id, key, value, step, timestamp) "
+        f"VALUES ({', '.join([mark] * 5)})",
+        points,
+    )
 
 
 def link_parents(store: Store) -> int:

@@ -32,6 +32,8 @@ from mlcd.errors import ConfigError, MlcdError, TrackingError, UsageError
 PAGE = 500
 #: ``MLCD_MLFLOW_READ=client`` reads metric histories key by key through the client.
 READ_ENV = "MLCD_MLFLOW_READ"
+#: ``(run_id, key, value, step, timestamp)``: a metric point as mlcd stores it.
+Row = tuple[str, str, float, int, float]
 _STATUS = {
     "RUNNING": "running",
     "SCHEDULED": "running",
@@ -282,70 +284,95 @@ class MlflowSource:
                     self._engine = None
         return self._engine
 
-    def metric_histories(
-        self, runs: Sequence[SourceRun]
-    ) -> dict[str, list[tuple[str, float, int, float]]]:
-        """Every logged point of the runs' metrics: ``{run_id: [(key, value, step, ts)]}``.
+    def metric_rows(self, runs: Sequence[SourceRun]) -> dict[str, tuple[list[Row], list[Row]]]:
+        """Every logged point of the runs' metrics, and the latest point per key.
 
-        Points are in MLflow's history order (timestamp, step, value) per key; NaN points are
+        Returns ``{run_id: (points, latest)}`` with ``(run_id, key, value, step, timestamp)``
+        rows (MLflow's run id, seconds), points ordered by key, step and time; the latest of a
+        key is its highest step, then newest (``runs.log_metric_rows``' rule). NaN points are
         left out (mlcd stores finite numbers; MLflow keeps infinities as +-1.8e308).
         """
+        out: dict[str, tuple[list[Row], list[Row]]] = {r.id: ([], []) for r in runs}
         wanted = [r for r in runs if r.metric_keys]
-        out: dict[str, list[tuple[str, float, int, float]]] = {r.id: [] for r in runs}
         if not wanted:
             return out
         engine = self._sql_engine()
-        if engine is not None:
-            self._histories_sql(engine, [r.id for r in wanted], out)
-        else:
-            self._histories_client(wanted, out)
+        rows = (
+            self._rows_sql(engine, [r.id for r in wanted])
+            if engine is not None
+            else self._rows_client(wanted)
+        )
+        # rows come grouped by run, then key: split them and take each key's last row
+        points: list[Row] = []
+        latest: list[Row] = []
+        previous: Row | None = None
+        for row in rows:
+            if previous is None or row[0] != previous[0]:
+                if previous is not None:
+                    latest.append(previous)
+                points, latest = out[row[0]]
+            elif row[1] != previous[1]:
+                latest.append(previous)
+            points.append(row)
+            previous = row
+        if previous is not None:
+            latest.append(previous)
         return out
 
-    def _histories_sql(
-        self, engine: Any, ids: list[str], out: dict[str, list[tuple[str, float, int, float]]]
-    ) -> None:
+    def _rows_sql(self, engine: Any, ids: list[str]) -> list[Row]:
         from mlflow.store.tracking.dbmodels.models import SqlMetric
         from sqlalchemy import select
 
-        table = SqlMetric.__table__
-        stmt = (
-            select(
-                table.c.run_uuid,
-                table.c.key,
-                table.c.value,
-                table.c.step,
-                table.c.timestamp,
-                table.c.is_nan,
+        with mlflow_errors("metric histories", self.uri):
+            if engine.dialect.name == "sqlite":
+                # the driver's tuples are the rows already: no per-row work in Python
+                marks = ", ".join("?" * len(ids))
+                raw = engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    cursor.execute(
+                        "SELECT run_uuid, key, value, step, timestamp / 1000.0 FROM metrics "
+                        f"WHERE run_uuid IN ({marks}) AND is_nan = 0 "
+                        "ORDER BY run_uuid, key, step, timestamp",
+                        ids,
+                    )
+                    return list(cursor.fetchall())
+                finally:
+                    raw.close()
+            table = SqlMetric.__table__
+            stmt = (
+                select(
+                    table.c.run_uuid,
+                    table.c.key,
+                    table.c.value,
+                    table.c.step,
+                    table.c.timestamp,
+                )
+                .where(table.c.run_uuid.in_(ids), table.c.is_nan.is_(False))
+                .order_by(table.c.run_uuid, table.c.key, table.c.step, table.c.timestamp)
             )
-            .where(table.c.run_uuid.in_(ids))
-            .order_by(table.c.run_uuid, table.c.key, table.c.timestamp, table.c.step)
-        )
-        with mlflow_errors("metric histories", self.uri), engine.connect() as conn:
-            result = conn.execute(stmt)
-            current: list[tuple[str, float, int, float]] = []
-            last = None
-            for run_id, key, value, step, stamp, is_nan in result:
-                if run_id != last:
-                    current = out[run_id]
-                    last = run_id
-                if is_nan:
-                    continue
-                current.append((key, value, step, stamp / 1000.0))
+            with engine.connect() as conn:
+                return [
+                    (r, k, float(v), int(s), t / 1000.0) for r, k, v, s, t in conn.execute(stmt)
+                ]
 
-    def _histories_client(
-        self, runs: Sequence[SourceRun], out: dict[str, list[tuple[str, float, int, float]]]
-    ) -> None:
+    def _rows_client(self, runs: Sequence[SourceRun]) -> list[Row]:
+        rows: list[Row] = []
         for run in runs:
-            points = out[run.id]
-            for key in run.metric_keys:
+            for key in sorted(run.metric_keys):
                 with mlflow_errors(f"metric {key!r} of run {run.id}", self.uri):
                     history = self.client.get_metric_history(run.id, key)
-                ordered = sorted(history, key=lambda m: (m.timestamp, m.step, m.value))
-                points.extend(
-                    (key, float(m.value), int(m.step), m.timestamp / 1000.0)
-                    for m in ordered
-                    if not math.isnan(m.value)
+                rows.extend(
+                    sorted(
+                        (
+                            (run.id, key, float(m.value), int(m.step), m.timestamp / 1000.0)
+                            for m in history
+                            if not math.isnan(m.value)
+                        ),
+                        key=lambda r: (r[3], r[4]),
+                    )
                 )
+        return rows
 
     # ------------------------------------------------------------------ artifacts
     def logged_models(self, experiment_ids: Sequence[str]) -> dict[str, list[LoggedModelRef]]:
