@@ -10,6 +10,7 @@ real CLI in a subprocess.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -118,13 +119,18 @@ def build(root: Path) -> None:
     with mlflow.start_run(run_name="train") as run:
         mlflow.log_param("max_iter", 300)
         mlflow.sklearn.log_model(
-            classifier, name="clf", input_example=x.head(20), registered_model_name="iris-clf"
+            classifier,
+            name="clf",
+            input_example=x.head(20),
+            registered_model_name="iris-clf",
+            pip_requirements=["scikit-learn"],
         )
         mlflow.sklearn.log_model(
             LogisticRegression(max_iter=300, C=0.5).fit(x, y),
             name="clf2",
             input_example=x.head(20),
             registered_model_name="iris-clf",
+            pip_requirements=["scikit-learn"],
         )
         mlflow.sklearn.log_model(
             regressor,
@@ -132,9 +138,13 @@ def build(root: Path) -> None:
             serialization_format="cloudpickle",
             input_example=x.head(5),
             registered_model_name="iris-reg",
+            pip_requirements=["scikit-learn"],
         )
         mlflow.pyfunc.log_model(
-            name="doubler", python_model=Doubler(), registered_model_name="doubler"
+            name="doubler",
+            python_model=Doubler(),
+            registered_model_name="doubler",
+            pip_requirements=["mlflow"],
         )
     client.set_registered_model_alias("iris-clf", "champion", "1")
     client.set_registered_model_alias("iris-clf", "challenger", "2")
@@ -144,13 +154,24 @@ def build(root: Path) -> None:
     client.set_model_version_tag("iris-clf", "1", "validated", "yes")
     client.update_model_version("iris-clf", "2", description="smaller C")
 
+    # MLflow's Tracking Quickstart (see tests/compat), run on the real mlflow into this store
+    import runpy
+
+    from tests.compat.test_mlflow_compat import QUICKSTART
+
+    (root / "quickstart.py").write_text(QUICKSTART.format(import_line="import mlflow"))
+    quickstart = runpy.run_path(str(root / "quickstart.py"), run_name="__main__")
+    mlflow.sklearn.autolog(disable=True)
+    quickstart_experiment = client.get_experiment_by_name("MLflow Quickstart").experiment_id
+
     # what the MLflow client reads back: the reference the import is compared with
     runs: dict[str, Any] = {}
-    for found in client.search_runs([alpha, beta], max_results=1000):
+    names = {alpha: "alpha", beta: "beta", quickstart_experiment: "MLflow Quickstart"}
+    for found in client.search_runs(list(names), max_results=1000):
         info, data = found.info, found.data
         runs[info.run_id] = {
             "name": info.run_name,
-            "experiment": "alpha" if info.experiment_id == alpha else "beta",
+            "experiment": names[info.experiment_id],
             "status": info.status,
             "start_time": info.start_time,
             "end_time": info.end_time,
@@ -184,6 +205,10 @@ def build(root: Path) -> None:
         "runs": runs,
         "models": models,
         "train_run": run.info.run_id,
+        "quickstart": {
+            "model_uri": quickstart["model_info"].model_uri,
+            "predictions": [int(p) for p in quickstart["predictions"]],
+        },
         "sample": sample.to_dict(orient="list"),
         "predictions": np.asarray(predictions).tolist(),
     }
@@ -194,7 +219,7 @@ def _artifact_files(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     return {
-        p.relative_to(folder).as_posix(): p.read_text()
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
@@ -211,7 +236,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
         text=True,
         timeout=300,
         cwd=root,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            # MLflow otherwise loads each logged model in a subprocess to list its imports
+            "MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "0",
+        },
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return root, json.loads((root / "expected.json").read_text())
@@ -400,8 +431,9 @@ def test_artifacts_are_stored_by_digest_with_their_bytes(
                     "SELECT path, digest FROM run_artifacts WHERE run_id = ?", (run_id,)
                 ).fetchall()
             )
-            for path, text in want["artifacts"].items():
-                assert objects.get_bytes(Digest.parse(stored[path])).decode() == text
+            for path, sha in want["artifacts"].items():
+                data = objects.get_bytes(Digest.parse(stored[path]))
+                assert hashlib.sha256(data).hexdigest() == sha
     train = expected["train_run"]
     with _db(project) as conn:
         paths = {
@@ -465,9 +497,11 @@ def test_imported_sklearn_model_predicts_like_mlflow(imported: dict[str, Any], w
         store.dispose()
 
 
-def test_pickled_model_is_kept_untrusted_and_converted_with_trust(
+def test_trust_converts_pickles_and_the_client_read_path_gives_the_same_runs(
     imported: dict[str, Any], world: Any, tmp_path: Path
 ) -> None:
+    """One more import, through the slow paths: MLflow's per-key metric history calls and a
+    reader thread instead of a process; with --trust the pickled regressor becomes skops."""
     from mlcd.errors import UnsafeModel
     from mlcd.objects import open_object_store
     from mlcd.registry import load_model
@@ -476,11 +510,30 @@ def test_pickled_model_is_kept_untrusted_and_converted_with_trust(
     _, expected = world
     untrusted = {m["name"]: m for m in imported["full"]["models"]}["iris-reg"]["imported"]
     assert untrusted[0]["needs_trust"] is True
-    project = _project(tmp_path, "trusting")
-    result = _import(project, expected["uri"], "-e", "beta", "--model", "iris-reg", "--trust")
+    project = _project(tmp_path, "other")
+    result = _import(
+        project,
+        expected["uri"],
+        "-e",
+        "beta",
+        "--model",
+        "iris-reg",
+        "--trust",
+        env={"MLCD_MLFLOW_READ": "client", "MLCD_IMPORT_READER": "thread"},
+    )
     assert result.returncode == 0, result.stderr
-    [outcome] = json.loads(result.stdout)["models"]
+    summary = json.loads(result.stdout)
+    beta = {k for k, v in expected["runs"].items() if v["experiment"] == "beta"}
+    assert summary["runs"]["imported"] == len(beta)
+    query = "SELECT run_id, key, value, step, timestamp FROM run_metrics ORDER BY 1, 2, 4, 5"
+    with _db(project) as fresh, _db(imported["project"]) as reference:
+        got = fresh.execute(query).fetchall()
+        want = [r for r in reference.execute(query).fetchall() if r[0] in beta]
+    assert got == want
+
+    [outcome] = summary["models"]
     assert outcome["imported"][0]["needs_trust"] is False
+    sample = pd_frame(expected["sample"])
     for where, trusted_needed in ((imported["project"], True), (project, False)):
         store = Store(f"sqlite:///{where / '.mlcd' / 'mlcd.db'}")
         try:
@@ -493,37 +546,35 @@ def test_pickled_model_is_kept_untrusted_and_converted_with_trust(
                 with pytest.raises(UnsafeModel, match="pickle"):
                     load_model("iris-reg@prod", **context)
             model = load_model("iris-reg@prod", trusted=trusted_needed, **context)
-            assert model.predict(_sample_frame(expected)).shape == (30,)
+            assert model.predict(sample).shape == (30,)
         finally:
             store.dispose()
 
 
-def _sample_frame(expected: dict[str, Any]) -> Any:
+def pd_frame(columns: dict[str, list[Any]]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(expected["sample"])
+    return pd.DataFrame(columns)
 
 
-def test_client_read_path_and_thread_reader_give_the_same_runs(
-    imported: dict[str, Any], world: Any, tmp_path: Path
+def test_mlflow_quickstart_ran_on_real_mlflow_and_its_runs_import(
+    imported: dict[str, Any], world: Any
 ) -> None:
+    """The quickstart script tests/compat runs on mlcd is MLflow code: here it ran on the real
+    mlflow (in the store's builder), and its runs came over with the rest."""
     _, expected = world
-    project = _project(tmp_path, "slow-path")
-    result = _import(
-        project,
-        expected["uri"],
-        "--experiment",
-        "beta",
-        env={"MLCD_MLFLOW_READ": "client", "MLCD_IMPORT_READER": "thread"},
-    )
-    assert result.returncode == 0, result.stderr
-    beta = {k for k, v in expected["runs"].items() if v["experiment"] == "beta"}
-    assert json.loads(result.stdout)["runs"]["imported"] == len(beta)
-    query = "SELECT run_id, key, value, step, timestamp FROM run_metrics ORDER BY 1, 2, 4, 5"
-    with _db(project) as fresh, _db(imported["project"]) as reference:
-        got = fresh.execute(query).fetchall()
-        want = [r for r in reference.execute(query).fetchall() if r[0] in beta]
-    assert got == want
+    quick = {k: v for k, v in expected["runs"].items() if v["experiment"] == "MLflow Quickstart"}
+    assert len(quick) == 2  # the autologged fit and the manual run
+    assert expected["quickstart"]["model_uri"].startswith("models:/")
+    assert len(expected["quickstart"]["predictions"]) == 30
+    with _db(imported["project"]) as conn:
+        tags = dict(
+            conn.execute(
+                "SELECT run_id, value FROM run_tags WHERE key = 'Training Info'"
+            ).fetchall()
+        )
+    [(run_id, value)] = tags.items()
+    assert run_id in quick and value == "Basic LR model for iris data"
 
 
 def test_unknown_experiment_is_refused_naming_it(world: Any, tmp_path: Path) -> None:
