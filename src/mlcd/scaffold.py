@@ -58,9 +58,16 @@ class InitResult:
     root: str
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    #: a ``dvc.yaml`` is there: ``mlcd import dvc`` brings its stages, lock and cache
+    dvc_project: bool = False
 
     def to_dict(self) -> dict[str, object]:
-        return {"root": self.root, "created": self.created, "kept": self.kept}
+        return {
+            "root": self.root,
+            "created": self.created,
+            "kept": self.kept,
+            "dvc_project": self.dvc_project,
+        }
 
 
 def init_project(root: Path, force: bool = False) -> InitResult:
@@ -86,4 +93,5 @@ def init_project(root: Path, force: bool = False) -> InitResult:
     else:
         result.kept.append(".gitignore")
     (root / STATE_DIR).mkdir(exist_ok=True)
+    result.dvc_project = (root / "dvc.yaml").is_file()
     return result

@@ -222,6 +222,10 @@ class RunWriter:
         return counts
 
     def _write(self, conn: Any, batch: Sequence[PreparedRun]) -> WriteCounts:
+        if conn.dialect.name == "sqlite":
+            # A 10,000-run import inserts 10 million index entries: a page cache of 256 MiB
+            # (instead of 2 MiB) keeps the index's hot pages in memory (this connection only).
+            conn.exec_driver_sql("PRAGMA cache_size = -262144")
         counts = WriteCounts()
         status = present(conn, [r.source.id for r in batch])
         # an mlcd run of the same id that did not come from MLflow: never overwritten

@@ -47,6 +47,11 @@ def init(
             out.print(f"[green]created[/] {name}")
         for name in result.kept:
             out.print(f"[dim]kept[/]    {name} (exists; --force overwrites)")
+        if result.dvc_project:
+            out.print(
+                "[yellow]found dvc.yaml:[/] 'mlcd import dvc' translates its stages into "
+                "mlcd.yaml and imports dvc.lock and the DVC cache, so nothing re-runs"
+            )
         out.print(
             f"Project ready in {result.root}. Next: declare stages in mlcd.yaml, then 'mlcd run'."
         )

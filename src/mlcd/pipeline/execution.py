@@ -48,7 +48,7 @@ from mlcd.pipeline.runner import (
     plan_stages,
 )
 from mlcd.pipeline.snapshot import Snapshot
-from mlcd.pipeline.stage import StageSpec
+from mlcd.pipeline.stage import StageSpec, render_cmd
 from mlcd.pipeline.statcache import StatCache
 from mlcd.pipeline.status import Digests, StageState, inspect_stage
 
@@ -358,9 +358,8 @@ class Execution:
             "MLCD_STORE": self.services.store.url,
             "MLCD_ARTIFACTS": objects.url,
         }
-        job = Job(
-            spec.name, spec.cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds)
-        )
+        cmd = render_cmd(spec.cmd, state.params)
+        job = Job(spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds))
         outcome = self.executor.submit(job).result()
         log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
 

@@ -69,9 +69,17 @@ def stage_params(spec: StageSpec, params_data: Mapping[str, Any]) -> dict[str, d
         try:
             value = param_value(params_data[ref.file], ref.key)
         except KeyError:
+            named = f"${{{ref.key}}}" in spec.cmd.replace(" ", "")
             raise ConfigError(
-                f"stage '{spec.name}' declares param '{ref.key}', but {ref.file} has no such key",
-                hint=f"add '{ref.key}' to {ref.file} or remove it from the stage's params",
+                f"stage '{spec.name}' "
+                + ("names ${" + ref.key + "} in its command" if named else "declares param")
+                + f" '{ref.key}', but {ref.file} has no such key",
+                hint=f"add '{ref.key}' to {ref.file}"
+                + (
+                    " (a shell variable is written $NAME or \\${NAME})"
+                    if named
+                    else " or remove it from the stage's params"
+                ),
             ) from None
         # A whole section expands to its leaves, so mlcd.lock, status and diffs name the
         # exact key that changed ("train.lr"), not the section.

@@ -25,7 +25,7 @@ from mlcd.pipeline.statcache import RACY_NS, signature
 from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
 
 CACHE_FILE = "pipeline.json"
-_CACHE_VERSION = 2  # 2: lock entries are checked by project_path before being cached
+_CACHE_VERSION = 3  # 2: lock entries checked by project_path; 3: ${key} in cmd adds params
 
 
 @dataclass

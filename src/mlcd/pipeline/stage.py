@@ -9,6 +9,7 @@ absolute, an out outside the project is an error.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,50 @@ from mlcd.layout import project_path
 if TYPE_CHECKING:
     from mlcd.config import Config
     from mlcd.config import Stage as StageConfig
+
+
+#: ``${key}`` in a command: the value of a param, filled in when the stage runs (as in DVC).
+#: ``\\${...}`` is a literal ``${...}``; a shell variable is written ``$NAME``.
+PARAM_REF = re.compile(r"(?<!\\)\$\{\s*([^}]*?)\s*\}")
+
+
+def cmd_param_keys(cmd: str) -> list[str]:
+    """The param keys a command names with ``${key}``, in order."""
+    return list(dict.fromkeys(m.group(1) for m in PARAM_REF.finditer(cmd)))
+
+
+def render_cmd(cmd: str, params: Mapping[str, Mapping[str, Any]]) -> str:
+    """The command with each ``${key}`` replaced by the param's value.
+
+    Args:
+        cmd: the command as declared.
+        params: the stage's param values, ``{file: {dotted key: value}}`` (sections flattened).
+
+    Raises:
+        ConfigError: a key names no declared param, or a whole section.
+    """
+    if "${" not in cmd:
+        return cmd
+
+    def value_of(match: re.Match[str]) -> str:
+        key = match.group(1)
+        for values in params.values():
+            if key in values:
+                value = values[key]
+                if isinstance(value, bool):
+                    return "true" if value else "false"
+                return str(value)
+        if any(k.startswith(key + ".") for values in params.values() for k in values):
+            raise ConfigError(
+                f"the command '{cmd}' names the section '${{{key}}}', not a single value",
+                hint="name one value, like ${" + key + ".lr}",
+            )
+        raise ConfigError(
+            f"the command '{cmd}' names '${{{key}}}', which is not a param of the stage",
+            hint="add the key to params.yaml; for a shell variable write $NAME (or \\${NAME})",
+        )
+
+    return PARAM_REF.sub(value_of, cmd).replace("\\${", "${")
 
 
 @dataclass(frozen=True)
@@ -163,6 +208,10 @@ def spec_from_config(
             for file, keys in item.items():
                 resolved = resolve_path(root, wdir, file)[0]
                 params.extend(ParamRef(resolved, key) for key in keys)
+    for key in cmd_param_keys(cmd):
+        covered = any(p.key == key or key.startswith(p.key + ".") for p in params)
+        if not covered:
+            params.append(ParamRef(params_file, key))
     outs = []
     for out in stage.outs:
         if isinstance(out, str):
