@@ -17,7 +17,7 @@ from mlcd.evaluate.reports import render_junit as render_gate_junit
 from mlcd.evaluate.reports import render_markdown as render_gate_markdown
 
 if TYPE_CHECKING:
-    from mlcd.ci.run import CiResult, ModelCheck
+    from mlcd.ci.result import CiResult, ModelCheck
 
 #: GitHub refuses comments over 65,536 characters; stay below with room for a notice.
 MAX_MARKDOWN = 60_000
@@ -145,7 +145,7 @@ def _pipeline_section(result: CiResult) -> list[str]:
             f"{len(result.stages) - ran - restored} up to date or not run."
         )
         lines += ["", "| | stage | outcome | time |", "|---|---|---|---|"]
-        from mlcd.ci.run import STAGE_HOW
+        from mlcd.ci.result import STAGE_HOW
 
         for stage in result.stages:
             how = STAGE_HOW.get(stage.outcome, stage.outcome)
@@ -238,7 +238,7 @@ def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) ->
 
 
 def _pipeline_suite(root: ET.Element, result: CiResult) -> None:
-    from mlcd.ci.run import STAGE_HOW
+    from mlcd.ci.result import STAGE_HOW
 
     if not result.stages:
         return

@@ -6,8 +6,19 @@ import threading
 import time
 from typing import Any
 
-from mlcd.cli.pipeline_view import ICONS
-from mlcd.pipeline.runner import Reporter, StageResult
+from mlcd.pipeline.plan import Reporter, StageResult
+
+#: One character per stage outcome, shared with the summary ``pipeline_view`` prints.
+ICONS = {
+    "ran": "✓",
+    "cached": "↺",
+    "skipped": "·",
+    "failed": "✗",
+    "blocked": "⊘",
+    "run": "▶",
+    "restore": "↺",
+    "maybe": "?",
+}
 
 
 class Progress(Reporter):

@@ -17,18 +17,6 @@ if TYPE_CHECKING:
     from mlcd.project import Project
 
 
-ICONS = {
-    "ran": "✓",
-    "cached": "↺",
-    "skipped": "·",
-    "failed": "✗",
-    "blocked": "⊘",
-    "run": "▶",
-    "restore": "↺",
-    "maybe": "?",
-}
-
-
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -60,6 +48,8 @@ class _Lazy:
 
 
 def _render_run(result: RunResult) -> None:
+    from mlcd.cli.pipeline_progress import ICONS
+
     counts: dict[str, int] = {}
     for stage in result.stages:
         counts[stage.outcome] = counts.get(stage.outcome, 0) + 1

@@ -36,8 +36,7 @@ from mlcd.pipeline.outputs import (
     store_outputs,
 )
 from mlcd.pipeline.pathlock import HeldLocks, PathLocks
-from mlcd.pipeline.record import RunRecord, StageRecord, flat_params
-from mlcd.pipeline.runner import (
+from mlcd.pipeline.plan import (
     FAILED,
     Reporter,
     RunOptions,
@@ -47,6 +46,7 @@ from mlcd.pipeline.runner import (
     forced_stages,
     plan_stages,
 )
+from mlcd.pipeline.record import RunRecord, StageRecord, flat_params
 from mlcd.pipeline.snapshot import Snapshot
 from mlcd.pipeline.stage import StageSpec, render_cmd
 from mlcd.pipeline.statcache import StatCache

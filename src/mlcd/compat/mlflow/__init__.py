@@ -15,11 +15,11 @@ import importlib
 from typing import Any
 
 from mlcd.compat.errors import UnsupportedCall
+from mlcd.compat.mlflow.autolog import autolog
 from mlcd.compat.mlflow.fluent import (
     ActiveRun,
     Experiment,
     active_run,
-    autolog,
     end_run,
     flush,
     get_experiment_by_name,

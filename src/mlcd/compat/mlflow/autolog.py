@@ -22,6 +22,12 @@ import math
 import threading
 from typing import Any
 
+
+def autolog(**kwargs: Any) -> None:
+    """``mlflow.autolog()``: turn on autologging (scikit-learn)."""
+    enable(**kwargs)
+
+
 _state: dict[str, Any] = {"enabled": False, "log_models": True, "patched": False}
 _depth = threading.local()
 

@@ -334,13 +334,6 @@ def log_figure(
     _log_bytes(data, artifact_file)
 
 
-def autolog(**kwargs: Any) -> None:
-    """Turn on autologging (scikit-learn; see ``mlcd.compat.mlflow.autolog``)."""
-    from mlcd.compat.mlflow.autolog import enable
-
-    enable(**kwargs)
-
-
 def flush() -> None:
     """Write buffered records now (MLflow's async logging flush)."""
     api.flush()

@@ -82,4 +82,6 @@ def load_model(model_uri: str | os.PathLike[str], dst_path: str | None = None) -
 
 def autolog(**kwargs: Any) -> None:
     """Log params, training metrics and the fitted model of every scikit-learn ``fit``."""
-    fluent.autolog(**kwargs)
+    from mlcd.compat.mlflow.autolog import enable
+
+    enable(**kwargs)
