@@ -641,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         demo.close()
     print(f"==> demo complete in {time.monotonic() - started:.0f}s; explore it in {demo.work}")
+    print(f"==> browse it: cd {demo.work} && mlcd ui   (then open http://127.0.0.1:5000/)")
     return 0
 
 

@@ -54,6 +54,7 @@ COMMAND_MODULES = (
     "doctor_cmd",
     "tokens_cmd",
     "import_cmd",
+    "ui_cmd",
 )
 
 

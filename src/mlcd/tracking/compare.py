@@ -83,9 +83,13 @@ def compare_runs(conn: Connection, refs: Sequence[str]) -> Comparison:
 
 
 def metric_curves(
-    conn: Connection, run_ids: Sequence[str], keys: Sequence[str] | None = None
+    conn: Connection,
+    run_ids: Sequence[str],
+    keys: Sequence[str] | None = None,
+    thin: bool = True,
 ) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """``{metric: {run_id: [(step, value), ...]}}`` from every logged point, ordered by step."""
+    """``{metric: {run_id: [(step, value), ...]}}`` from every logged point, ordered by step
+    (evenly thinned to ``MAX_POINTS`` unless ``thin`` is False: see :func:`downsample`)."""
     stmt = select(
         run_metrics.c.run_id, run_metrics.c.key, run_metrics.c.step, run_metrics.c.value
     ).where(run_metrics.c.run_id.in_(list(run_ids)))
@@ -97,6 +101,8 @@ def metric_curves(
     curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for run_id, key, step, value in conn.execute(stmt):
         curves.setdefault(key, {}).setdefault(run_id, []).append((int(step), float(value)))
+    if not thin:
+        return curves
     return {
         key: {run: _thin(points) for run, points in per_run.items()}
         for key, per_run in curves.items()
@@ -257,3 +263,48 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A metric curve cut to at most ``buckets`` points: each bucket's last point, with the
+    lowest and highest value in it, so a spike survives the downsampling."""
+
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    lows: tuple[float, ...]
+    highs: tuple[float, ...]
+    total: int
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.steps) < self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": list(self.steps),
+            "values": list(self.values),
+            "lows": list(self.lows),
+            "highs": list(self.highs),
+            "total": self.total,
+            "sampled": self.sampled,
+        }
+
+
+def downsample(points: Sequence[tuple[int, float]], buckets: int = 2000) -> Series:
+    """``points`` (in step order) as at most ``buckets`` points with min/max per bucket."""
+    total = len(points)
+    if total <= buckets:
+        steps = tuple(s for s, _ in points)
+        values = tuple(v for _, v in points)
+        return Series(steps, values, values, values, total)
+    size = total / buckets
+    steps_out, values_out, lows, highs = [], [], [], []
+    for index in range(buckets):
+        chunk = points[int(index * size) : max(int((index + 1) * size), int(index * size) + 1)]
+        chunk_values = [v for _, v in chunk]
+        steps_out.append(chunk[-1][0])
+        values_out.append(chunk[-1][1])
+        lows.append(min(chunk_values))
+        highs.append(max(chunk_values))
+    return Series(tuple(steps_out), tuple(values_out), tuple(lows), tuple(highs), total)

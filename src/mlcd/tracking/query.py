@@ -216,3 +216,26 @@ def describe(conn: Connection, ref: str) -> dict[str, Any]:
             )
         ],
     }
+
+
+def catalogue(conn: Connection) -> dict[str, list[str]]:
+    """Every param, metric and tag key any run has, sorted: what a column picker offers.
+
+    Each list comes from a loose index scan (the next key after the last one, repeated), so
+    its cost grows with the number of distinct keys, not with the number of runs.
+    """
+    from sqlalchemy import text
+
+    out: dict[str, list[str]] = {}
+    for namespace, table in (
+        ("params", "run_params"),
+        ("metrics", "run_latest_metrics"),
+        ("tags", "run_tags"),
+    ):
+        query = text(
+            f"WITH RECURSIVE k(key) AS (SELECT MIN(key) FROM {table} UNION ALL "
+            f"SELECT (SELECT MIN(key) FROM {table} WHERE key > k.key) FROM k "
+            "WHERE k.key IS NOT NULL) SELECT key FROM k WHERE key IS NOT NULL"
+        )
+        out[namespace] = [str(row[0]) for row in conn.execute(query)]
+    return out
