@@ -37,6 +37,7 @@ from _common import median, report
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+BIN = Path(sys.executable).parent
 
 
 BUILDER = r"""
@@ -213,7 +214,7 @@ def time_export_import(db: Path, work: Path) -> dict[str, Any] | None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     start = time.perf_counter()
     subprocess.run(
-        ["export-experiment", "--experiment", "bench", "--output-dir", str(out)],
+        [str(BIN / "export-experiment"), "--experiment", "bench", "--output-dir", str(out)],
         env=env,
         check=True,
         capture_output=True,
@@ -222,7 +223,7 @@ def time_export_import(db: Path, work: Path) -> dict[str, Any] | None:
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'copy.db'}"
     start = time.perf_counter()
     subprocess.run(
-        ["import-experiment", "--experiment-name", "bench", "--input-dir", str(out)],
+        [str(BIN / "import-experiment"), "--experiment-name", "bench", "--input-dir", str(out)],
         env=env,
         check=True,
         capture_output=True,
