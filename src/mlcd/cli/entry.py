@@ -89,6 +89,9 @@ def _call(function: str, kwargs: dict[str, Any]) -> int:
 
 def main() -> None:
     """Entry point of the ``mlcd`` script."""
+    from mlcd.cli.output import guard_streams
+
+    guard_streams()
     parsed = parse(sys.argv[1:])
     if parsed is None:
         from mlcd.cli.main import main as full_cli

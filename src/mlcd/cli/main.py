@@ -70,8 +70,10 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the documented exit code."""
+    from mlcd.cli.output import guard_streams
     from mlcd.errors import MlcdError, exit_code
 
+    guard_streams()
     command = typer.main.get_command(app)
     try:
         returned = command.main(args=argv, prog_name="mlcd", standalone_mode=False)

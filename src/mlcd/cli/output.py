@@ -13,6 +13,42 @@ _console: Any = None
 _err_console: Any = None
 
 
+class _Masked:
+    """A text stream that hides secrets (``mlcd.secrets``) in everything written to it."""
+
+    def __init__(self, stream: Any, known: list[str]) -> None:
+        self._stream = stream
+        self._known = known
+
+    def write(self, text: str) -> int:
+        from mlcd.secrets import mask_text
+
+        self._stream.write(mask_text(text, self._known))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_streams() -> None:
+    """Mask secrets in all the CLI writes to stdout and stderr (called once at start-up).
+
+    The one place that keeps a planted password out of every command's output, error
+    messages and tracebacks included, whichever code path printed it.
+    """
+    from mlcd.secrets import known_secrets
+
+    known = known_secrets()
+    if not isinstance(sys.stdout, _Masked):
+        sys.stdout = _Masked(sys.stdout, known)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, _Masked):
+        sys.stderr = _Masked(sys.stderr, known)  # type: ignore[assignment]
+
+
 #: Width of tables when stdout is not a terminal and COLUMNS is unset.
 PIPED_WIDTH = 240
 

@@ -91,8 +91,9 @@ def config_show(
 ) -> None:
     """Print the effective configuration, defaults and MLCD_* overrides applied."""
     from mlcd.config import load_config
+    from mlcd.secrets import known_secrets, mask_obj
 
-    config = load_config(directory).model_dump(mode="json")
+    config = mask_obj(load_config(directory).model_dump(mode="json"), known_secrets())
     if as_json:
         emit(config, True)
     else:

@@ -211,6 +211,33 @@ def _available(source: ObjectStore, digests: Iterable[str], report: TransferRepo
     return found
 
 
+def _remote_failures(action: str) -> Callable[[Callable[..., TransferReport]], Any]:
+    """Turn a remote driver's own exception (botocore, gcsfs, an HTTP client...) into an
+    ``ObjectError`` that names the remote and says what to check, instead of a traceback."""
+    import functools
+
+    def wrap(function: Callable[..., TransferReport]) -> Callable[..., TransferReport]:
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> TransferReport:
+            try:
+                return function(*args, **kwargs)
+            except (MlcdError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                remote = kwargs.get("remote", args[4] if len(args) > 4 else None)
+                where = getattr(remote, "url", "the remote")
+                raise ObjectError(
+                    f"{action} {where} failed: {type(exc).__name__}: {exc}",
+                    hint="check the remote's URL, its credentials (environment or 'options:' "
+                    "in mlcd.yaml) and that it is reachable; nothing local was changed",
+                ) from exc
+
+        return guarded
+
+    return wrap
+
+
+@_remote_failures("push to")
 def push(
     root: Path,
     snapshot: Snapshot,
@@ -293,6 +320,7 @@ def _stage_outputs(snapshot: Snapshot) -> list[str]:
     return [p for spec in snapshot.stages.values() for p in spec.produced]
 
 
+@_remote_failures("pull from")
 def pull(
     root: Path,
     snapshot: Snapshot,

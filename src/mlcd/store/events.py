@@ -41,7 +41,15 @@ def actor(environ: Mapping[str, str] | None = None) -> str:
 
 def record(conn: Connection, kind: str, **values: Any) -> int:
     """Append an event; returns its id. ``actor`` defaults to :func:`actor`."""
+    from mlcd.secrets import known_secrets, mask_obj, mask_text
+
     values.setdefault("actor", actor())
+    # The audit trail is read by many (UI, events, reports): no password lands in it.
+    known = known_secrets()
+    if isinstance(values.get("reason"), str):
+        values["reason"] = mask_text(values["reason"], known)
+    if values.get("details") is not None:
+        values["details"] = mask_obj(values["details"], known)
     result = conn.execute(events.insert().values(kind=kind, at=values.pop("at", now()), **values))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
