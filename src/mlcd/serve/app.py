@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from mlcd import __version__
 from mlcd.config import Monitor, Serve
 from mlcd.serve import oip
+from mlcd.serve import openapi as api
 from mlcd.serve.auth import Authenticator, is_loopback
 from mlcd.serve.gauges import LiveGauges
 from mlcd.serve.holder import ModelHolder, ModelSource
@@ -173,11 +174,38 @@ def create_app(
     )
     app.state.service = service
     _routes(app, service)
+    _live_document(app, service)
     app.add_middleware(
         FastPath, service=service, max_body=settings.max_body_bytes, body_s=settings.timeout_s
     )
     _secure(app, settings, auth or Authenticator(store), metrics)
     return app
+
+
+def _live_document(app: FastAPI, service: PredictionService) -> None:
+    """The OpenAPI document with what only the served version knows: which labels feedback
+    takes (its classes, or numbers for a regressor). Rebuilt per request of the document, so
+    it follows a hot swap; the rest is FastAPI's cached document."""
+    import copy
+
+    built = app.openapi
+
+    def document() -> dict[str, Any]:
+        schema = copy.deepcopy(built())
+        served = service.primary.current
+        if served is not None:
+            classes = served.classes
+            label = (
+                {"enum": [c.item() if hasattr(c, "item") else c for c in classes]}
+                if classes is not None
+                else {"type": "number"}
+            )
+            operation = schema["paths"]["/v1/feedback"]["post"]
+            body = operation["requestBody"]["content"]["application/json"]
+            body["schema"] = api.feedback_request(label)
+        return schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 def _secure(app: FastAPI, settings: Serve, auth: Authenticator, metrics: ServeMetrics) -> None:
@@ -418,37 +446,19 @@ def _answer(answer: Answer) -> Response:
     )
 
 
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "description": "Rows as [{column: value}, ...], "
-                    '{"columns": [...], "data": [[...]]}, or MLflow\'s dataframe_split, '
-                    "dataframe_records, instances or inputs shapes.",
-                },
-                "example": {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]},
-            }
-        },
-    }
-}
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"description": "An Open Inference Protocol v2 inference request."},
-                "example": {
-                    "id": "42",
-                    "inputs": [
-                        {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
-                    ],
-                },
-            }
-        },
-    }
-}
+_PREDICT_BODY = api.body(api.PREDICT_REQUEST, {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]})
+_INFER_BODY = api.body(
+    api.INFER_REQUEST,
+    {"id": "42", "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]},
+)
+_FEEDBACK_BODY = api.body(api.FEEDBACK_REQUEST, {"request_id": "3f9c0a1b2c4d-0", "label": 1})
+#: What the predict and infer routes can answer besides 200.
+_SCORING = (400, *api.AUTH, 404, 413, 415, 422, 500, 503, 504)
+
+
+_METADATA = {**api.ok(api.MODEL_METADATA), **api.errors(400, *api.AUTH, 404)}
+_READY = {**api.ready_responses(api.MODEL_READY), **api.errors(*api.AUTH, 404)}
+_INFER = {**api.ok(api.INFER_RESPONSE), **api.errors(*_SCORING)}
 
 
 def _routes(app: FastAPI, service: PredictionService) -> None:
@@ -458,12 +468,21 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         headers = {k.lower().encode(): v.encode() for k, v in request.headers.items()}
         return _answer(await service.handle(endpoint, name, version, await request.body(), headers))
 
-    @app.post("/v1/models/{name}/predict", tags=["mlcd"], openapi_extra=_PREDICT_BODY)
+    @app.post(
+        "/v1/models/{name}/predict",
+        tags=["mlcd"],
+        openapi_extra=_PREDICT_BODY,
+        responses={**api.ok(api.PREDICT_RESPONSE), **api.errors(*_SCORING)},
+    )
     async def predict(name: str, request: Request) -> Response:
         """Predict rows; returns predictions, probabilities, the version and a request id per row."""
         return await _raw(request, "v1", name, None)
 
-    @app.get("/v1/models/{name}", tags=["mlcd"])
+    @app.get(
+        "/v1/models/{name}",
+        tags=["mlcd"],
+        responses={**api.ok(api.MODEL_INFO), **api.errors(*api.AUTH, 404)},
+    )
     async def model_info(name: str) -> Response:
         """The served versions, their signature, and the canary and shadow state."""
         if name != service.name:
@@ -488,7 +507,15 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
             out["canary"]["disabled"] = service.canary_disabled
         return OrjsonResponse(out)
 
-    @app.post("/v1/feedback", tags=["mlcd"])
+    @app.post(
+        "/v1/feedback",
+        tags=["mlcd"],
+        openapi_extra=_FEEDBACK_BODY,
+        responses={
+            **api.ok(api.FEEDBACK_RESPONSE),
+            **api.errors(400, *api.AUTH, 404, 409, 413, 415, 422, 429, 503),
+        },
+    )
     async def feedback(request: Request) -> Response:
         """Ground-truth labels for earlier request ids: one ``{request_id, label}`` or a list."""
         from mlcd.serve.feedback import store_feedback
@@ -498,51 +525,64 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         content_type = request.headers.get("content-type")
         return _answer(await store_feedback(service, body, content_type, actor))
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], responses=api.METRICS_RESPONSES)
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
 
     # ---------------------------------------------------------------- Open Inference Protocol
-    @app.get("/v2", tags=["open inference protocol"])
+    @app.get("/v2", tags=["open inference protocol"], responses=api.ok(api.SERVER_METADATA))
     async def server_metadata() -> Response:
         """Server metadata."""
         return OrjsonResponse({"name": "mlcd", "version": __version__, "extensions": []})
 
-    @app.get("/v2/health/live", tags=["open inference protocol"])
+    @app.get("/v2/health/live", tags=["open inference protocol"], responses=api.ok(api.LIVE))
     async def live() -> Response:
         """Liveness: 200 while the process answers."""
         return OrjsonResponse({"live": True})
 
-    @app.get("/v2/health/ready", tags=["open inference protocol"])
+    @app.get(
+        "/v2/health/ready", tags=["open inference protocol"], responses=api.ready_responses(api.READY)
+    )
     async def ready() -> Response:
         """Readiness: 200 once the model is loaded; 400 before, and while draining."""
         is_ready = service.ready
         return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
 
-    @app.get("/v2/models/{name}", tags=["open inference protocol"])
+    @app.get("/v2/models/{name}", tags=["open inference protocol"], responses=_METADATA)
     async def model_metadata(name: str) -> Response:
         """Model metadata: every input's name, datatype and shape, and the outputs."""
         return _metadata(service, name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=["open inference protocol"])
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        tags=["open inference protocol"],
+        responses=_METADATA,
+    )
     async def model_version_metadata(name: str, version: str) -> Response:
         """Metadata of one served version."""
         return _metadata(service, name, version)
 
-    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
+    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"], responses=_READY)
     async def model_ready(name: str) -> Response:
         """Model readiness: 200 when loaded, else 400."""
         return _model_ready(service, name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["open inference protocol"])
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        tags=["open inference protocol"],
+        responses=_READY,
+    )
     async def model_version_ready(name: str, version: str) -> Response:
         """Readiness of one version."""
         return _model_ready(service, name, version)
 
     @app.post(
-        "/v2/models/{name}/infer", tags=["open inference protocol"], openapi_extra=_INFER_BODY
+        "/v2/models/{name}/infer",
+        tags=["open inference protocol"],
+        openapi_extra=_INFER_BODY,
+        responses=_INFER,
     )
     async def infer(name: str, request: Request) -> Response:
         """Inference with tensors (one per column, or one [rows, columns] tensor)."""
@@ -552,6 +592,7 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         "/v2/models/{name}/versions/{version}/infer",
         tags=["open inference protocol"],
         openapi_extra=_INFER_BODY,
+        responses=_INFER,
     )
     async def infer_version(name: str, version: str, request: Request) -> Response:
         """Inference on one served version."""

@@ -250,12 +250,20 @@ class AuthGate:
         self.on_failure = on_failure
 
     def need(self, method: str, path: str) -> tuple[str, ...] | None:
-        """What the route needs, or None when it is open."""
+        """What the route needs, or None when it is open.
+
+        A method the route does not have needs nothing here: the app answers 405, whoever asks.
+        """
+        scoring = path.endswith(("/predict", "/infer"))
         if path == "/v1/feedback":
-            return ("feedback",)
+            return ("feedback",) if method == "POST" else None
         if self.open_predict or not path.startswith(("/v1/models/", "/v2/models/")):
             return None
-        return ("predict",) if method == "POST" else ("predict", "read")
+        if method == "POST" and scoring:
+            return ("predict",)
+        if method in ("GET", "HEAD") and not scoring:
+            return ("predict", "read")
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

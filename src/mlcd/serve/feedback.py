@@ -212,5 +212,7 @@ def feedback_items(payload: Any, max_items: int) -> list[dict[str, Any]]:
             raise RequestError(422, f"feedback item {i}: 'replace' must be true or false", row=i)
         out.append({"request_id": request_id, "label": item["label"], "replace": replace})
     if len({item["request_id"] for item in out}) < len(out):
-        raise RequestError(422, "the feedback names a request id twice: send one label per id")
+        # Two labels for one id conflict with each other, as a second label for a stored one
+        # does (409); neither is stored.
+        raise RequestError(409, "the feedback names a request id twice: send one label per id")
     return out
