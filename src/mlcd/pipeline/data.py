@@ -186,6 +186,27 @@ def _project_relative(root: Path, path: str | os.PathLike[str]) -> str:
     return relative
 
 
+def _refuse_links_out(root: Path, relative: str) -> None:
+    """Refuse data reached through a symlink that leads outside the project (its bytes would
+    be stored, pushed and shared as if they were the project's).
+
+    Raises:
+        UnsafePath: the path, or a file or folder inside it, links outside the project.
+    """
+    hint = "copy the data into the project instead of linking to it"
+    project_path(root, relative, "mlcd data add:", hint=hint)
+    full = root / relative
+    if not full.is_dir():
+        return
+    base = root.resolve()
+    for folder, dirs, files in os.walk(full):
+        for name in [*dirs, *files]:
+            entry = Path(folder) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(base):
+                inner = entry.relative_to(root).as_posix()
+                project_path(root, inner, "mlcd data add:", hint=hint)
+
+
 def _check_addable(relative: str, produced: dict[str, str], tracked: Iterable[str]) -> None:
     first = relative.split("/", 1)[0]
     if first.startswith(".mlcd") or first == ".git":
@@ -240,6 +261,7 @@ def add_data(
         full = root / relative
         if not full.exists():
             raise UsageError(f"cannot track '{relative}': no such file or folder")
+        _refuse_links_out(root, relative)
         _check_addable(relative, produced, [t for t in tracked if t != relative])
         if full.is_dir():
             entries = statcache.dir_entries(full)

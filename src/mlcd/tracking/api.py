@@ -331,6 +331,7 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
     """
     session = _current()
     source = Path(path)
+    check_artifact_name(artifact_path or source.name)
     if source.is_dir():
         digest = session.objects().put_dir(source)
         size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
@@ -345,9 +346,37 @@ def log_artifact(path: str | os.PathLike[str], artifact_path: str | None = None)
     return _record(session, artifact_path or source.name, str(digest), size)
 
 
+#: Longest artifact name accepted (file systems cap a name at 255 bytes, a path near 4,096).
+MAX_ARTIFACT_NAME = 1024
+
+
+def check_artifact_name(name: str) -> str:
+    """``name`` if it is a safe relative name for an artifact.
+
+    Artifact names become file names when a run's artifacts are downloaded or restored, so
+    they are held to the rule of every project path: relative, ``/``-separated, no ``..``.
+
+    Raises:
+        UsageError: the name is unsafe or too long.
+    """
+    from mlcd.layout import path_problem
+
+    problem = path_problem(name)
+    if problem is None and len(name) > MAX_ARTIFACT_NAME:
+        problem = f"is {len(name)} characters long (at most {MAX_ARTIFACT_NAME})"
+    if problem is not None:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise UsageError(
+            f"artifact name {shown!r} {problem}",
+            hint="name artifacts with a relative path such as 'plots/roc.html'",
+        )
+    return name
+
+
 def _record(session: Session, path: str, digest: str, size: int) -> str:
     from mlcd.store.runs import ArtifactRef
 
+    check_artifact_name(path)
     session.add_artifact(ArtifactRef("artifact", path, digest, size, session.stage))
     return digest
 
