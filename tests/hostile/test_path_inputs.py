@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,10 @@ import pytest
 from mlcd.errors import UsageError
 from tests.conftest import run_cli
 from tests.serve.conftest import (  # noqa: F401  (fixtures)
+    Registry,
     Running,
-    cancer_server,
+    cancer,
+    cancer_model,
     registry,
     serve,
 )
@@ -115,10 +118,14 @@ def test_a_safe_artifact_name_is_kept() -> None:
         check_artifact_name("plots/../../x")
 
 
-def test_hostile_path_parameters_are_4xx_never_5xx(
-    cancer_server: tuple[Running, object, object],
-) -> None:
-    server, _X, _model = cancer_server
+@pytest.fixture
+def server(registry: Registry, serve: Callable[..., Running]) -> Running:  # noqa: F811
+    X, _y = cancer()
+    registry.register("cancer", cancer_model(), X.head(100))
+    return serve()
+
+
+def test_hostile_path_parameters_are_4xx_never_5xx(server: Running) -> None:
     paths = [
         "/v1/models/..%2F..%2Fetc%2Fpasswd",
         "/v1/models/%2e%2e/predict",

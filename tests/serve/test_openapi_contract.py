@@ -27,11 +27,11 @@ ST = Path(sys.executable).parent / "st"
 pytestmark = pytest.mark.skipif(not ST.exists(), reason="schemathesis is in the dev extra")
 
 
-def _schemathesis(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(url: str, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(ST), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "40",
          "--workers", "1", "--seed", "20261204", "--no-color", *extra],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=600, check=False, cwd=cwd,
     )  # fmt: skip
 
 
@@ -49,16 +49,20 @@ def exposed(registry: Registry, serve: Callable[..., Running]) -> tuple[Running,
     return server, admin
 
 
-def test_every_route_answers_as_documented_with_a_token(exposed: tuple[Running, Any]) -> None:
+def test_every_route_answers_as_documented_with_a_token(
+    exposed: tuple[Running, Any], tmp_path: Path
+) -> None:
     server, admin = exposed
-    result = _schemathesis(server.url, "-H", f"Authorization: Bearer {admin}")
+    result = _schemathesis(server.url, tmp_path, "-H", f"Authorization: Bearer {admin}")
     assert result.returncode == 0, _summary(result)
     assert "13 passed" in result.stdout or "13/13" in result.stdout, _summary(result)
 
 
-def test_every_route_answers_as_documented_without_a_token(exposed: tuple[Running, Any]) -> None:
+def test_every_route_answers_as_documented_without_a_token(
+    exposed: tuple[Running, Any], tmp_path: Path
+) -> None:
     server, _admin = exposed
-    result = _schemathesis(server.url)
+    result = _schemathesis(server.url, tmp_path)
     assert result.returncode == 0, _summary(result)
 
 
