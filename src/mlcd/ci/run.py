@@ -364,7 +364,8 @@ def _transfer_out(
 
 
 def _transfer_error(exc: Exception, doing: str, remote: ObjectStore) -> MlcdError:
-    """An mlcd error for a failed transfer (a folder remote can fail with a plain OSError)."""
+    """An mlcd error for a failed transfer (``transfer`` words driver failures itself; an
+    ``OSError`` can still come from the local side)."""
     if isinstance(exc, MlcdError):
         return exc
     return ObjectError(

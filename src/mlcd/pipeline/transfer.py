@@ -227,7 +227,7 @@ def _remote_failures(action: str) -> Callable[[Callable[..., TransferReport]], A
                 remote = kwargs.get("remote", args[4] if len(args) > 4 else None)
                 where = getattr(remote, "url", "the remote")
                 raise ObjectError(
-                    f"{action} {where} failed: {type(exc).__name__}: {exc}",
+                    f"{action} the remote {where} failed: {type(exc).__name__}: {exc}",
                     hint="check the remote's URL, its credentials (environment or 'options:' "
                     "in mlcd.yaml) and that it is reachable; nothing local was changed",
                 ) from exc
@@ -237,7 +237,7 @@ def _remote_failures(action: str) -> Callable[[Callable[..., TransferReport]], A
     return wrap
 
 
-@_remote_failures("push to")
+@_remote_failures("pushing to")
 def push(
     root: Path,
     snapshot: Snapshot,
@@ -320,7 +320,7 @@ def _stage_outputs(snapshot: Snapshot) -> list[str]:
     return [p for spec in snapshot.stages.values() for p in spec.produced]
 
 
-@_remote_failures("pull from")
+@_remote_failures("pulling from")
 def pull(
     root: Path,
     snapshot: Snapshot,
