@@ -619,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     demo = Demo(work=args.workdir.resolve(), size=SMALL if args.small else FULL)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (Python installs its
+    # handler only over the default disposition; a parent such as a test runner may ignore it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     total = len(STEPS)
     started = demo.facts["started"] = time.monotonic()
     try:
