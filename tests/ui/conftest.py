@@ -120,6 +120,9 @@ def ui_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str
     for n in range(2):
         run(root, str(BIN / "mlcd"), "models", "register", "churn", f"model{n}.pkl",
             "--flavor", "sklearn", "--trust", "--sample", "sample.csv")  # fmt: skip
+    for _ in range(2):  # two monitoring passes: a series over time on the monitoring page
+        run(root, str(BIN / "mlcd"), "monitor", "churn/1", "--reference", "sample.csv",
+            "--current", "sample.csv")  # fmt: skip
     tokens = {}
     for name, role in (("ui-writer", "write"), ("ui-reader", "read")):
         created = run(root, str(BIN / "mlcd"), "tokens", "create", name, "--role", role, "--json")

@@ -180,3 +180,19 @@ def test_a_run_named_like_a_script_runs_nothing(ui: Ui, browser: Any) -> None:
     assert page.locator("#run-name").inner_text() == XSS_NAME
     watch.clean()
     page.close()
+
+
+def test_monitoring_passes_are_charted_over_time(ui: Ui, browser: Any) -> None:
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto(ui.url + "/monitoring")
+    page.wait_for_selector(".monitor-chart[data-part=columns] .plot-container")
+    traces = page.evaluate(
+        "document.querySelector('.monitor-chart[data-part=columns]').data.map(t => t.name)"
+    )
+    assert {"a", "b", "c"} <= set(traces)  # one line per column of the model
+    points = page.evaluate("document.querySelector('.monitor-chart[data-part=share]').data[0].x")
+    assert len(points) == 2
+    assert page.locator("#events tr.kind-monitor-pass").count() == 2
+    watch.clean()
+    page.close()

@@ -58,7 +58,7 @@ def monitor(
     from mlcd.errors import CheckFailed
     from mlcd.monitor.alerts import raise_alert
     from mlcd.monitor.report import plain, to_json, write_reports
-    from mlcd.monitor.run import run_monitor
+    from mlcd.monitor.run import record_pass, run_monitor
     from mlcd.project import Project
 
     plotlyjs.check(plotly)
@@ -80,9 +80,10 @@ def monitor(
             status("writing reports")
             files = {k: str(v) for k, v in write_reports(report, report_dir, plotly).items()}
         alert = None
+        digest = project.objects.put_bytes(to_json(report).encode())
+        record_pass(project.store, report, str(digest))
         if report.failed and not no_alert:
             status("alerting")
-            digest = project.objects.put_bytes(to_json(report).encode())
             subject = report.subject
             alert = raise_alert(
                 project.store,

@@ -428,3 +428,57 @@ def _performance(
 
 
 __all__ = ["MonitorReport", "Subject", "load_state", "resolve_subject", "run_monitor"]
+
+
+#: The event kind of a recorded ``mlcd monitor`` pass (what the UI charts over time).
+PASS_EVENT = "monitor.pass"
+
+
+def record_pass(store: Store, report: MonitorReport, report_digest: str | None = None) -> int:
+    """Keep one pass's figures in the audit trail: each column's drift score and status, the
+    drifted share, quality breaches and the live metric, for charts over time.
+
+    ``mlcd monitor`` records every pass it makes; ``mlcd watch``'s trigger checks do not (they
+    run every interval and would flood the trail).
+    """
+    from mlcd.store import events
+
+    drift = report.drift
+    details = {
+        "rows": report.summary.rows,
+        "share": drift.share,
+        "share_threshold": drift.share_threshold,
+        "columns": {
+            f.name: {"score": f.score, "status": f.status, "method": f.method, "role": f.role}
+            for f in [*drift.features, *drift.predictions]
+        },
+        "quality": list(report.quality.breaches),
+        "failed": report.failed,
+    }
+    if report.performance is not None:
+        details["performance"] = report.performance.to_dict()
+    subject = report.subject
+    details = _finite(details)  # PostgreSQL's JSON has no NaN
+    return store.transact(
+        lambda conn: events.record(
+            conn,
+            PASS_EVENT,
+            model=subject.model,
+            version=subject.version,
+            reason="; ".join(report.failures) or "within thresholds",
+            report_digest=report_digest,
+            details=details,
+        )
+    )
+
+
+def _finite(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -516,10 +516,24 @@ def create_app(
 
         viewer = viewer_of(request)
         with context.store.read() as conn:
-            rows = events.query(conn, kind="monitor.*", limit=500)
+            alerts = events.query(conn, kind="monitor.alert", limit=500)
+            passes = events.query(conn, kind="monitor.pass", limit=2000)
             retrains = events.query(conn, kind="retrain.*", limit=200)
+        charts: dict[str, dict[str, Any]] = {}
+        for event in reversed(passes):  # oldest first
+            model = str(event.get("model"))
+            details = event.get("details") or {}
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+            chart = charts.setdefault(model, {"share": {"x": [], "y": []}, "columns": {}})
+            chart["share"]["x"].append(when)
+            chart["share"]["y"].append(details.get("share"))
+            for column, found in (details.get("columns") or {}).items():
+                series = chart["columns"].setdefault(column, {"x": [], "y": []})
+                series["x"].append(when)
+                series["y"].append(found.get("score"))
         return page("monitoring.html", viewer, models=list_models(context.store),
-                    alerts=rows, retrains=retrains)  # fmt: skip
+                    alerts=alerts, passes=passes[:50], retrains=retrains,
+                    charts_json=json_for_script(charts), charts=charts)  # fmt: skip
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, extra_hosts))
     return SecurityHeaders(app)

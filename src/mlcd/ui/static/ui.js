@@ -61,6 +61,26 @@ function drawCompare() {
   }
 }
 
+function drawMonitoring() {
+  const data = readJson("monitor-data");
+  if (!data || !window.Plotly) return;
+  document.querySelectorAll(".monitor-chart").forEach((node) => {
+    const chart = data[node.getAttribute("data-model")];
+    if (node.getAttribute("data-part") === "share") {
+      Plotly.newPlot(node, [{x: chart.share.x, y: chart.share.y, mode: "lines+markers",
+                             name: "drifted share"}],
+                     Object.assign(layout("share of columns drifted"), {xaxis: {}}),
+                     {displaylogo: false, responsive: true});
+      return;
+    }
+    const traces = Object.keys(chart.columns).map((column) => ({
+      x: chart.columns[column].x, y: chart.columns[column].y, mode: "lines+markers", name: column,
+    }));
+    Plotly.newPlot(node, traces, Object.assign(layout("drift score per column"), {xaxis: {}}),
+                   {displaylogo: false, responsive: true});
+  });
+}
+
 function pickerSearch() {
   document.querySelectorAll(".picker-search").forEach((input) => {
     input.addEventListener("input", () => {
@@ -75,5 +95,6 @@ function pickerSearch() {
 document.addEventListener("DOMContentLoaded", () => {
   drawRun();
   drawCompare();
+  drawMonitoring();
   pickerSearch();
 });
