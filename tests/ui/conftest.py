@@ -47,6 +47,13 @@ rng = np.random.default_rng(0)
 X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
 y = (X["a"] > 0).astype(int)
 X.to_csv("sample.csv", index=False)
+X.assign(y=y).to_csv("eval.csv", index=False)
+import yaml
+config = yaml.safe_load(open("mlcd.yaml"))
+config["models"] = {{"churn": {{"path": "model0.pkl", "task": "classification", "target": "y",
+                            "eval_data": "eval.csv"}}}}
+config["gates"] = {{"staging": ["accuracy >= 0.5"]}}
+yaml.safe_dump(config, open("mlcd.yaml", "w"), sort_keys=False)
 for n, c in enumerate((1.0, 0.1)):
     pickle.dump(LogisticRegression(C=c).fit(X, y), open(f"model{{n}}.pkl", "wb"))
 """

@@ -167,6 +167,10 @@ def test_alias_move_with_a_write_token_lands_in_the_audit_history(ui: Ui, browse
     row = page.locator("#events tr.kind-alias-set").first
     assert "ui-writer" in row.locator("td.actor").inner_text()
     assert "ui test" in row.inner_text()
+    # the version page shows the evaluation the gates made, inline, and the signature
+    page.goto(ui.url + "/models/churn/2")
+    assert "passed the gates of staging" in page.locator("#evaluation-verdict").inner_text()
+    assert page.locator("#signature td").first.inner_text() == "a"
     context.close()
 
 

@@ -441,11 +441,32 @@ def create_app(
     def version_page(name: str, version: int, request: Request) -> HTMLResponse:
         from mlcd.registry import history, resolve
 
+        from mlcd.registry import fetch
+        from mlcd.registry.package import ModelPackage
+
         viewer = viewer_of(request)
         found = resolve(context.store, f"{name}/{version}")
         events = [e for e in history(context.store, name) if e.get("version") == version
                   or e.get("from_version") == version]  # fmt: skip
-        return page("version.html", viewer, version=found.to_dict(), events=events)
+        project = context.project
+        folder = fetch(context.objects, found, project.state_dir / "cache" / "models")
+        package = ModelPackage.read(folder, verify=False).to_dict()
+        report = next(
+            (e for e in events if e.get("report_digest") and
+             str(e["kind"]).startswith(("gate.", "alias.", "evaluation."))),
+            None,
+        )  # fmt: skip
+        evaluation = None
+        if report is not None:
+            from mlcd.digest import Digest
+
+            try:
+                evaluation = json.loads(context.objects.get_bytes(Digest.parse(
+                    report["report_digest"])))  # fmt: skip
+            except (MlcdError, ValueError):
+                evaluation = None
+        return page("version.html", viewer, version=found.to_dict(), events=events,
+                    package=package, evaluation=evaluation, report=report)  # fmt: skip
 
     @app.get("/reports/{digest}")
     def report(digest: str, request: Request) -> Response:
