@@ -183,7 +183,20 @@ def main() -> None:
                         "order_by": ["metrics.m2 DESC"]}),
                 ),
             }  # fmt: skip
-            results: dict[str, Any] = {}
+            # Both tools must find the same runs for the comparison to mean anything.
+            page = urllib.request.urlopen(mlcd_url + "/runs?" + urllib.parse.urlencode({
+                "filter": f"metrics.m1 > 1.5 and params.p0 = '{p0}'"})).read().decode()
+            found = json.loads(urllib.request.urlopen(urllib.request.Request(
+                f"{mlflow_url}/ajax-api/2.0/mlflow/runs/search",
+                data=json.dumps({"experiment_ids": [experiment], "max_results": 1000,
+                                 "filter": f"metrics.m1 > 1.5 and params.p0 = '{p0}'"}).encode(),
+                headers={"content-type": "application/json"})).read())["runs"]
+            ours_rows = page.count('class="run-row"')
+            print(f"filter matches: mlcd shows {ours_rows} rows on its first page, "
+                  f"MLflow finds {len(found)} runs")
+            if ours_rows == 0 or not found:
+                raise SystemExit("the filter matched nothing on one side: the data differ")
+            results: dict[str, Any] = {"filter_matches_mlflow": len(found)}
             for name, (ours, theirs) in cases.items():
                 ours(), theirs()  # warm-up: caches, connection pools, imports
                 a, b = [], []

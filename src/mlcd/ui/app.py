@@ -439,9 +439,7 @@ def create_app(
 
     @app.get("/models/{name}/{version}", response_class=HTMLResponse)
     def version_page(name: str, version: int, request: Request) -> HTMLResponse:
-        from mlcd.registry import history, resolve
-
-        from mlcd.registry import fetch
+        from mlcd.registry import fetch, history, resolve
         from mlcd.registry.package import ModelPackage
 
         viewer = viewer_of(request)
