@@ -73,6 +73,7 @@ def search(
     limit: int | None = 100,
     offset: int = 0,
     with_data: bool = True,
+    after: tuple[float, str] | None = None,
 ) -> list[RunRecord]:
     """Runs matching ``filter`` in ``order_by`` order (default newest first).
 
@@ -83,6 +84,8 @@ def search(
         limit: at most this many runs (None: all).
         offset: skip this many first.
         with_data: also load params, latest metrics and tags.
+        after: keyset pagination in the default order: the ``(started_at, id)`` of the last
+            run of the previous page; the page starts right after it, however deep it is.
 
     Returns:
         The runs, in order.
@@ -98,6 +101,13 @@ def search(
     order = parse_order(order_by)
     page = None if limit is None else limit + offset
     condition = planned_where(conn, _filter_node(filter), page, newest_first=not order)
+    if after is not None:
+        if order:
+            raise UsageError("'after' pages the default order only: leave order_by out")
+        started, run_id = after
+        condition = condition & (
+            (runs.c.started_at < started) | ((runs.c.started_at == started) & (runs.c.id > run_id))
+        )
     stmt = (
         select(*(runs.c[name] for name in ATTRIBUTE_COLUMNS))
         .where(condition)
