@@ -9,26 +9,11 @@ the error body naming the problem, never a 5xx.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.serve.conftest import (  # noqa: F401  (fixtures)
-    Registry,
-    Running,
-    cancer,
-    cancer_model,
-    registry,
-    serve,
-)
-
-
-@pytest.fixture
-def server(registry: Registry, serve: Callable[..., Running]) -> Running:  # noqa: F811
-    X, _y = cancer()
-    registry.register("cancer", cancer_model(), X.head(100))
-    return serve()
+from tests.serve.conftest import Running
 
 
 def _row(value: str) -> bytes:

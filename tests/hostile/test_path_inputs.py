@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,14 +20,7 @@ import pytest
 
 from mlcd.errors import UsageError
 from tests.conftest import run_cli
-from tests.serve.conftest import (  # noqa: F401  (fixtures)
-    Registry,
-    Running,
-    cancer,
-    cancer_model,
-    registry,
-    serve,
-)
+from tests.serve.conftest import Running
 
 HOSTILE = [
     "../outside.txt",
@@ -116,13 +108,6 @@ def test_a_safe_artifact_name_is_kept() -> None:
     assert check_artifact_name("plots/roc.html") == "plots/roc.html"
     with pytest.raises(UsageError, match=r"'\.\.'"):
         check_artifact_name("plots/../../x")
-
-
-@pytest.fixture
-def server(registry: Registry, serve: Callable[..., Running]) -> Running:  # noqa: F811
-    X, _y = cancer()
-    registry.register("cancer", cancer_model(), X.head(100))
-    return serve()
 
 
 def test_hostile_path_parameters_are_4xx_never_5xx(server: Running) -> None:

@@ -117,16 +117,7 @@ def test_sorting_by_a_metric_is_right_across_every_page(ui: Ui, browser: Any) ->
     page.goto(ui.url + "/runs?col=metrics.roc_auc")
     page.click("th a.sort:text('metrics.roc_auc')")
     page.wait_for_url("**order=metrics.roc_auc*")
-    # scroll until every page has loaded (htmx fetches the next page when the last row shows)
-    for _ in range(10):
-        if page.locator("tr.more").count() == 0:
-            break
-        count = page.locator("tr.run-row").count()
-        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
-        for _ in range(100):  # the CSP forbids eval, so wait_for_function cannot be used
-            if page.locator("tr.run-row").count() > count:
-                break
-            page.wait_for_timeout(100)
+    _scroll_to_the_end(page)  # htmx fetches the next page when the last row shows
     shown = [float(v) for v in page.locator("tr.run-row td.num").all_inner_texts()]
     assert len(shown) == RUNS
     everything = sorted((r["metrics"]["roc_auc"] for r in _runs(ui, "-n", "500")), reverse=True)

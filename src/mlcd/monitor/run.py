@@ -458,7 +458,9 @@ def record_pass(store: Store, report: MonitorReport, report_digest: str | None =
     if report.performance is not None:
         details["performance"] = report.performance.to_dict()
     subject = report.subject
-    details = _finite(details)  # PostgreSQL's JSON has no NaN
+    from mlcd.monitor.report import plain
+
+    details = plain(details)  # PostgreSQL's JSON has no NaN
     return store.transact(
         lambda conn: events.record(
             conn,
@@ -470,15 +472,3 @@ def record_pass(store: Store, report: MonitorReport, report_digest: str | None =
             details=details,
         )
     )
-
-
-def _finite(value: Any) -> Any:
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

@@ -95,19 +95,10 @@ def json_for_script(data: Any) -> Any:
     escaped as unicode, so a value like ``</script>`` cannot end the element."""
     from markupsafe import Markup
 
-    text = json.dumps(_finite(data), allow_nan=False, default=str)
+    from mlcd.monitor.report import plain
+
+    text = json.dumps(plain(data), allow_nan=False, default=str)
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def safe_filename(path: str) -> str:
