@@ -53,6 +53,8 @@ config = yaml.safe_load(open("mlcd.yaml"))
 config["models"] = {{"churn": {{"path": "model0.pkl", "task": "classification", "target": "y",
                             "eval_data": "eval.csv"}}}}
 config["gates"] = {{"staging": ["accuracy >= 0.5"]}}
+config["stages"] = {{"hello": {{"cmd": "python -c \\"open('out.txt', 'w').write('hi')\\"",
+                               "outs": ["out.txt"]}}}}
 yaml.safe_dump(config, open("mlcd.yaml", "w"), sort_keys=False)
 for n, c in enumerate((1.0, 0.1)):
     pickle.dump(LogisticRegression(C=c).fit(X, y), open(f"model{{n}}.pkl", "wb"))
@@ -127,6 +129,7 @@ def ui_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str
     for n in range(2):
         run(root, str(BIN / "mlcd"), "models", "register", "churn", f"model{n}.pkl",
             "--flavor", "sklearn", "--trust", "--sample", "sample.csv")  # fmt: skip
+    run(root, str(BIN / "mlcd"), "run")  # one pipeline run: the pipeline page's last run
     for _ in range(2):  # two monitoring passes: a series over time on the monitoring page
         run(root, str(BIN / "mlcd"), "monitor", "churn/1", "--reference", "sample.csv",
             "--current", "sample.csv")  # fmt: skip

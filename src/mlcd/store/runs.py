@@ -293,3 +293,22 @@ def delete_run(conn: Connection, run_id: str) -> None:
     for table in (run_params, run_tags, run_metrics, run_latest_metrics, run_artifacts, run_stages):
         conn.execute(delete(table).where(table.c.run_id == run_id))
     conn.execute(delete(runs).where(runs.c.id == run_id))
+
+
+def last_stage_runs(conn: Connection, stages: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The newest recorded outcome of each of ``stages`` (run id, outcome, reason, times)."""
+    found: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        row = (
+            conn.execute(
+                select(run_stages)
+                .where(run_stages.c.stage == stage, run_stages.c.started_at.is_not(None))
+                .order_by(run_stages.c.started_at.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        if row is not None:
+            found[stage] = dict(row)
+    return found

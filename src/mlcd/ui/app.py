@@ -536,7 +536,11 @@ def create_app(
         with StatCache(snapshot.state_dir / "statcache.db") as statcache:
             states = {s.name: s.to_dict() for s in pipeline_status(snapshot, statcache)}
         dag = snapshot.dag.to_dict()
-        return page("pipeline.html", viewer, dag=dag, states=states,
+        from mlcd.store.runs import last_stage_runs
+
+        with context.store.read() as conn:
+            last = last_stage_runs(conn, [s["name"] for s in dag["stages"]])
+        return page("pipeline.html", viewer, dag=dag, states=states, last=last,
                     mermaid=snapshot.dag.to_mermaid())  # fmt: skip
 
     @app.get("/monitoring", response_class=HTMLResponse)
