@@ -16,18 +16,11 @@ import pytest
 
 from mlcd.config import Serve
 from mlcd.store import predictions
-from tests.serve.conftest import (  # noqa: F401  (fixtures)
-    Registry,
-    Running,
-    cancer,
-    cancer_model,
-    registry,
-    serve,
-)
+from tests.serve.conftest import Registry, Running, cancer, cancer_model
 
 
 @pytest.fixture
-def start(registry: Registry, serve: Callable[..., Running]) -> Callable[..., Running]:  # noqa: F811
+def start(registry: Registry, serve: Callable[..., Running]) -> Callable[..., Running]:
     """Register the breast-cancer model and serve it with the given limits."""
     X, _ = cancer()
     registry.register("cancer", cancer_model(), X.head(100))
@@ -38,7 +31,7 @@ def start(registry: Registry, serve: Callable[..., Running]) -> Callable[..., Ru
     return run
 
 
-def _stored_feedback(registry: Registry) -> int:  # noqa: F811
+def _stored_feedback(registry: Registry) -> int:
     with registry.store.read() as conn:
         return len(predictions.feedback_since(conn))
 
@@ -49,7 +42,7 @@ def _labels(count: int) -> list[dict[str, Any]]:
 
 def test_oversized_feedback_body_is_413_and_nothing_is_stored(
     start: Callable[..., Running],
-    registry: Registry,  # noqa: F811
+    registry: Registry,
 ) -> None:
     # Guards against memory and database exhaustion through an unbounded feedback body
     # (issue 20, item 3: 59 MB of invented ids were stored).
@@ -80,7 +73,7 @@ def test_oversized_feedback_body_is_413_and_nothing_is_stored(
 
 def test_too_many_feedback_labels_is_413_and_nothing_is_stored(
     start: Callable[..., Running],
-    registry: Registry,  # noqa: F811
+    registry: Registry,
 ) -> None:
     # Guards against a feedback request carrying more labels than a predict request may
     # carry rows (issue 20, item 3).
