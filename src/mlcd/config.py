@@ -223,11 +223,17 @@ class DecayTrigger(_Section):
     min_labels: int = Field(default=50, gt=0)
 
 
+class LabelsTrigger(_Section):
+    #: labelled predictions (feedback) received since the last retrain this trigger started
+    count: int = Field(gt=0)
+
+
 class Triggers(_Section):
     drift: DriftTrigger | None = None
     decay: DecayTrigger | None = None
     new_data: list[str] = Field(default_factory=list)
     schedule: str | None = None
+    labels: LabelsTrigger | None = None
 
 
 class Policy(_Section):

@@ -1,4 +1,4 @@
-"""Retraining triggers: drift, performance decay, new data, schedule.
+"""Retraining triggers: drift, performance decay, new data, schedule, new labels.
 
 Each check returns a ``TriggerResult`` saying whether it fired and why, with the figures it
 looked at. Checks that compare against what was seen before (new data, schedule) keep their
@@ -192,6 +192,36 @@ def remember_tick(ctx: Context, model: str, result: TriggerResult) -> None:
         ctx.store.transact(lambda conn: state.put(conn, f"retrain:{model}:tick", tick))
 
 
+def check_labels(ctx: Context, model: str, policy: Policy, commit: bool = True) -> TriggerResult:
+    """Fires when ``count`` labels arrived since the last retrain this trigger started (the
+    loop closed on labels: production feedback becomes training data, see ``data from-log``)."""
+    from mlcd.store.predictions import count_feedback
+
+    rule = policy.triggers.labels
+    assert rule is not None
+    key = f"retrain:{model}:labels"
+    with ctx.store.read() as conn:
+        total = count_feedback(conn, model)
+        seen = state.get(conn, key)
+    details = {"labels": total, "count": rule.count}
+    if seen is None:
+        if commit:
+            ctx.store.transact(lambda conn: state.put(conn, key, total))
+        return TriggerResult("labels", False, f"first look: {total} label(s) recorded", details)
+    new = total - int(seen)
+    details["new"] = new
+    if new >= rule.count:
+        return TriggerResult("labels", True, f"{new} new label(s) >= {rule.count}", details)
+    return TriggerResult("labels", False, f"{new} new label(s), {rule.count} needed", details)
+
+
+def remember_labels(ctx: Context, model: str, result: TriggerResult) -> None:
+    """Record the label count a labels trigger fired on, once its retrain has run."""
+    total = result.details.get("labels")
+    if total is not None:
+        ctx.store.transact(lambda conn: state.put(conn, f"retrain:{model}:labels", total))
+
+
 def evaluate_triggers(ctx: Context, model: str, at: float | None = None) -> list[TriggerResult]:
     """Every trigger of ``model``'s policy, checked now. A trigger whose check fails (say, no
     reference data yet) does not fire; its error is the reason."""
@@ -215,4 +245,6 @@ def evaluate_triggers(ctx: Context, model: str, at: float | None = None) -> list
         results.append(check_new_data(ctx, model, policy))
     if triggers.schedule:
         results.append(check_scheduled(ctx, model, policy, at))
+    if triggers.labels is not None:
+        results.append(check_labels(ctx, model, policy))
     return results

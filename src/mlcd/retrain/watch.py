@@ -18,7 +18,13 @@ from mlcd.errors import MlcdError, RetrainError
 from mlcd.retrain.canary import advance_canary
 from mlcd.retrain.context import Context
 from mlcd.retrain.flow import RetrainOutcome, retrain
-from mlcd.retrain.triggers import TriggerResult, evaluate_triggers, remember_data, remember_tick
+from mlcd.retrain.triggers import (
+    TriggerResult,
+    evaluate_triggers,
+    remember_data,
+    remember_labels,
+    remember_tick,
+)
 from mlcd.store import events, state
 from mlcd.store.sql import now as _now
 
@@ -103,6 +109,8 @@ def run_pass(
                         remember_data(ctx, model, result)
                     elif result.trigger == "schedule":
                         remember_tick(ctx, model, result)
+                    elif result.trigger == "labels":
+                        remember_labels(ctx, model, result)
         except RetrainError as exc:  # another process is retraining this model: not ours
             report.errors.append(f"{model}: {exc.message}")
         except MlcdError as exc:

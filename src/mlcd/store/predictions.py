@@ -107,3 +107,16 @@ def feedback_since(
     if model is not None:
         stmt = stmt.where(feedback.c.model == model)
     return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def count_feedback(conn: Connection, model: str) -> int:
+    """How many labels (feedback rows) were received for ``model``."""
+    from sqlalchemy import func, select
+
+    from mlcd.store.tables import feedback
+
+    return int(
+        conn.execute(
+            select(func.count()).select_from(feedback).where(feedback.c.model == model)
+        ).scalar_one()
+    )
