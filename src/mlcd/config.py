@@ -453,7 +453,23 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
     config, lines = _parse(text, source)
     config = _apply_env(config, os.environ if environ is None else environ)
     check_references(config, source=CONFIG_FILE, lines=lines)
+    _remember_secrets(config)
     return config
+
+
+def _remember_secrets(config: Config) -> None:
+    """Let ``mlcd.secrets`` hide this configuration's passwords, keys and webhook paths in
+    every output of this process (even where a driver quotes them without their URL)."""
+    from mlcd.secrets import remember_config
+
+    remember_config(
+        {
+            "store": config.store,
+            "artifacts": config.artifacts,
+            "remotes": [{"url": r.url, "options": r.options} for r in config.remotes.values()],
+            "webhooks": [w.url for w in config.monitor.alerts.webhooks],
+        }
+    )
 
 
 def check_references(

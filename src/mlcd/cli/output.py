@@ -21,9 +21,10 @@ class _Masked:
         self._known = known
 
     def write(self, text: str) -> int:
-        from mlcd.secrets import mask_text
+        from mlcd.secrets import mask_text, remembered
 
-        self._stream.write(mask_text(text, self._known))
+        # what the configuration remembered (mlcd.secrets.remember_config) counts too
+        self._stream.write(mask_text(text, remembered(self._known)))
         return len(text)
 
     def writelines(self, lines: Any) -> None:

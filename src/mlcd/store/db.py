@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from mlcd.errors import ConfigError, StoreError
+from mlcd.secrets import mask_text, remember, secrets_in_url
 
 T = TypeVar("T")
 
@@ -129,6 +130,7 @@ class Store:
 
     def __init__(self, url: str, root: str | os.PathLike[str] = ".", migrate: bool = True) -> None:
         self.url = normalise_url(url, root)
+        remember(*secrets_in_url(self.url))  # never printed, whatever a driver quotes
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         self.read_only = False
@@ -162,6 +164,13 @@ class Store:
                 f"the PostgreSQL store needs a driver ({exc.name})",
                 hint="pip install 'mlcd[postgres]'",
             ) from exc
+        except (ValueError, ArgumentError) as exc:  # a port that is not a number, ...
+            raise ConfigError(
+                f"the store URL {mask_text(self.url)} is not valid: "
+                f"{mask_text(str(exc), secrets_in_url(self.url))}",
+                hint="write it as 'postgresql://user:password@host:5432/db' (percent-encode "
+                "special characters of the password) or 'sqlite:///.mlcd/mlcd.db'",
+            ) from None
         if self.is_sqlite:
             _sqlite_tuning(self.engine, read_only=self.read_only)
         if migrate:
@@ -221,7 +230,9 @@ class Store:
             hint = "check that PostgreSQL is running and the URL in 'store:' is right"
         else:
             hint = "if this persists, run 'mlcd doctor' or check the database file's permissions"
-        return StoreError(f"metadata store {where}: {exc.orig}", hint=hint)
+        # the driver's own message may quote the connection string: no password in it
+        detail = mask_text(str(exc.orig), secrets_in_url(self.url))
+        return StoreError(f"metadata store {where}: {detail}", hint=hint)
 
     # ------------------------------------------------------------ migrations
     def current_revision(self) -> str | None:
