@@ -222,6 +222,7 @@ def test_a_planted_secret_appears_in_no_output_event_or_file(tmp_path: Path) -> 
         ["doctor", "--json"],
         ["push", "--json"],  # fails: the remote does not answer; its URL is in the error
         ["pull"],
+        ["ci", "--report", "ci/report.md", "--junit", "ci/junit.xml", "--json"],  # reports
         ["events", "--json"],
         ["tokens", "create", "ci", "--role", "read"],
         ["nonsense-command"],
@@ -269,7 +270,7 @@ def test_a_planted_secret_appears_in_no_output_event_or_file(tmp_path: Path) -> 
     # nothing mlcd wrote keeps them either: lock, state database, logs
     assert (root / "mlcd.lock").read_bytes() == lock
     written = [p for p in root.rglob("*") if p.is_file() and p.name != "mlcd.yaml"]
-    assert any(p.name == "mlcd.lock" for p in written)
+    assert {"mlcd.lock", "report.md", "junit.xml"} <= {p.name for p in written}
     for path in written:
         data = path.read_bytes()
         for secret in PLANTED:

@@ -33,7 +33,14 @@ _STAGE_ICONS = {
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a report atomically (a reader never sees half a file), creating its folder."""
+    """Write a report atomically (a reader never sees half a file), creating its folder.
+
+    A report becomes a pull-request comment or a CI artefact: secrets (a remote's password,
+    an error quoting a URL) are masked here, for every report kind.
+    """
+    from mlcd.secrets import known_secrets, mask_text
+
+    text = mask_text(text, known_secrets())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")

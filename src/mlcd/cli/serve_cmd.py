@@ -231,6 +231,9 @@ def worker_app() -> Any:
     """The app of one worker process, built from the spec ``mlcd serve`` left in the environment."""
     import logging
 
+    from mlcd.cli.output import guard_streams
+
+    guard_streams()  # a spawned worker (--workers > 1) logs through masked streams too
     from mlcd.config import Serve
     from mlcd.project import Project
     from mlcd.serve.app import create_app
