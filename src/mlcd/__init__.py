@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     # save_model and log_model record the active run: they sit above tracking and registry
     "save_model": "mlcd.registration",
     "log_model": "mlcd.registration",
+    "champion": "mlcd.registration",
     "load_model": "mlcd.registry",
     "register_model": "mlcd.registry",
     # tracking: the logging API (buffered; SQLAlchemy loads in the flusher thread)

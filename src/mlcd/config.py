@@ -45,6 +45,46 @@ class OutSpec(_Section):
     persist: bool = False
 
 
+class Replay(_Section):
+    """A bounded memory of past training windows, written beside the newest window's rows.
+
+    ``mix: uniform`` keeps a uniform sample of every past row (a reservoir); ``per_window``
+    gives each past window an equal share, so an old regime keeps its weight as windows pile up.
+    """
+
+    path: str
+    size: int = Field(default=5000, gt=0)
+    mix: Literal["uniform", "per_window"] = "uniform"
+    seed: int = 0
+
+
+class FromLog(_Section):
+    """Production traffic as a stage input: the prediction log joined with its labels.
+
+    Before the stage runs mlcd writes the dataset to ``path`` (a dep of the stage like any
+    other: no new rows or labels, same bytes, the stage restores from cache). With
+    ``replay``, ``path`` holds only the rows no earlier training window had (the newest
+    window, recorded in the store) and ``replay.path`` a bounded sample of the older ones.
+    """
+
+    model: str
+    path: str
+    since: str | None = None
+    labelled_only: bool = True
+    sample: int | None = Field(default=None, gt=0)
+    stratify: str | None = None
+    seed: int = 0
+    label: str | None = None
+    replay: Replay | None = None
+
+
+class WarmStart(_Section):
+    """Continue training from a registered version: its package is fetched for the stage."""
+
+    model: str
+    alias: str = "champion"
+
+
 class Stage(_Section):
     """One pipeline stage, in the spirit of a ``dvc.yaml`` stage."""
 
@@ -58,6 +98,8 @@ class Stage(_Section):
     always_run: bool = False
     wdir: str = "."
     desc: str | None = None
+    from_log: list[FromLog] = Field(default_factory=list)
+    warm_start: WarmStart | None = None
 
     @field_validator("cmd")
     @classmethod
@@ -109,6 +151,8 @@ GATE_PATTERNS: dict[str, str] = {
     rf"(?:\s*(?P<sign>[-+])\s*(?P<margin>{_NUM}))?",
     "significance": rf"(?P<metric>\w+)\s+better\s+than\s+champion\s+at\s+(?P<level>{_NUM})\s*%",
     "slice": rf"no\s+slice\s+loses\s+more\s+than\s+(?P<margin>{_NUM})\s+(?P<metric>\w+)",
+    "windows": rf"no\s+past\s+window\s+loses\s+more\s+than\s+(?P<margin>{_NUM})\s+"
+    rf"(?P<metric>\w+)",
 }
 
 
@@ -119,7 +163,8 @@ def _check_gate(text: str) -> str:
         raise ValueError(
             f"not a gate expression: {text!r}; write 'roc_auc >= 0.85', "
             "'f1 >= champion.f1 - 0.005', 'roc_auc better than champion at 95%' or "
-            "'no slice loses more than 0.02 accuracy' (see docs/gates.md)"
+            "'no slice loses more than 0.02 accuracy' or 'no past window loses more than 0.02 "
+            "accuracy' (see docs/gates.md)"
         )
     return text.strip()
 

@@ -96,6 +96,7 @@ def store_references(store: Store) -> set[Digest]:
             t.model_versions.c.reference_digest,
             t.events.c.report_digest,
             t.prediction_segments.c.digest,
+            t.data_windows.c.digest,  # continual learning: replay and no-forgetting windows
         ):
             found.update(v for v in conn.execute(select(column).distinct()).scalars() if v)
         for outputs, metrics in conn.execute(select(t.run_cache.c.outputs, t.run_cache.c.metrics)):

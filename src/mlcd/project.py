@@ -68,9 +68,7 @@ class Project:
         """The content-addressed object store."""
         from mlcd.objects import open_object_store
 
-        return open_object_store(
-            self.config.artifacts, root=self.root, link=self.config.cache.link
-        )
+        return open_object_store(self.config.artifacts, root=self.root, link=self.config.cache.link)
 
     def remote(self, name: str | None = None) -> ObjectStore:
         """The object store of a remote declared in ``mlcd.yaml`` (default remote if no name).

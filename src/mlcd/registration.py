@@ -214,6 +214,60 @@ def profile_reference(
     return digest, None
 
 
+def champion(name: str, alias: str = "champion") -> Path | None:
+    """The package folder of ``name@alias`` to continue training from, or None if none yet.
+
+    Inside a stage with ``warm_start: {model: NAME}`` this is the version mlcd resolved for
+    the stage (``MLCD_WARM_START``; the package the stage saves records it as its parent);
+    elsewhere the alias is resolved in the project's store. Load it with
+    ``mlcd.load_model(path, trusted=True).raw`` for the native estimator (``partial_fit``,
+    ``warm_start``) or pass ``path / "model.txt"`` to LightGBM's ``init_model``.
+    """
+    from mlcd.errors import NotFound
+    from mlcd.registry import fetch, project_context, resolve
+    from mlcd.registry.context import default_cache_dir
+
+    if os.environ.get("MLCD_WARM_START_MODEL") == name and "MLCD_WARM_START" in os.environ:
+        value = os.environ["MLCD_WARM_START"]
+        return Path(value) if value else None
+    store, objects, _root = project_context()
+    try:
+        version = resolve(store, f"{name}@{alias}")
+    except NotFound:
+        return None
+    return fetch(objects, version, default_cache_dir())
+
+
+def record_eval_window(
+    root: Path, config: Config, store: Store, objects: ObjectStore, name: str, version: int
+) -> str | None:
+    """Keep the model's declared ``eval_data`` as a data window of this version.
+
+    The no-forgetting gate scores later candidates on every such window. Returns a note when
+    the data could not be recorded (the version stands either way).
+    """
+    from mlcd.logdata.windows import record_window
+
+    spec = config.models.get(name)
+    if spec is None or not spec.eval_data or not (root / spec.eval_data).is_file():
+        return None
+    try:
+        record_window(
+            store,
+            objects,
+            name,
+            root / spec.eval_data,
+            role="eval",
+            name=f"v{version} {spec.eval_data}",
+            version=version,
+            source=spec.eval_data,
+        )
+    except MlcdError as exc:
+        log.warning("%s v%s: eval window not recorded: %s", name, version, exc.message)
+        return f"no eval window: {exc.message}"
+    return None
+
+
 def register_declared_models(
     root: Path,
     config: Config,
@@ -253,6 +307,7 @@ def register_declared_models(
         reference, note = profile_reference(
             root, config, store, objects, name, version.version, package
         )
+        note = note or record_eval_window(root, config, store, objects, name, version.version)
         verb = "registered" if registration.created else "already registered as"
         say(f"{name}: {verb} v{version.version}" + (f" ({note})" if note else ""))
         out.append(Registered(name, version.version, registration.created, reference, note))

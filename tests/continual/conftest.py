@@ -1,5 +1,7 @@
-"""Continual-learning fixtures: the real registry and server of the serve tests."""
+"""Continual-learning fixtures: the real registry and server of the serve tests, and the real
+projects and CLI of the pipeline tests."""
 
 from __future__ import annotations
 
+from tests.pipeline.conftest import make_project, mlcd  # noqa: F401  (fixtures)
 from tests.serve.conftest import registry, serve  # noqa: F401  (fixtures used by these tests)

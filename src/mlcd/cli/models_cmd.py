@@ -216,7 +216,9 @@ def register_version(
     ] = None,
     target: Annotated[
         str | None,
-        typer.Option(help="For --sample: the label column to leave out (default: models.NAME.target)."),
+        typer.Option(
+            help="For --sample: the label column to leave out (default: models.NAME.target)."
+        ),
     ] = None,
     run: Annotated[str | None, typer.Option("--run", help="The run that made it.")] = None,
     source: Annotated[str | None, typer.Option(help="Where it came from (free text).")] = None,
@@ -263,13 +265,17 @@ def register_version(
             )  # fmt: skip
         if name in project.config.models or project.config.monitor.reference:
             # A declared model gets its monitoring reference here too, as after `mlcd run`.
-            from mlcd.registration import profile_reference
+            from mlcd.registration import profile_reference, record_eval_window
             from mlcd.registry import fetch
 
             package = fetch(project.objects, result.version, project.state_dir / "cache" / "models")
             profile_reference(
                 project.root, project.config, project.store, project.objects, name,
                 result.version.version, package,
+            )  # fmt: skip
+            record_eval_window(
+                project.root, project.config, project.store, project.objects, name,
+                result.version.version,
             )  # fmt: skip
 
     def render(out: Any) -> None:
@@ -305,7 +311,10 @@ def promote(
     against: Annotated[str, typer.Option(help="Alias relative gates compare with.")] = "champion",
     report_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
     plotly: Annotated[
-        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+        str,
+        typer.Option(
+            "--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js)."
+        ),
     ] = "inline",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     trust: TrustOpt = False,
@@ -427,7 +436,10 @@ def evaluate(
     target: Annotated[str | None, typer.Option(help="Label column (default: target).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
     plotly: Annotated[
-        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+        str,
+        typer.Option(
+            "--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js)."
+        ),
     ] = "inline",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     confidence: Annotated[float, typer.Option(help="Interval confidence, 0-1.")] = 0.95,

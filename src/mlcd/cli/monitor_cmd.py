@@ -42,7 +42,10 @@ def monitor(
         typer.Option("--report-dir", help="Write report.html, report.json and report.md here."),
     ] = None,
     plotly: Annotated[
-        str, typer.Option("--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js).")
+        str,
+        typer.Option(
+            "--plotly", help="HTML reports: inline, or directory (one shared plotly.min.js)."
+        ),
     ] = "inline",
     no_alert: Annotated[
         bool, typer.Option("--no-alert", help="Do not alert even when a threshold is crossed.")

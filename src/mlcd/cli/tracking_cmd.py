@@ -213,7 +213,8 @@ def compare(
         bool, typer.Option("--only-diff", help="Show only params and metrics that differ.")
     ] = False,
     plotly: Annotated[
-        str, typer.Option("--plotly", help="With --html: inline, or directory (shared plotly.min.js).")
+        str,
+        typer.Option("--plotly", help="With --html: inline, or directory (shared plotly.min.js)."),
     ] = "inline",
     as_json: JsonOpt = False,
 ) -> None:

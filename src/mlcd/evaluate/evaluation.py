@@ -8,12 +8,13 @@ digest is among the candidate's training inputs (from its lineage) is refused.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -48,7 +49,12 @@ from mlcd.registry.context import default_cache_dir
 from mlcd.store import Store
 from mlcd.store.tables import run_artifacts, runs
 
+if TYPE_CHECKING:
+    from mlcd.logdata.windows import Window
+
 #: ``progress(step, done=None, total=None)``: the library says what it does; the CLI draws it.
+log = logging.getLogger("mlcd.evaluate")
+
 Progress = Callable[..., None]
 
 
@@ -102,6 +108,8 @@ class Evaluation:
     key: str = ""
     #: when read back from a stored report: that report's digest
     reused_from: str | None = None
+    #: the no-forgetting gate's past windows: name, rows, both sides' metrics, paired deltas
+    windows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -112,7 +120,12 @@ class Evaluation:
         """The verdict, the metrics side by side and each gate, inline in Jupyter."""
         champion = self.champion.metrics if self.champion else {}
         metrics = [
-            [name, value, champion.get(name), self.deltas[name].delta if name in self.deltas else None]
+            [
+                name,
+                value,
+                champion.get(name),
+                self.deltas[name].delta if name in self.deltas else None,
+            ]
             for name, value in sorted(self.candidate.metrics.items())
         ]
         gates = [
@@ -145,6 +158,7 @@ class Evaluation:
             "confidence": self.confidence,
             "created_at": self.created_at,
             "key": self.key,
+            "windows": self.windows,
         }
 
 
@@ -155,27 +169,9 @@ def read_table(path: str | os.PathLike[str]) -> Any:
     Raises:
         UsageError: missing path or an unknown format.
     """
-    import pandas as pd
+    from mlcd.logdata.tables import read_table as read
 
-    target = Path(path)
-    if not target.exists():
-        raise UsageError(
-            f"evaluation data {target} does not exist",
-            hint="pass --data PATH or set models.<name>.eval_data in mlcd.yaml",
-        )
-    suffix = target.suffix.lower()
-    if target.is_dir() or suffix in (".parquet", ".pq"):
-        return pd.read_parquet(target)
-    if suffix in (".csv", ".tsv"):
-        return pd.read_csv(target, sep="\t" if suffix == ".tsv" else ",")
-    if suffix in (".jsonl", ".ndjson"):
-        return pd.read_json(target, lines=True)
-    if suffix == ".json":
-        return pd.read_json(target)
-    raise UsageError(
-        f"cannot read evaluation data {target}: unknown format '{suffix}'",
-        hint="use Parquet, CSV or JSON lines",
-    )
+    return read(path, "evaluation data")
 
 
 def training_digests(store: Store, version: ModelVersion, lineage: Mapping[str, Any]) -> set[str]:
@@ -471,6 +467,20 @@ def evaluate(
         )
         for s in masks
     }
+    windows: list[dict[str, Any]] = []
+    window_gates = [g for g in parsed_gates if g.kind == "windows"]
+    considered = considered_windows(store, name, parsed_gates, champ_version, data_digest)
+    if considered and champ_model is not None:
+        say(f"scoring both models on {len(considered)} past window(s)")
+        windows = past_windows(
+            objects,
+            considered,
+            models=(cand_model, champ_model),
+            target=target,
+            task=task,
+            metrics=sorted({g.metric for g in window_gates}),
+            bootstrap=(resamples, confidence, seed),
+        )
     verdict = check_gates(
         parsed_gates,
         candidate_result.metrics,
@@ -479,6 +489,7 @@ def evaluate(
         slice_pairs,
         alias=gates_alias or against,
         run_metrics=run_metrics,
+        windows={w["name"]: (w["candidate"], w["champion"]) for w in windows},
     )
     return Evaluation(
         model=name,
@@ -503,9 +514,84 @@ def evaluate(
             [g.expression for g in parsed_gates],
             gates_alias or against,
             slices,
-            {**asked, "seed": seed, "run_metrics": run_metrics},
+            {
+                **asked,
+                "seed": seed,
+                "run_metrics": run_metrics,
+                "windows": [w.digest for w in considered],
+            },
         ),
+        windows=windows,
     )
+
+
+def considered_windows(
+    store: Store,
+    name: str,
+    gates: Sequence[Gate],
+    champion: ModelVersion | None,
+    data_digest: str,
+) -> list[Window]:
+    """The past eval windows a no-forgetting gate checks (none without such a gate or a
+    champion): every recorded one but the current evaluation data."""
+    from mlcd.logdata.windows import list_windows
+
+    if champion is None or not any(g.kind == "windows" for g in gates):
+        return []
+    return [w for w in list_windows(store, name, "eval") if w.digest != data_digest]
+
+
+def past_windows(
+    objects: ObjectStore,
+    considered: Sequence[Window],
+    *,
+    models: tuple[LoadedModel, LoadedModel],
+    target: str,
+    task: str,
+    metrics: Sequence[str],
+    bootstrap: tuple[int, float, int],
+) -> list[dict[str, Any]]:
+    """Candidate and champion scored on every recorded eval window but the current data.
+
+    Each window gives both sides' point metrics and, for the gate's metrics, the paired
+    bootstrap of the difference (the same resampling as the main comparison).
+    """
+    from mlcd.logdata.windows import window_frame
+
+    resamples, confidence, seed = bootstrap
+    out = []
+    for window in considered:
+        frame = window_frame(objects, window)
+        if target not in frame.columns:
+            log.warning("window %s has no label column %r: skipped", window.name, target)
+            continue
+        y = frame[target].to_numpy()
+        X = frame.drop(columns=[target])
+        cand, champ = models
+        labels = _Labels(cand.classes or []) if task == "classification" else None
+        sides = []
+        for model in (cand, champ):
+            y_m, pred, proba = _score(model, X, y, task, labels)
+            aligned = labels.align(proba, model.classes) if labels else None
+            sides.append(Scored(task, y_m, pred, aligned, labels.classes if labels else None))
+        deltas = (
+            paired_bootstrap(sides[0], sides[1], list(metrics), resamples, confidence, seed)
+            if resamples > 0
+            else {}
+        )
+        out.append(
+            {
+                "id": window.id,
+                "name": window.name,
+                "version": window.version,
+                "digest": window.digest,
+                "rows": len(frame),
+                "candidate": point(sides[0]),
+                "champion": point(sides[1]),
+                "deltas": {k: v.to_dict() for k, v in deltas.items()},
+            }
+        )
+    return out
 
 
 def _champion(store: Store, name: str, alias: str) -> ModelVersion | None:

@@ -7,6 +7,9 @@ Four forms (the grammar is shared with ``mlcd.config`` so typos fail at load tim
 * relative — ``f1 >= champion.f1 - 0.005``;
 * significance — ``roc_auc better than champion at 95%`` (one-sided paired bootstrap);
 * per slice — ``no slice loses more than 0.02 accuracy``;
+* no forgetting — ``no past window loses more than 0.02 accuracy``: the candidate is scored
+  against the champion on the held-out data of every recorded past window (the eval data of
+  earlier versions, see ``mlcd.logdata.windows``), and the worst loss must stay within;
 * run metric — ``run.metrics.roc_auc.test >= 0.85``: a metric the candidate's run logged
   (the pipeline's own metrics file, ``mlcd.log_metric``), not one mlcd's evaluation computed.
 
@@ -41,7 +44,7 @@ class Gate:
     """One parsed gate expression."""
 
     expression: str
-    kind: str  # absolute | relative | significance | slice | run
+    kind: str  # absolute | relative | significance | slice | windows | run
     metric: str
     op: str = ">="
     value: float | None = None  # absolute threshold
@@ -141,7 +144,7 @@ def parse_gate(expression: str, source: str = "gates") -> Gate:
         ConfigError: not one of the four forms, or an unknown metric.
     """
     text = " ".join(expression.split())
-    for kind in ("run", "significance", "slice", "relative", "absolute"):
+    for kind in ("run", "significance", "slice", "windows", "relative", "absolute"):
         match = _COMPILED[kind].fullmatch(text)
         if match is None:
             continue
@@ -230,6 +233,7 @@ def check_gates(
     slices: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]] | None = None,
     alias: str | None = None,
     run_metrics: Mapping[str, float] | None = None,
+    windows: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]] | None = None,
 ) -> GateVerdict:
     """Check gates against the candidate's (and champion's) metrics.
 
@@ -241,6 +245,7 @@ def check_gates(
         slices: ``{slice: (candidate metrics, champion metrics or None)}``.
         alias: the alias the gates belong to (for the report).
         run_metrics: the latest metrics of the candidate's run (for ``run.metrics.X`` gates).
+        windows: ``{past window: (candidate metrics, champion metrics)}`` (no-forgetting gates).
 
     Raises:
         ConfigError: a run-metric gate names a metric the run does not have.
@@ -283,8 +288,10 @@ def check_gates(
             results.append(_compare(gate, candidate.get(gate.metric), base + gate.margin))
         elif gate.kind == "significance":
             results.append(_significance(gate, (deltas or {}).get(gate.metric)))
+        elif gate.kind == "windows":
+            results.append(_worst_loss(gate, windows or {}, "past window"))
         else:
-            results.append(_slices(gate, slices or {}))
+            results.append(_worst_loss(gate, slices or {}, "slice"))
     return GateVerdict(alias, tuple(results))
 
 
@@ -329,23 +336,31 @@ def _significance(gate: Gate, delta: Any) -> GateResult:
     return GateResult(gate, passed, delta.delta, 0.0, delta.p_better - level, detail)
 
 
-def _slices(
-    gate: Gate, slices: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]]
+_EMPTY = {
+    "slice": (
+        "no slices declared",
+        "declare slices under models.<name>.slices to make this gate bite",
+    ),
+    "past window": (
+        "no past windows recorded",
+        "every registered version's eval_data becomes a window; later candidates are checked on it",
+    ),
+}
+
+
+def _worst_loss(
+    gate: Gate,
+    groups: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]],
+    what: str,
 ) -> GateResult:
-    if not slices:
-        return GateResult(
-            gate,
-            True,
-            None,
-            gate.margin,
-            None,
-            "no slices declared",
-            "declare slices under models.<name>.slices to make this gate bite",
-        )
+    """The largest loss against the champion over slices (or past windows) and its limit."""
+    if not groups:
+        detail, note = _EMPTY[what]
+        return GateResult(gate, True, None, gate.margin, None, detail, note)
     higher = HIGHER_IS_BETTER.get(gate.metric, True)
     worst_name, worst_loss = None, -math.inf
     skipped = []
-    for name, (cand, champ) in slices.items():
+    for name, (cand, champ) in groups.items():
         a = cand.get(gate.metric)
         b = None if champ is None else champ.get(gate.metric)
         if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
@@ -361,20 +376,22 @@ def _slices(
             None,
             gate.margin,
             None,
-            f"{gate.metric} not available on any slice",
+            f"{gate.metric} not available on any {what}",
             f"skipped: {', '.join(skipped)}",
         )
     passed = worst_loss <= gate.margin + 1e-12
     if worst_loss <= 0:
         detail = (
-            f"no slice loses {gate.metric}; the smallest gain is {_fmt(-worst_loss)} "
+            f"no {what} loses {gate.metric}; the smallest gain is {_fmt(-worst_loss)} "
             f"on '{worst_name}'"
         )
     else:
         verb = "within" if passed else "over by"
         detail = (
-            f"worst slice '{worst_name}' loses {_fmt(worst_loss)} {gate.metric} "
+            f"worst {what} '{worst_name}' loses {_fmt(worst_loss)} {gate.metric} "
             f"(limit {_fmt(gate.margin)}; {verb} {_fmt(abs(gate.margin - worst_loss))})"
         )
-    note = f"skipped slices without data: {', '.join(skipped)}" if skipped else None
-    return GateResult(gate, passed, worst_loss, gate.margin, gate.margin - worst_loss, detail, note)
+    skipped_note = f"skipped ({what}s without data): {', '.join(skipped)}" if skipped else None
+    return GateResult(
+        gate, passed, worst_loss, gate.margin, gate.margin - worst_loss, detail, skipped_note
+    )

@@ -197,9 +197,7 @@ def promote(
             progress=progress,
         )
     digest = evaluation.reused_from or store_report(objects, evaluation)
-    reports = (
-        write_reports(evaluation, report_dir, plotly=plotly) if report_dir is not None else {}
-    )
+    reports = write_reports(evaluation, report_dir, plotly=plotly) if report_dir is not None else {}
     verdict = evaluation.verdict
     details = {
         "verdict": "passed" if verdict.passed else "failed",
@@ -274,6 +272,18 @@ def record_evaluation(store: Store, objects: ObjectStore, evaluation: Evaluation
                 "summary": evaluation.verdict.summary(),
                 "data_digest": evaluation.data_digest,
                 "key": evaluation.key,
+                # backward transfer per past window (no-forgetting gates), next to the forward
+                # deltas on the current data
+                "forward": {m: d.delta for m, d in evaluation.deltas.items()},
+                "windows": [
+                    {
+                        "name": w["name"],
+                        "version": w["version"],
+                        "rows": w["rows"],
+                        "deltas": {m: d["delta"] for m, d in (w.get("deltas") or {}).items()},
+                    }
+                    for w in evaluation.windows
+                ],
             },
         )
     )

@@ -20,6 +20,7 @@ from mlcd.evaluate.bootstrap import Delta
 from mlcd.evaluate.evaluation import (
     Evaluation,
     ModelResult,
+    considered_windows,
     evaluation_key,
     run_metrics_of,
 )
@@ -57,14 +58,22 @@ def find_reusable(
             folder = fetch(objects, candidate, cache_dir or default_cache_dir())
             lineage = ModelPackage.read(folder, verify=False).lineage
             run_metrics = run_metrics_of(store, candidate, lineage)
+        data_digest = str(content_digest(data))
+        champion_version = None if champion is None else resolve(store, f"{name}@{against}")
+        windows = considered_windows(store, name, parsed, champion_version, data_digest)
         key = evaluation_key(
             candidate.digest,
             champion,
-            str(content_digest(data)),
+            data_digest,
             [g.expression for g in parsed],
             alias,
             slices,
-            {**settings, "seed": 0, "run_metrics": run_metrics},
+            {
+                **settings,
+                "seed": 0,
+                "run_metrics": run_metrics,
+                "windows": [w.digest for w in windows],
+            },
         )
         with store.read() as conn:
             recorded = events.query(conn, model=name, kind="model.evaluated", limit=50)
@@ -158,4 +167,5 @@ def from_dict(data: Mapping[str, Any]) -> Evaluation:
         confidence=float(data.get("confidence") or 0.95),
         created_at=float(data.get("created_at") or 0.0),
         key=str(data.get("key") or ""),
+        windows=list(data.get("windows") or []),
     )

@@ -362,4 +362,3 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     metadata = pq.read_schema(path).metadata or {}
     raw = metadata.get(MANIFEST_KEY)
     return None if raw is None else dict(json.loads(raw))
-

@@ -8,7 +8,6 @@ chunks of rows (only the columns needed), so its size never has to fit in memory
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlcd.durations import parse_duration as parse_duration  # re-exported
+from mlcd.durations import parse_since as parse_since  # re-exported
 from mlcd.errors import MonitorError, UsageError
 
 if TYPE_CHECKING:
@@ -24,45 +25,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 DEFAULT_CHUNK_ROWS = 100_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``15m``, ``1h``, ``7d`` or ``2w``.
-
-    Raises:
-        UsageError: not a duration.
-    """
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(
-            f"not a duration: {text!r}",
-            hint="write a number and a unit: 30s, 15m, 1h, 7d or 2w",
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_since(text: str, now: float) -> float:
-    """The window start for ``--since``: a duration back from ``now``, a date or a datetime.
-
-    Dates and naive datetimes are UTC (``2024-05-01``, ``2024-05-01T12:00``).
-
-    Raises:
-        UsageError: neither a duration nor an ISO date.
-    """
-    if _DURATION.match(text):
-        return now - parse_duration(text)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise UsageError(
-            f"--since {text!r} is neither a duration nor a date",
-            hint="use a duration (1h, 7d) or an ISO date/time (2024-05-01, 2024-05-01T12:00)",
-        ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,10 @@ def _fsspec(url: str, **options: Any) -> ObjectStore:
 
 #: URL scheme -> (factory, the extra that brings its driver or None)
 SCHEMES: dict[str, tuple[Callable[..., ObjectStore], str | None]] = {
-    "file": (lambda url, link="copy", **_: LocalObjectStore(url.removeprefix("file://"), link), None),
+    "file": (
+        lambda url, link="copy", **_: LocalObjectStore(url.removeprefix("file://"), link),
+        None,
+    ),
     "mem": (lambda url, **_: MemoryObjectStore(url.removeprefix("mem://")), None),
     "memory": (_fsspec, None),
     "s3": (_fsspec, "s3"),

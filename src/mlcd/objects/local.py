@@ -91,9 +91,7 @@ class LocalObjectStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str], link: str = "copy") -> None:
         if link not in ("copy", "reflink", "hardlink"):
-            raise ObjectError(
-                f"unknown cache.link {link!r}", hint="use copy, reflink or hardlink"
-            )
+            raise ObjectError(f"unknown cache.link {link!r}", hint="use copy, reflink or hardlink")
         self.link = link
         self.root = Path(root).absolute()
         self.url = str(self.root)

@@ -64,9 +64,7 @@ class FsspecObjectStore(ObjectStore):
     def _open(self, digest: Digest) -> BinaryIO:
         """A buffered stream: ranged reads of ``STREAM_CHUNK`` on S3, never the whole blob."""
         try:
-            return cast(
-                BinaryIO, self.fs.open(self._key(digest), "rb", block_size=STREAM_CHUNK)
-            )
+            return cast(BinaryIO, self.fs.open(self._key(digest), "rb", block_size=STREAM_CHUNK))
         except FileNotFoundError:
             raise not_found(self, digest) from None
 

@@ -141,8 +141,8 @@ class Dag:
         missing = []
         for name, spec in self.stages.items():
             for dep in spec.deps:
-                if self.producers_of(dep):
-                    continue
+                if self.producers_of(dep) or dep in spec.input_paths:
+                    continue  # written by a stage, or by mlcd before the stage (from_log)
                 if not os.path.exists(dep if os.path.isabs(dep) else root / dep):
                     missing.append(f"stage '{name}' needs '{dep}', which does not exist")
         if missing:

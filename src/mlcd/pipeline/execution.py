@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import MlcdError
+from mlcd.pipeline.inputs import warm_start_env
 from mlcd.pipeline.lockfile import LockEntry, read_lock, update_lock
 from mlcd.pipeline.outputs import (
     ensure_gitignored,
@@ -357,6 +358,7 @@ class Execution:
             "MLCD_PROJECT": str(self.root),
             "MLCD_STORE": self.services.store.url,
             "MLCD_ARTIFACTS": objects.url,
+            **warm_start_env(self.root, objects, spec.inputs),
         }
         cmd = render_cmd(spec.cmd, state.params)
         job = Job(spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds))

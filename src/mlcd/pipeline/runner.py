@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlcd.pipeline.inputs import has_inputs, refresh_inputs
 from mlcd.pipeline.plan import (
     FAILED,
     Reporter,
@@ -36,6 +37,7 @@ __all__ = [
     "plan_stages",
     "run_pipeline",
 ]
+
 
 def _dry_run(
     snapshot: Snapshot, states: list[StageState], services: Services, forced: frozenset[str]
@@ -101,6 +103,11 @@ def run_pipeline(
     check_pipeline(snapshot)
     plan = plan_stages(snapshot, options)
     forced = forced_stages(snapshot, options)
+    services: Services | None = None
+    if has_inputs(snapshot, plan):
+        # from_log datasets and warm_start pointers are written first: they are deps.
+        services = open_services()
+        refresh_inputs(snapshot, services.store, services.objects, plan)
     with StatCache(snapshot.state_dir / "statcache.db") as statcache:
         if options.single:  # no upstream stage runs: each stage is judged on its files alone
             digests = Digests(snapshot.root, statcache)
@@ -112,7 +119,7 @@ def run_pipeline(
             StageResult(s.name, "skipped", "up to date", fingerprint=s.fingerprint) for s in states
         ]
         return RunResult(None, skipped, dry_run=options.dry_run)
-    services = open_services()
+    services = services or open_services()
     if options.dry_run:
         return _dry_run(snapshot, states, services, forced)
     from mlcd.pipeline.execution import Execution

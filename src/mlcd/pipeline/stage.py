@@ -113,6 +113,16 @@ class StageSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     always_run: bool = False
     desc: str | None = None
+    #: inputs mlcd writes before the stage is judged (``from_log:``, ``warm_start:``); their
+    #: files are among ``deps``, so they are fingerprinted like any other dep
+    inputs: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def input_paths(self) -> tuple[str, ...]:
+        """The deps mlcd itself writes before the stage is judged (see ``inputs``)."""
+        return tuple(
+            str(i[k]) for i in self.inputs for k in ("path", "replay_path", "pointer") if i.get(k)
+        )
 
     @property
     def produced(self) -> tuple[str, ...]:
@@ -132,6 +142,7 @@ class StageSpec:
             "env": dict(self.env),
             "always_run": self.always_run,
             "desc": self.desc,
+            "inputs": [dict(i) for i in self.inputs],
         }
 
     @classmethod
@@ -148,6 +159,7 @@ class StageSpec:
             env=dict(data.get("env", {})),
             always_run=bool(data.get("always_run", False)),
             desc=data.get("desc"),
+            inputs=tuple(dict(i) for i in data.get("inputs", ())),
         )
 
 
@@ -185,7 +197,11 @@ def _project_path(root: Path, stage: str, wdir: str, path: str, what: str) -> st
 
 
 def spec_from_config(
-    name: str, stage: StageConfig, root: Path, params_file: str = "params.yaml"
+    name: str,
+    stage: StageConfig,
+    root: Path,
+    params_file: str = "params.yaml",
+    targets: Mapping[str, str | None] | None = None,
 ) -> StageSpec:
     """Build a ``StageSpec`` from the validated ``mlcd.yaml`` section of one stage.
 
@@ -199,7 +215,11 @@ def spec_from_config(
             hint="use a folder inside the project as wdir",
         )
     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
-    deps = tuple(resolve_path(root, wdir, dep)[0] for dep in stage.deps)
+    inputs = _inputs(name, stage, root, wdir, targets or {})
+    written = [i[k] for i in inputs for k in ("path", "replay_path", "pointer") if i.get(k)]
+    deps = tuple(
+        dict.fromkeys([*(resolve_path(root, wdir, dep)[0] for dep in stage.deps), *written])
+    )
     params: list[ParamRef] = []
     for item in stage.params:
         if isinstance(item, str):
@@ -233,12 +253,49 @@ def spec_from_config(
         env=dict(stage.env),
         always_run=stage.always_run,
         desc=stage.desc,
+        inputs=tuple(inputs),
     )
+
+
+#: where ``warm_start:`` writes the version it resolved (a dep: a new champion re-runs the stage)
+WARM_START_DIR = ".mlcd/warm_start"
+
+
+def _inputs(
+    name: str, stage: StageConfig, root: Path, wdir: str, targets: Mapping[str, str | None]
+) -> list[dict[str, Any]]:
+    """The ``from_log`` and ``warm_start`` declarations with their project paths resolved."""
+    out: list[dict[str, Any]] = []
+    for item in stage.from_log:
+        replay = item.replay
+        out.append(
+            {
+                "kind": "from_log",
+                "spec": item.model_dump(),
+                "label": item.label or targets.get(item.model) or "label",
+                "path": _project_path(root, name, wdir, item.path, "from_log path"),
+                "replay_path": None
+                if replay is None
+                else _project_path(root, name, wdir, replay.path, "replay path"),
+            }
+        )
+    if stage.warm_start is not None:
+        ref = f"{stage.warm_start.model}@{stage.warm_start.alias}"
+        out.append(
+            {
+                "kind": "warm_start",
+                "model": stage.warm_start.model,
+                "alias": stage.warm_start.alias,
+                "pointer": f"{WARM_START_DIR}/{ref}.json",
+            }
+        )
+    return out
 
 
 def specs_from_config(config: Config, root: Path) -> dict[str, StageSpec]:
     """Every stage of ``mlcd.yaml`` as a ``StageSpec``, in declaration order."""
+    targets = {name: model.target for name, model in config.models.items()}
     return {
-        name: spec_from_config(name, stage, root, config.params_file)
+        name: spec_from_config(name, stage, root, config.params_file, targets)
         for name, stage in config.stages.items()
     }

@@ -142,9 +142,7 @@ def read_model_file(path: str | os.PathLike[str], flavor: str, trusted: bool = F
         raise missing_library(flavor, exc) from exc
 
 
-def fit_sample(
-    model: Any, sample: Any, target: str | None = None
-) -> tuple[Any, list[str]]:
+def fit_sample(model: Any, sample: Any, target: str | None = None) -> tuple[Any, list[str]]:
     """Cut a sample table to the columns ``model`` was fitted on; returns it and what was dropped.
 
     The declared ``target`` is dropped; a model that knows its feature names keeps exactly
@@ -208,7 +206,8 @@ def register_file(
     sample, dropped = fit_sample(model, sample, target)
     if dropped and on_note is not None:
         on_note(
-            "dropped " + ", ".join(repr(c) for c in dropped)
+            "dropped "
+            + ", ".join(repr(c) for c in dropped)
             + " from the sample: the model was not fitted on them"
         )
     lineage = {"file": str(path), "file_digest": hash_file(Path(path)).hex}

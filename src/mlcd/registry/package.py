@@ -249,6 +249,15 @@ def _environment_lineage(lineage: Mapping[str, Any] | None) -> dict[str, Any]:
         out.setdefault("run_id", os.environ["MLCD_RUN_ID"])
     if os.environ.get("MLCD_STAGE"):
         out.setdefault("stage", os.environ["MLCD_STAGE"])
+    if os.environ.get("MLCD_WARM_START_VERSION"):  # a warm_start stage: training continued
+        out.setdefault(
+            "parent",
+            {
+                "model": os.environ.get("MLCD_WARM_START_MODEL"),
+                "version": int(os.environ["MLCD_WARM_START_VERSION"]),
+                "digest": os.environ.get("MLCD_WARM_START_DIGEST"),
+            },
+        )
     return out
 
 

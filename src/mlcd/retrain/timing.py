@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mlcd import durations
 from mlcd.errors import ConfigError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 
 def parse_duration(text: str) -> float:
@@ -18,12 +15,7 @@ def parse_duration(text: str) -> float:
     Raises:
         ConfigError: not a duration.
     """
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ConfigError(
-            f"not a duration: {text!r}", hint="write a number and a unit: 90s, 10m, 1h, 7d, 2w"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    return durations.parse_duration(text, ConfigError)
 
 
 @dataclass(frozen=True)

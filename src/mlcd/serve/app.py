@@ -449,7 +449,10 @@ def _answer(answer: Answer) -> Response:
 _PREDICT_BODY = api.body(api.PREDICT_REQUEST, {"columns": ["x1", "x2"], "data": [[1.0, 2.0]]})
 _INFER_BODY = api.body(
     api.INFER_REQUEST,
-    {"id": "42", "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]},
+    {
+        "id": "42",
+        "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}],
+    },
 )
 _FEEDBACK_BODY = api.body(api.FEEDBACK_REQUEST, {"request_id": "3f9c0a1b2c4d-0", "label": 1})
 #: What the predict and infer routes can answer besides 200.
@@ -543,7 +546,9 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         return OrjsonResponse({"live": True})
 
     @app.get(
-        "/v2/health/ready", tags=["open inference protocol"], responses=api.ready_responses(api.READY)
+        "/v2/health/ready",
+        tags=["open inference protocol"],
+        responses=api.ready_responses(api.READY),
     )
     async def ready() -> Response:
         """Readiness: 200 once the model is loaded; 400 before, and while draining."""

@@ -54,7 +54,6 @@ def ok(schema: dict[str, Any], description: str = "OK") -> dict[int | str, dict[
     return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
-
 _ROWS = {"type": "array", "items": {"type": "object"}}
 _COLUMNS = {
     "type": "object",
@@ -138,6 +137,8 @@ INFER_RESPONSE = {
         "outputs": {"type": "array", "items": _TENSOR},
     },
 }
+
+
 def feedback_request(label: dict[str, Any] | None = None) -> dict[str, Any]:
     """The feedback body; ``label`` narrows the label to what the served version can predict."""
     item = {

@@ -238,6 +238,28 @@ feedback = Table(
     Index("ix_feedback_received_at", "received_at"),
 )
 
+# Data windows of a model (continual learning): the held-out data each version was
+# evaluated on ("eval", checked again by the no-forgetting gate) and the rows of the log each
+# retrain took as new ("train", sampled by replay). The data itself is an object by digest.
+data_windows = Table(
+    "data_windows",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("model", String(KEY), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("first_at", Float, nullable=True),
+    Column("last_at", Float, nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("source", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("model", "role", "digest", name="uq_data_windows_model_role_digest"),
+)
+
 # Named leases: one retrain per model, one writer per output. A lease past its expiry is
 # free again, so a crashed holder never blocks for ever.
 locks = Table(

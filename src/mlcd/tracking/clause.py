@@ -339,7 +339,5 @@ def planned_where(
     lead = keyed[order[0]]
     table = _key_table(lead.field).alias("mlcd_d")
     conditions = [table.c.key == lead.field.key, _row_condition(lead, table)]
-    conditions += [
-        _probe(keyed[i], table.c.run_id, "mlcd_d.run_id", i, dialect) for i in order[1:]
-    ]
+    conditions += [_probe(keyed[i], table.c.run_id, "mlcd_d.run_id", i, dialect) for i in order[1:]]
     return sa.and_(t.runs.c.id.in_(sa.select(table.c.run_id).where(*conditions)), *rest)

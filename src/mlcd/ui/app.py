@@ -249,7 +249,9 @@ def create_app(
         source = {"metrics": record.metrics, "params": record.params, "tags": record.tags}
         return source.get(namespace, {}).get(key)
 
-    def _rows(state: dict[str, Any], records: list[Any], columns: list[str]) -> list[dict[str, Any]]:
+    def _rows(
+        state: dict[str, Any], records: list[Any], columns: list[str]
+    ) -> list[dict[str, Any]]:
         rows = []
         for record in records:
             cells = [_cell(record, c) for c in columns]
@@ -259,9 +261,7 @@ def create_app(
     def _visible(columns: list[str], rows: list[dict[str, Any]], only_diff: bool) -> list[int]:
         if not only_diff or len(rows) < 2:
             return list(range(len(columns)))
-        return [
-            i for i in range(len(columns)) if len({repr(r["cells"][i]) for r in rows}) > 1
-        ]
+        return [i for i in range(len(columns)) if len({repr(r["cells"][i]) for r in rows}) > 1]
 
     def _runs_context(
         state: dict[str, Any], offset: int, after: tuple[float, str] | None = None
@@ -510,7 +510,9 @@ def create_app(
             reason=reason,
             actor=viewer.actor,
         )
-        message = f"{alias} -> {version}: " + ("moved" if result.move is not None else "refused by the gates")
+        message = f"{alias} -> {version}: " + (
+            "moved" if result.move is not None else "refused by the gates"
+        )
         return RedirectResponse(f"/models/{name}?{urlencode({'message': message})}", 303)
 
     # ------------------------------------------------------------ timeline, pipeline, monitoring

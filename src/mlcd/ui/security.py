@@ -166,8 +166,10 @@ class Access:
         if viewer.identity is None:
             raise Refused(401, "missing", "changes need a token with the role 'write'")
         raise Refused(
-            403, "forbidden", f"token {viewer.identity.name!r} has the role "
-            f"{viewer.identity.role!r}; changes need 'write'"
+            403,
+            "forbidden",
+            f"token {viewer.identity.name!r} has the role "
+            f"{viewer.identity.role!r}; changes need 'write'",
         )
 
 

@@ -76,6 +76,7 @@ def render_markdown(evaluation: Evaluation) -> str:
         lines.append("")
     lines += _metric_table(e)
     lines += _slice_table(e)
+    lines += _window_table(e)
     lines += _budget_table(e)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -130,6 +131,48 @@ def _slice_table(e: Evaluation) -> list[str]:
                 champ = e.champion.slices.get(slice_name, {}).get(metric)
                 cells.append(f"{_num(cand)} / {_num(champ)}")
         rows.append(f"| {slice_name} | {count:,} | " + " | ".join(cells) + " |")
+    return [*rows, ""]
+
+
+def _window_table(e: Evaluation) -> list[str]:
+    """Forward gain on the current data and backward transfer on each past window."""
+    if not e.windows or e.champion is None:
+        return []
+    metrics = sorted({m for w in e.windows for m in w.get("deltas") or {}}) or [
+        metrics_for(e.task)[0]
+    ]
+    level = int(e.confidence * 100)
+    header = "| data | rows | " + " | ".join(
+        f"{m}: cand / champ / delta [{level}% CI]" for m in metrics
+    )
+    rows = [
+        "### No forgetting: forward gain and backward transfer",
+        "",
+        header + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+
+    def cells(cand: dict[str, Any], champ: dict[str, Any], deltas: dict[str, Any]) -> str:
+        out = []
+        for m in metrics:
+            a, b, d = cand.get(m), champ.get(m), deltas.get(m)
+            diff = None if a is None or b is None else a - b
+            ci = f" [{_signed(d['low'])}, {_signed(d['high'])}]" if d else ""
+            out.append(f"{_num(a)} / {_num(b)} / {_signed(diff)}{ci}")
+        return " | ".join(out)
+
+    forward = {m: d.to_dict() for m, d in e.deltas.items()}
+    rows.append(
+        f"| current `{_cell(e.data_path)}` (forward) | {e.rows:,} | "
+        + cells(e.candidate.metrics, e.champion.metrics, forward)
+        + " |"
+    )
+    for w in e.windows:
+        rows.append(
+            f"| {_cell(str(w['name']))} | {int(w['rows']):,} | "
+            + cells(w["candidate"], w["champion"], w.get("deltas") or {})
+            + " |"
+        )
     return [*rows, ""]
 
 
