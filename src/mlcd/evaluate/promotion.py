@@ -62,6 +62,25 @@ def store_report(objects: ObjectStore, evaluation: Evaluation) -> str:
     return str(objects.put_bytes(render_json(evaluation).encode()))
 
 
+def transfer(evaluation: Evaluation) -> dict[str, Any]:
+    """For events: the forward deltas on the current data and, with a no-forgetting gate, the
+    backward transfer (candidate - champion) on each past window."""
+    if not evaluation.windows:
+        return {}
+    return {
+        "forward": {m: d.delta for m, d in evaluation.deltas.items()},
+        "windows": [
+            {
+                "name": w["name"],
+                "version": w["version"],
+                "rows": w["rows"],
+                "deltas": {m: d["delta"] for m, d in (w.get("deltas") or {}).items()},
+            }
+            for w in evaluation.windows
+        ],
+    }
+
+
 def promote(
     store: Store,
     objects: ObjectStore,
@@ -206,6 +225,7 @@ def promote(
         "against_version": None if evaluation.champion is None else evaluation.champion.version,
         "data_digest": evaluation.data_digest,
         "reused_from": evaluation.reused_from,
+        **transfer(evaluation),
     }
     if not verdict.passed:
         store.transact(
@@ -272,18 +292,7 @@ def record_evaluation(store: Store, objects: ObjectStore, evaluation: Evaluation
                 "summary": evaluation.verdict.summary(),
                 "data_digest": evaluation.data_digest,
                 "key": evaluation.key,
-                # backward transfer per past window (no-forgetting gates), next to the forward
-                # deltas on the current data
-                "forward": {m: d.delta for m, d in evaluation.deltas.items()},
-                "windows": [
-                    {
-                        "name": w["name"],
-                        "version": w["version"],
-                        "rows": w["rows"],
-                        "deltas": {m: d["delta"] for m, d in (w.get("deltas") or {}).items()},
-                    }
-                    for w in evaluation.windows
-                ],
+                **transfer(evaluation),
             },
         )
     )
