@@ -93,9 +93,7 @@ def test_dataset_equals_a_hand_join_of_the_log_and_the_feedback(
     got = dataset.frame
     assert len(got) == 3000 == dataset.labels_joined
     assert list(got.columns) == ["request_id", "ts", "version", *sorted(features), "label"]
-    pd.testing.assert_frame_equal(
-        got[hand.columns].reset_index(drop=True), hand, check_dtype=False
-    )
+    pd.testing.assert_frame_equal(got[hand.columns].reset_index(drop=True), hand, check_dtype=False)
     # The replaced label is the one in the dataset; shadow versions and rejected ids are not.
     row = got[got["request_id"] == served["replaced"]].iloc[0]
     assert row["label"] == served["truth"][served["replaced"]]
@@ -139,12 +137,17 @@ def test_all_rows_sample_and_stratify(registry: Registry, served: dict[str, Any]
     again = read_log_dataset(
         registry.store, registry.root, "cancer", labelled_only=True, sample=500
     )
-    assert sample.rows == 500 and list(sample.frame["request_id"]) == list(again.frame["request_id"])
+    assert sample.rows == 500 and list(sample.frame["request_id"]) == list(
+        again.frame["request_id"]
+    )
     balanced = read_log_dataset(
         registry.store, registry.root, "cancer", labelled_only=True, stratify="label"
     )
     counts = balanced.frame["label"].value_counts()
-    assert counts.nunique() == 1 and counts.iloc[0] == _feedback(registry)["label"].value_counts().min()
+    assert (
+        counts.nunique() == 1
+        and counts.iloc[0] == _feedback(registry)["label"].value_counts().min()
+    )
     split = read_log_dataset(
         registry.store, registry.root, "cancer", labelled_only=True, sample=400, stratify="label"
     )

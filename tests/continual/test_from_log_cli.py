@@ -47,9 +47,9 @@ def _serve_log(root: Path, rows: int = 400) -> list[str]:
 
 def test_from_log_writes_a_tracked_dataset_and_is_reproducible(project: Path) -> None:
     (project / "mlcd.yaml").write_text(
-        (project / "mlcd.yaml").read_text().replace(
-            "models: {}", "models:\n  churn: {path: models/churn, target: churned}"
-        )
+        (project / "mlcd.yaml")
+        .read_text()
+        .replace("models: {}", "models:\n  churn: {path: models/churn, target: churned}")
     )
     _serve_log(project)
     args = ["data", "from-log", "churn", "data/feedback.parquet", "--labelled-only", "--json"]

@@ -87,7 +87,10 @@ def test_forgetting_candidate_refused_where_the_relative_gate_alone_passes(
     new_path = history["new_path"]
     assert isinstance(new_path, Path)
     forgetful = registry.register(
-        "churn", fit(history["new_train"]), history["sample"], alias=None  # type: ignore[arg-type]
+        "churn",
+        fit(history["new_train"]),
+        history["sample"],
+        alias=None,  # type: ignore[arg-type]
     )
 
     # The newest window alone: the candidate is far better than the champion there.
@@ -97,7 +100,7 @@ def test_forgetting_candidate_refused_where_the_relative_gate_alone_passes(
 
     set_alias(registry.store, "churn", "champion", int(history["v1"]))  # type: ignore[call-overload]
 
-    with pytest.raises(GateFailed, match="past window 'v1 old_eval.parquet' loses"):
+    with pytest.raises(GateFailed, match=r"past window 'v1 old_eval\.parquet' loses"):
         _promote(registry, forgetful, [RELATIVE, NO_FORGETTING], new_path, registry.root / "gated")
     assert resolve(registry.store, "churn@champion").version == history["v1"]
     evaluation = evaluate(

@@ -159,6 +159,17 @@ def run_stages(
         )
 
 
+def _refresh_pointers(snapshot: Any) -> None:
+    """``warm_start`` stages: the alias they start from may have moved since the last run."""
+    if not any(i["kind"] == "warm_start" for s in snapshot.stages.values() for i in s.inputs):
+        return
+    from mlcd.pipeline.inputs import refresh_inputs
+    from mlcd.project import Project
+
+    with Project.open(snapshot.root) as project:
+        refresh_inputs(snapshot, project.store, project.objects, kinds=("warm_start",))
+
+
 def show_status(
     stages: list[str] | None = None, check: bool = False, as_json: bool = False
 ) -> None:
@@ -172,6 +183,7 @@ def show_status(
 
     root = find_root()
     snapshot = load_snapshot(root)
+    _refresh_pointers(snapshot)
     with StatCache(snapshot.state_dir / "statcache.db") as statcache:
         digests = Digests(root, statcache)  # a dep that is also tracked data is hashed once
         states = pipeline_status(snapshot, statcache, tuple(stages or ()), digests)

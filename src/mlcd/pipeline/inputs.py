@@ -40,9 +40,12 @@ def refresh_inputs(
     store: Store,
     objects: ObjectStore,
     names: Iterable[str] | None = None,
+    kinds: tuple[str, ...] = ("from_log", "warm_start"),
 ) -> list[dict[str, Any]]:
     """Write every ``from_log`` dataset and ``warm_start`` pointer of the stages.
 
+    ``kinds`` limits which inputs are written: ``mlcd status`` refreshes only the pointers
+    (a ``from_log`` input records a training window, which only a run may do).
     Returns what was written, one dict per input (``changed`` says whether the file moved).
     """
     from mlcd.logdata.windows import materialize
@@ -53,7 +56,7 @@ def refresh_inputs(
     for spec in stages.values():
         for item in spec.inputs:
             key = json.dumps(item, sort_keys=True, default=str)
-            if key in seen:
+            if key in seen or item["kind"] not in kinds:
                 continue
             seen.add(key)
             if item["kind"] == "from_log":

@@ -75,5 +75,3 @@ def list_windows(
     if role is not None:
         stmt = stmt.where(data_windows.c.role == role)
     return [dict(r._mapping) for r in conn.execute(stmt)]
-
-
