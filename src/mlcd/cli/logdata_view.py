@@ -77,3 +77,59 @@ def from_log(
         )
 
     emit(document, as_json, render)
+
+
+def show_windows(model: str, role: str | None, as_json: bool) -> None:
+    """``mlcd data windows``: a table of the model's recorded windows."""
+    from mlcd.cli.output import emit
+    from mlcd.errors import UsageError
+    from mlcd.logdata.windows import list_windows
+    from mlcd.project import Project
+
+    if role not in (None, "eval", "train"):
+        raise UsageError(f"--role must be 'eval' or 'train', not {role!r}")
+    with Project.open() as project:
+        windows = [w.to_dict() for w in list_windows(project.store, model, role)]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        from rich.table import Table
+
+        from mlcd.cli.output import console
+
+        if not rows:
+            console().print(f"no data windows recorded for {model}")
+            return
+        table = Table("id", "role", "name", "rows", "version", "digest", "recorded")
+        for w in rows:
+            table.add_row(
+                str(w["id"]), w["role"], w["name"], f"{w['rows']:,}",
+                "" if w["version"] is None else f"v{w['version']}", w["digest"][:12],
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(w["created_at"])),
+            )  # fmt: skip
+        console().print(table)
+
+    emit(windows, as_json, render)
+
+
+def add_window(model: str, path: Path, role: str, name: str | None, as_json: bool) -> None:
+    """``mlcd data add-window``: store a table file as a window of the model."""
+    from mlcd.cli.output import emit
+    from mlcd.errors import UsageError
+    from mlcd.logdata.windows import record_window
+    from mlcd.project import Project
+
+    if role not in ("eval", "train"):
+        raise UsageError(f"--role must be 'eval' or 'train', not {role!r}")
+    with Project.open() as project:
+        window, created = record_window(
+            project.store, project.objects, model, path, role=role, name=name
+        )
+    document = {**window.to_dict(), "created": created}
+
+    def render(doc: dict[str, Any]) -> None:
+        from mlcd.cli.output import console
+
+        verb = "recorded" if doc["created"] else "already recorded as"
+        console().print(f"{verb} window {doc['id']} of {model}: {doc['name']} ({doc['rows']} rows)")
+
+    emit(document, as_json, render)

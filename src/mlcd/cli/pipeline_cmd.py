@@ -128,6 +128,37 @@ def data_from_log(
     from_log(model, path, since, until, labelled_only, sample, stratify, seed, label, as_json)
 
 
+@data_app.command("windows")
+def data_windows(
+    model: Annotated[str, typer.Argument(help="The model whose data windows are listed.")],
+    role: Annotated[
+        str | None, typer.Option("--role", help="Only 'eval' or only 'train' windows.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a model's data windows: eval data checked by the no-forgetting gate, and the
+    labelled log each retrain took as new (replayed later)."""
+    from mlcd.cli.logdata_view import show_windows
+
+    show_windows(model, role, as_json)
+
+
+@data_app.command("add-window")
+def data_add_window(
+    model: Annotated[str, typer.Argument(help="The model the window belongs to.")],
+    path: Annotated[Path, typer.Argument(help="A table file (Parquet, CSV, JSON lines).")],
+    role: Annotated[
+        str, typer.Option("--role", help="'eval' (held-out, gated) or 'train' (replayed).")
+    ] = "eval",
+    name: Annotated[str | None, typer.Option("--name", help="A name for reports.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a data file as a window of MODEL (e.g. the original regime's held-out data)."""
+    from mlcd.cli.logdata_view import add_window
+
+    add_window(model, path, role, name, as_json)
+
+
 def push(
     remote: RemoteOpt = None,
     all_entries: Annotated[
