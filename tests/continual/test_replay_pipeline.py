@@ -113,6 +113,25 @@ def test_labels_become_windows_fresh_rows_and_a_bounded_replay(
         assert gc.returncode == 0, gc.stderr
         for window in list_windows(store, "churn"):
             assert objects.has(Digest(window.digest))
+
+        # The CLI lists them, records one by hand, and says what is wrong with bad input.
+        listed = mlcd(root, "data", "windows", "churn", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [(w["role"], w["rows"]) for w in json.loads(listed.stdout)] == [
+            ("train", 200),
+            ("train", 150),
+        ]
+        window_one.drop(columns=["request_id"]).to_csv(root / "old.csv", index=False)
+        added = mlcd(root, "data", "add-window", "churn", "old.csv", "--name", "v0", "--json")
+        assert added.returncode == 0, added.stderr
+        assert (
+            json.loads(added.stdout)["role"] == "eval" and json.loads(added.stdout)["rows"] == 200
+        )
+        missing = mlcd(root, "data", "add-window", "churn", "nope.parquet")
+        assert missing.returncode != 0 and "nope.parquet" in missing.stderr
+        assert "not a file" in missing.stderr
+        bad = mlcd(root, "data", "windows", "churn", "--role", "test")
+        assert bad.returncode != 0 and "--role must be 'eval' or 'train'" in bad.stderr
     finally:
         store.dispose()
 
