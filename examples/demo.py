@@ -9,8 +9,10 @@ Every step drives the real CLI (``python -m mlcd.cli.main ...``) in a fresh copy
 4. serving: ``mlcd serve churn@champion --canary challenger:25`` in the background, with a
    thread sending single-row requests at a steady rate for the rest of the demo;
 5. monitoring: the market shifts, the traffic drifts, ``mlcd monitor`` flags it;
-6. continuous training: ``mlcd watch`` retrains on fresh data, gates the new version, canaries
-   it, makes it champion; the server swaps versions without failing a request.
+6. continuous training: ``mlcd watch`` retrains on the labelled production traffic (the
+   server's log joined with the outcomes the customer team sends back), gates the new version
+   on the newest data and on every earlier test set (no forgetting), canaries it, makes it
+   champion; the server swaps versions without failing a request.
 
 It ends with a summary (also written to ``.demo/summary.json``) and stops everything it
 started, also when a step fails or on Ctrl-C. Exit code 0 when every step succeeded, 1 when
@@ -278,25 +280,29 @@ def serve(demo: Demo) -> None:
     )
 
 
-def _pools(demo: Demo) -> dict[str, list[dict[str, Any]]]:
-    """Rows of customers per market, from the example's own simulator (another seed than training)."""
+def _pools(demo: Demo) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Any]]]:
+    """Rows of customers per market, from the example's own simulator (another seed than
+    training), and whether each one churned (what the customer team reports back later)."""
     sys.path.insert(0, str(demo.work / "src"))
     try:
         import customers  # the example's simulated customer base
         import numpy as np
     finally:
         sys.path.pop(0)
-    pools = {}
+    pools, labels = {}, {}
     for market in customers.MARKETS:
         frame = customers.generate(2000, np.random.default_rng(7), market)
+        labels[market] = [int(v) for v in frame["churned"]]
         frame = frame.drop(columns=["customer_id", "churned"])
         pools[market] = json.loads(frame.to_json(orient="records"))
-    return pools
+    return pools, labels
 
 
 def send_traffic(demo: Demo) -> None:
-    """Send live traffic: one customer per request, at a steady rate, for the rest of the demo."""
-    traffic = Traffic(demo.facts["url"], _pools(demo), demo.size.rate)
+    """Send live traffic, one customer per request at a steady rate, and their outcomes as feedback."""
+    token = demo.mlcd_json("tokens", "create", "customer-team", "--role", "feedback", quiet=True)
+    pools, labels = _pools(demo)
+    traffic = Traffic(demo.facts["url"], pools, demo.size.rate, labels, token["token"])
     demo.traffic = traffic
     traffic.start()
     wait_for(
@@ -305,11 +311,18 @@ def send_traffic(demo: Demo) -> None:
         timeout=demo.size.calm_s * 4 + 20,
     )
     counts = traffic.counts()
-    if counts["failed"]:
-        raise DemoFailed(f"requests failed before anything changed: {counts['failures']}")
+    if counts["failed"] or counts["feedback_failures"]:
+        raise DemoFailed(
+            f"requests failed before anything changed: {counts['failures']} "
+            f"{counts['feedback_failures']}"
+        )
     say(
         f"{counts['answered']} requests answered at {demo.size.rate:.0f}/s, none failed; "
         f"by version: {counts['by_version']}"
+    )
+    say(
+        f"the customer team sends each outcome back (POST /v1/feedback, token 'customer-team', "
+        f"role feedback): {sum(counts['labelled_by_market'].values())} labelled so far"
     )
 
 
@@ -321,11 +334,12 @@ def inject_drift(demo: Demo) -> None:
     (demo.work / "warehouse" / "market.yaml").write_text("market: price_war\n", encoding="utf-8")
     traffic.market = "price_war"
     say("market -> price_war: newer customers, dearer fibre plans, more support calls")
-    before = traffic.counts()["sent_by_market"].get("price_war", 0)
+    before = traffic.counts()["labelled_by_market"].get("price_war", 0)
     wait_for(
-        f"{demo.size.drift_rows} drifted requests",
+        f"{demo.size.drift_rows} drifted requests, answered and labelled",
         lambda: (
-            traffic.counts()["sent_by_market"].get("price_war", 0) >= before + demo.size.drift_rows
+            traffic.counts()["labelled_by_market"].get("price_war", 0)
+            >= before + demo.size.drift_rows
         ),
         timeout=demo.size.drift_rows / demo.size.rate * 4 + 30,
     )
@@ -383,7 +397,7 @@ def _passes(watch: Background) -> list[dict[str, Any]]:
 
 
 def retrain_on_drift(demo: Demo) -> None:
-    """'mlcd watch' retrains on fresh data, gates, canaries and promotes; the server swaps live."""
+    """'mlcd watch' retrains on labelled traffic, gates, canaries and promotes; the server swaps live."""
     assert demo.traffic is not None
     traffic = demo.traffic
     started = time.monotonic()
@@ -421,6 +435,17 @@ def retrain_on_drift(demo: Demo) -> None:
     )
     for line in _gate_lines(outcome["gates"]):
         say(f"  {line}")
+    schema = json.loads((demo.work / "data" / "features" / "schema.json").read_text("utf-8"))
+    windows = demo.mlcd_json("data", "windows", MODEL, quiet=True)
+    trained = [w for w in windows if w["role"] == "train"]
+    say(
+        f"trained on the labelled production traffic: window {len(trained)} "
+        f"({trained[-1]['rows'] if trained else 0} new labelled rows: {schema['production']['train']} "
+        f"to train, {schema['production']['test']} held out as the newest test data) plus the "
+        f"warehouse export; the no-forgetting gate also scored it on "
+        f"{sum(1 for w in windows if w['role'] == 'eval') - 1} earlier test set(s)"
+    )
+    demo.facts["production_rows"] = schema["production"]
     demo.facts["retrain"] = {k: outcome[k] for k in ("retrain_id", "run_id", "status", "reason")}
     demo.facts["retrained_version"] = version
     demo.facts["gates_retrained"] = outcome["gates"]
@@ -508,7 +533,7 @@ def summary(demo: Demo) -> None:
             f"v{demo.facts['retrained_version']}": _verdict(demo.facts["gates_retrained"]),
         },
         "drift": demo.facts["drift"],
-        "retrain": demo.facts["retrain"],
+        "retrain": {**demo.facts["retrain"], "production_rows": demo.facts["production_rows"]},
         "requests": {
             "answered": traffic["answered"],
             "failed": traffic["failed"],

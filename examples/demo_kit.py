@@ -38,8 +38,8 @@ class Size:
     canary_window: str
 
 
-FULL = Size(customers=6000, rate=25.0, calm_s=8.0, drift_rows=250, canary_window="15s")
-SMALL = Size(customers=2500, rate=20.0, calm_s=4.0, drift_rows=150, canary_window="10s")
+FULL = Size(customers=6000, rate=30.0, calm_s=8.0, drift_rows=600, canary_window="15s")
+SMALL = Size(customers=2500, rate=30.0, calm_s=4.0, drift_rows=400, canary_window="10s")
 
 
 def say(text: str) -> None:
@@ -108,13 +108,29 @@ class Traffic(threading.Thread):
 
     Rows come from the same simulated customer base the example trains on (``src/customers.py``),
     from the market set in ``market``: switching it is how the demo injects drift. Every
-    answer is counted by the version and role (primary or canary) that gave it.
+    answer is counted by the version and role (primary or canary) that gave it. With
+    ``labels`` and a feedback ``token``, the "customer team" sends each answered request's true
+    outcome back (``POST /v1/feedback``, in batches): the labelled traffic a retrain learns from.
     """
 
-    def __init__(self, url: str, pools: dict[str, list[dict[str, Any]]], rate: float) -> None:
+    FEEDBACK_BATCH = 10
+
+    def __init__(
+        self,
+        url: str,
+        pools: dict[str, list[dict[str, Any]]],
+        rate: float,
+        labels: dict[str, list[Any]] | None = None,
+        token: str | None = None,
+    ) -> None:
         super().__init__(name="demo-traffic", daemon=True)
         self.url = url
         self.pools = pools
+        self.labels = labels or {}
+        self.token = token
+        self.pending: list[dict[str, Any]] = []
+        self.labelled = Counter[str]()  # per market
+        self.feedback_failures: list[str] = []
         self.interval = 1.0 / rate
         self.market = "baseline"
         self.halt = threading.Event()
@@ -135,7 +151,8 @@ class Traffic(threading.Thread):
             while not self.halt.is_set():
                 market = self.market
                 pool = self.pools[market]
-                row = pool[index % len(pool)]
+                position = index % len(pool)
+                row = pool[position]
                 index += 1
                 sent_at = time.perf_counter()
                 try:
@@ -145,6 +162,12 @@ class Traffic(threading.Thread):
                         if response.status_code == 200
                         else f"HTTP {response.status_code}: {response.text[:200]}"
                     )
+                    if isinstance(outcome, tuple) and market in self.labels:
+                        [request_id] = response.json()["request_ids"]
+                        label = self.labels[market][position]
+                        self.pending.append({"request_id": request_id, "label": label, "m": market})
+                        if len(self.pending) >= self.FEEDBACK_BATCH:
+                            self._send_feedback(client)
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     outcome = f"{type(exc).__name__}: {exc}"
                 with self.lock:
@@ -166,6 +189,26 @@ class Traffic(threading.Thread):
                 else:  # fell behind (a slow answer): keep the rate, do not burst to catch up
                     due = time.monotonic()
 
+    def _send_feedback(self, client: Any) -> None:
+        """Send the pending labels in one request (the server stores them with its log)."""
+        import httpx
+
+        batch, self.pending = self.pending, []
+        body = [{"request_id": item["request_id"], "label": item["label"]} for item in batch]
+        try:
+            response = client.post(
+                "/v1/feedback", json=body, headers={"Authorization": f"Bearer {self.token}"}
+            )
+            ok = response.status_code == 200
+            problem = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            ok, problem = False, f"{type(exc).__name__}: {exc}"
+        with self.lock:
+            if ok:
+                self.labelled.update(item["m"] for item in batch)
+            elif len(self.feedback_failures) < 5:
+                self.feedback_failures.append(problem)
+
     def seen(self, version: int, role: str) -> bool:
         """Whether ``version`` has answered in ``role``."""
         with self.lock:
@@ -180,6 +223,8 @@ class Traffic(threading.Thread):
                 "answered": self.answered,
                 "failed": self.failed,
                 "failures": list(self.failures),
+                "labelled_by_market": dict(self.labelled),
+                "feedback_failures": list(self.feedback_failures),
                 "by_version": {
                     f"v{v} ({role})": n for (v, role), n in sorted(self.by_answer.items())
                 },

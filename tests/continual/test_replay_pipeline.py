@@ -151,3 +151,32 @@ def test_replay_sample_is_bounded_deterministic_and_keeps_old_choices() -> None:
     assert per["request_id"].str.startswith("n").sum() == 100
     assert per["request_id"].str.startswith("o").sum() == 100
     assert replay_sample([], 10).empty
+
+
+def test_an_empty_log_gives_empty_files_with_the_metadata_columns(tmp_path: Path) -> None:
+    """Before any traffic (the first `mlcd run` of a project), a from_log input is an empty
+    table with the log's metadata columns and the label, not an error."""
+    from mlcd.config import FromLog
+    from mlcd.logdata.windows import materialize
+
+    store = Store(f"sqlite:///{tmp_path / 'mlcd.db'}")
+    objects = open_object_store(str(tmp_path / "objects"), root=tmp_path)
+    try:
+        spec = FromLog.model_validate(
+            {"model": "churn", "path": "fresh.parquet", "replay": {"path": "replay.parquet"}}
+        )
+        done = materialize(
+            store, objects, tmp_path, spec, label="churned", path="fresh.parquet",
+            replay_path="replay.parquet",
+        )  # fmt: skip
+        assert done.rows == 0 and done.replay_rows == 0 and done.window is None
+        fresh = pd.read_parquet(tmp_path / "fresh.parquet")
+        assert list(fresh.columns) == ["request_id", "ts", "version", "churned"]
+        assert pd.read_parquet(tmp_path / "replay.parquet").empty
+        again = materialize(
+            store, objects, tmp_path, spec, label="churned", path="fresh.parquet",
+            replay_path="replay.parquet",
+        )  # fmt: skip
+        assert again.digest == done.digest and not again.changed
+    finally:
+        store.dispose()

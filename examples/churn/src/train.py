@@ -62,7 +62,13 @@ def main() -> None:
     p = params()
     train = pd.read_parquet("data/features/train.parquet")
     x, y = train[FEATURES], train[TARGET]
-    model = build(p).fit(x, y)
+    weights = Path("data/features/weights.parquet")
+    fit = (
+        {"model__sample_weight": pd.read_parquet(weights)["weight"].to_numpy()}
+        if weights.exists()
+        else {}
+    )
+    model = build(p).fit(x, y, **fit)
     proba = model.predict_proba(x)[:, 1]
     save(model, x.head(200), "models/churn")
     metrics = {

@@ -255,8 +255,8 @@ def read_log_dataset(
     frame = frame.sort_values(["ts"], kind="stable").drop_duplicates("request_id", keep="first")
     found = [labels.get(str(rid)) for rid in frame["request_id"]]
     frame = frame.assign(**{label: _label_series([f[0] if f else None for f in found]).values})
-    if labelled_only:
-        frame = frame[[f is not None for f in found]]
+    if labelled_only:  # a boolean Series: an empty list would select no *columns*
+        frame = frame[pd.Series([f is not None for f in found], index=frame.index, dtype=bool)]
     frame = _sample(frame, sample, stratify, seed)
     frame = frame.sort_values(["ts", "request_id"], kind="stable").reset_index(drop=True)
     features = sorted(c for c in frame.columns if c not in META_COLUMNS and c != label)

@@ -30,6 +30,7 @@ from mlcd.pipeline.inputs import warm_start_env
 from mlcd.pipeline.lockfile import LockEntry, read_lock, update_lock
 from mlcd.pipeline.outputs import (
     ensure_gitignored,
+    in_git,
     read_metrics,
     remove_outputs,
     restorable,
@@ -70,10 +71,6 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _in_git(root: Path) -> bool:
-    return any((folder / ".git").exists() for folder in (root, *root.parents))
 
 
 @contextmanager
@@ -455,7 +452,7 @@ class Execution:
                 metrics.update(values)
         self.record.finish(status, params, metrics)
         done = [n for n in plan if n in results and results[n].outcome in ("ran", "cached")]
-        if done and _in_git(self.root):
+        if done and in_git(self.root):
             ensure_gitignored(
                 self.root,
                 [o.path for n in done for o in self.snapshot.stages[n].outs if o.cache],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import NotFound
+from mlcd.pipeline.outputs import ensure_gitignored, in_git
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -72,6 +73,9 @@ def refresh_inputs(
                     replay_path=item.get("replay_path"),
                 )
                 done.append({"stage": spec.name, "kind": "from_log", **result.to_dict()})
+                if in_git(snapshot.root):  # rebuilt from the store: never committed, like outs
+                    written = [item["path"], item.get("replay_path")]
+                    ensure_gitignored(snapshot.root, [str(p) for p in written if p])
             else:
                 done.append({"stage": spec.name, **write_pointer(snapshot.root, store, item)})
     return done

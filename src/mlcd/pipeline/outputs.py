@@ -158,6 +158,11 @@ def restore_outputs(
     return restored
 
 
+def in_git(root: Path) -> bool:
+    """Whether the project sits in a git work tree."""
+    return any((folder / ".git").exists() for folder in (root, *root.parents))
+
+
 def ensure_gitignored(root: Path, paths: list[str]) -> None:
     """Add each path to the ``.gitignore`` of its folder (outs live in the object store)."""
     for relative in paths:
