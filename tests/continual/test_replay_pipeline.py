@@ -86,6 +86,12 @@ def test_labels_become_windows_fresh_rows_and_a_bounded_replay(
         assert outcomes(again)["train"] in ("skipped", "restored"), again
         assert (root / "data" / "fresh.parquet").stat().st_mtime_ns == mtime
         assert calls(root) == ["train"]
+        # A from_log file edited by hand is written again from the store, not trusted.
+        (root / "data" / "fresh.parquet").write_bytes(b"not parquet")
+        repaired = run_json(mlcd, root)
+        assert outcomes(repaired)["train"] in ("skipped", "restored"), repaired
+        assert hash_file(root / "data" / "fresh.parquet").hex == fresh_digest
+        assert calls(root) == ["train"]
 
         # 100 late labels for old predictions and 50 for new ones: window 2 holds exactly those.
         second_ids = log_rows(store, root, "churn", _frame(80, 1), prefix="b", ts=2_000.0)

@@ -208,6 +208,10 @@ def materialize(
     from mlcd.durations import parse_since
     from mlcd.logdata.dataset import read_log_dataset, to_arrow
 
+    key = None if spec.since else _log_state(store, spec, label)
+    unchanged = _unchanged(store, root, key, path, replay_path, spec.model)
+    if unchanged is not None:
+        return unchanged
     since = parse_since(spec.since, now or time.time()) if spec.since else None
     dataset = read_log_dataset(
         store,
@@ -223,6 +227,7 @@ def materialize(
     target = root / path
     if spec.replay is None:
         digest, changed = write_if_changed(to_arrow(dataset), target)
+        _remember(store, key, path, digest, dataset.rows, None)
         return Materialized(spec.model, path, digest, dataset.rows, changed)
     assert replay_path is not None
     windows = list_windows(store, spec.model, "train")
@@ -270,6 +275,9 @@ def materialize(
     )
     replay_digest, _ = write_if_changed(replay_table, root / replay_path)
     rows = newest.rows if newest is not None and not len(fresh) else len(dataset.frame)
+    if created:  # the key covered the windows before this one: take it again
+        key = _log_state(store, spec, label)
+    _remember(store, key, path, digest, rows, replay_digest)
     return Materialized(
         spec.model,
         path,
@@ -283,6 +291,71 @@ def materialize(
         len(memory),
         [w.id for w, _ in older],
     )
+
+
+def _log_state(store: Store, spec: FromLog, label: str) -> str:
+    """A digest of everything a from_log input depends on, read with three cheap queries: the
+    log's segments, the label count and newest label time, and the recorded train windows."""
+    import json
+
+    from mlcd.digest import hash_bytes
+    from mlcd.store import predictions
+    from mlcd.store.windows import list_windows as window_rows
+
+    with store.read() as conn:
+        segments = [
+            [s["id"], s["digest"], s["rows"]] for s in predictions.segments(conn, model=spec.model)
+        ]
+        labels = predictions.feedback_state(conn, spec.model)
+        windows = [w["id"] for w in window_rows(conn, spec.model, "train")]
+    document = [spec.model_dump(), label, segments, labels, windows]
+    return hash_bytes(json.dumps(document, sort_keys=True, default=str).encode()).hex
+
+
+def _state_key(path: str) -> str:
+    return f"from_log:{path}"
+
+
+def _unchanged(
+    store: Store, root: Path, key: str | None, path: str, replay_path: str | None, model: str
+) -> Materialized | None:
+    """The last materialisation, when the log, labels and windows did not move since and the
+    files on disk are still the ones written then (else None: build again)."""
+    from mlcd.store import state
+
+    if key is None:
+        return None
+    with store.read() as conn:
+        last = state.get(conn, _state_key(path))
+    if not isinstance(last, dict) or last.get("key") != key:
+        return None
+    files = [(path, last.get("digest"))]
+    if replay_path is not None:
+        files.append((replay_path, last.get("replay_digest")))
+    for relative, digest in files:
+        target = root / relative
+        if not digest or not target.is_file() or hash_file(target).hex != digest:
+            return None
+    return Materialized(
+        model,
+        path,
+        str(last["digest"]),
+        int(last.get("rows", 0)),
+        False,
+        replay_path=replay_path,
+        replay_digest=last.get("replay_digest"),
+    )
+
+
+def _remember(
+    store: Store, key: str | None, path: str, digest: str, rows: int, replay_digest: str | None
+) -> None:
+    from mlcd.store import state
+
+    if key is None:
+        return
+    value = {"key": key, "digest": digest, "rows": rows, "replay_digest": replay_digest}
+    store.transact(lambda conn: state.put(conn, _state_key(path), value))
 
 
 def _restore(objects: ObjectStore, window: Window, target: Path) -> tuple[str, bool]:

@@ -120,3 +120,18 @@ def count_feedback(conn: Connection, model: str) -> int:
             select(func.count()).select_from(feedback).where(feedback.c.model == model)
         ).scalar_one()
     )
+
+
+def feedback_state(conn: Connection, model: str) -> tuple[int, float | None]:
+    """``(labels, newest received_at)`` for ``model`` (and labels sent without a model): any new
+    or replaced label changes it, which makes it a cheap change check for log datasets."""
+    from sqlalchemy import func, or_, select
+
+    from mlcd.store.tables import feedback
+
+    row = conn.execute(
+        select(func.count(), func.max(feedback.c.received_at)).where(
+            or_(feedback.c.model == model, feedback.c.model.is_(None))
+        )
+    ).one()
+    return int(row[0]), None if row[1] is None else float(row[1])
