@@ -88,6 +88,11 @@ def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Pa
     assert summary["gates"][f"v{first}"]["failed"] == []
     assert summary["gates"][f"v{refused}"]["failed"]
     assert summary["gates"][f"v{retrained}"]["failed"] == []
+    assert summary["gates"][f"v{retrained}"]["total"] == 7  # the no-forgetting gate among them
+    # it learned from the labelled production traffic: some rows trained it, some tested it
+    production = summary["retrain"]["production_rows"]
+    assert production["train"] > 0 and production["test"] > 0
+    assert "labelled" in result.stdout and "no past window loses" in result.stdout
     # drift detected, on the features the market shift moves
     drift = summary["drift"]
     assert drift["detected"] is True and drift["monitor_exit"] == 1
