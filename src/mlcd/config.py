@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from mlcd.contracts.spec import Contract
 from mlcd.errors import ConfigError
 from mlcd.layout import CONFIG_FILE, STATE_DIR
 from mlcd.yamlfile import MAX_CONFIG_BYTES, compose_limited, read_limited
@@ -317,6 +318,7 @@ class Config(_Section):
     serve: Serve = Serve()
     monitor: Monitor = Monitor()
     retrain: dict[str, Policy] = Field(default_factory=dict)
+    data: dict[str, Contract] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- loading

@@ -133,3 +133,44 @@ def add_window(model: str, path: Path, role: str, name: str | None, as_json: boo
         console().print(f"{verb} window {doc['id']} of {model}: {doc['name']} ({doc['rows']} rows)")
 
     emit(document, as_json, render)
+
+
+def validate_data(targets: list[str], junit: Path | None, as_json: bool) -> None:
+    """``mlcd data validate``: check declared datasets; exit 1 when a check fails."""
+    from mlcd.cli.output import emit
+    from mlcd.config import load_config
+    from mlcd.contracts.report import render_junit
+    from mlcd.errors import CheckFailed, UsageError
+    from mlcd.layout import find_root
+    from mlcd.pipeline.contracts_check import validate_declared
+
+    root = find_root()
+    config = load_config(root)
+    if not config.data:
+        raise UsageError(
+            "no datasets are declared under data: in mlcd.yaml",
+            hint="declare a contract: data: {NAME: {path: ..., columns: {...}}} (docs/data.md)",
+        )
+    reports = validate_declared(root, dict(config.data), targets)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(render_junit(reports), encoding="utf-8")
+    document = {"passed": all(r.passed for r in reports), "data": [r.to_dict() for r in reports]}
+
+    def render(doc: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        from mlcd.cli.output import console
+
+        for report in reports:
+            style = (
+                "green"
+                if report.passed and not report.warnings
+                else ("yellow" if report.passed else "red")
+            )
+            console().print(f"[{style}]{escape(report.summary())}[/]", highlight=False)
+
+    emit(document, as_json, render)
+    if not document["passed"]:
+        failed = [r.name for r in reports if not r.passed]
+        raise CheckFailed(f"data contract(s) failed: {', '.join(failed)}")

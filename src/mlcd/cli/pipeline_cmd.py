@@ -128,6 +128,22 @@ def data_from_log(
     from_log(model, path, since, until, labelled_only, sample, stratify, seed, label, as_json)
 
 
+@data_app.command("validate")
+def data_validate(
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Datasets (names or paths under data:); all.")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write a JUnit XML report here (CI).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check datasets against their contracts (data: in mlcd.yaml); exit 1 on a failed check."""
+    from mlcd.cli.logdata_view import validate_data
+
+    validate_data(targets or [], junit, as_json)
+
+
 @data_app.command("windows")
 def data_windows(
     model: Annotated[str, typer.Argument(help="The model whose data windows are listed.")],

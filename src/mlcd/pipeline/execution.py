@@ -358,6 +358,11 @@ class Execution:
             **warm_start_env(self.root, objects, spec.inputs),
         }
         cmd = render_cmd(spec.cmd, state.params)
+        if spec.contracts:  # what the stage reads, unless a stage of this pipeline wrote it
+            written = {p for s in self.snapshot.stages.values() for p in s.produced}
+            refused = self._contracts(spec, "dep", log_path, skip=written)
+            if refused is not None:
+                return self._refused(spec, state, reason, reasons, started, refused)
         job = Job(spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds))
         outcome = self.executor.submit(job).result()
         log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
@@ -400,6 +405,11 @@ class Execution:
         ]
         if missing:
             return failed(f"the command succeeded but did not write {', '.join(missing)}")
+        if spec.contracts:
+            refused = self._contracts(spec, "out", log_path)
+            if refused is not None:
+                log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
+                return failed(refused)
         produced = {p: d for p in spec.produced if (d := self.digests.of(p)) is not None}
         uncached = [o.path for o in spec.outs if not o.cache]
         metrics = {m: read_metrics(self.root / m) for m in spec.metrics}
@@ -441,6 +451,50 @@ class Execution:
             reasons,
             log_path=log_relative,
         )
+
+    def _contracts(
+        self, spec: StageSpec, role: str, log_path: Path, skip: set[str] | None = None
+    ) -> str | None:
+        """Check the stage's data contracts of ``role``; the failure message, or None."""
+        from mlcd.pipeline import contracts_check
+
+        reports = contracts_check.check_stage(self.root, spec, role, skip or ())
+        if not reports:
+            return None
+        report = contracts_check.write_reports(self.snapshot.state_dir, spec.name, reports)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write("\n".join(contracts_check.log_lines(reports)) + "\n")
+        if all(r.passed for r in reports):
+            return None
+        return contracts_check.failure_message(reports, report, self.root)
+
+    def _refused(
+        self,
+        spec: StageSpec,
+        state: StageState,
+        reason: str,
+        reasons: tuple[dict[str, Any], ...],
+        started: float,
+        message: str,
+    ) -> StageResult:
+        """A stage not run because the data it reads breaks its contract."""
+        import time
+
+        objects = self.services.objects
+        log_path = self.log_dir / f"{spec.name}.log"
+        log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
+        log_relative = log_path.relative_to(self.root).as_posix()
+        now = time.time()
+        self._record(
+            StageRecord(
+                spec.name, "failed", reason, state.fingerprint, now, now, log_digest,
+                log_relative, message, deps=state.deps,
+            )
+        )  # fmt: skip
+        return StageResult(
+            spec.name, "failed", reason, 0.0, state.fingerprint, reasons, error=message,
+            log_tail=_tail(log_path), log_path=log_relative,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ the end
     def _finish(self, plan: list[str], results: dict[str, StageResult], status: str) -> None:

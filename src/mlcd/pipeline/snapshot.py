@@ -25,7 +25,9 @@ from mlcd.pipeline.statcache import RACY_NS, signature
 from mlcd.yamlfile import MAX_DATA_BYTES, read_limited
 
 CACHE_FILE = "pipeline.json"
-_CACHE_VERSION = 4  # 2: lock entries checked by project_path; 3: ${key} in cmd adds params;
+_CACHE_VERSION = (
+    5  # 5: data contracts; 2: lock entries checked by project_path; 3: ${key} in cmd adds params;
+)
 # 4: from_log and warm_start inputs
 
 

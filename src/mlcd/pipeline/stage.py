@@ -116,6 +116,8 @@ class StageSpec:
     #: inputs mlcd writes before the stage is judged (``from_log:``, ``warm_start:``); their
     #: files are among ``deps``, so they are fingerprinted like any other dep
     inputs: tuple[Mapping[str, Any], ...] = ()
+    #: data contracts (``data:``) on what the stage writes (``role: out``) or reads (``dep``)
+    contracts: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def input_paths(self) -> tuple[str, ...]:
@@ -143,6 +145,7 @@ class StageSpec:
             "always_run": self.always_run,
             "desc": self.desc,
             "inputs": [dict(i) for i in self.inputs],
+            "contracts": [dict(c) for c in self.contracts],
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class StageSpec:
             always_run=bool(data.get("always_run", False)),
             desc=data.get("desc"),
             inputs=tuple(dict(i) for i in data.get("inputs", ())),
+            contracts=tuple(dict(c) for c in data.get("contracts", ())),
         )
 
 
@@ -295,7 +299,32 @@ def _inputs(
 def specs_from_config(config: Config, root: Path) -> dict[str, StageSpec]:
     """Every stage of ``mlcd.yaml`` as a ``StageSpec``, in declaration order."""
     targets = {name: model.target for name, model in config.models.items()}
-    return {
+    specs = {
         name: spec_from_config(name, stage, root, config.params_file, targets)
         for name, stage in config.stages.items()
     }
+    if not config.data:
+        return specs
+    from dataclasses import replace
+
+    declared = {
+        name: (resolve_path(root, ".", contract.path)[0], contract)
+        for name, contract in config.data.items()
+    }
+    for name, spec in specs.items():
+        found = []
+        for data_name, (path, contract) in declared.items():
+            writes = any(path == p or path.startswith(p + "/") for p in spec.produced)
+            reads = any(path == d or path.startswith(d + "/") for d in spec.deps)
+            if writes or reads:
+                found.append(
+                    {
+                        "name": data_name,
+                        "path": path,
+                        "role": "out" if writes else "dep",
+                        "contract": contract.model_dump(),
+                    }
+                )
+        if found:
+            specs[name] = replace(spec, contracts=tuple(found))
+    return specs
