@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from mlcd.contracts.spec import Contract
@@ -79,6 +80,38 @@ class FromLog(_Section):
     replay: Replay | None = None
 
 
+class SqlQuery(_Section):
+    """A query on a database SQLAlchemy reaches; ``${NAME}`` in the URL comes from the
+    environment when it runs (credentials never in mlcd.yaml, never recorded)."""
+
+    url: str
+    query: str
+    freshness: str | None = None
+
+
+class Source(_Section):
+    """Data outside the project as a stage input, written to ``path`` before the stage is
+    judged: a SQL query's result as Parquet, or a file or prefix behind an fsspec URL."""
+
+    path: str
+    sql: SqlQuery | None = None
+    url: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"url {value!r} needs a scheme, like s3://bucket/prefix/ or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if (self.sql is None) == (self.url is None):
+            raise ValueError("a source is either sql: {url, query} or url: URL (exactly one)")
+        return self
+
+
 class WarmStart(_Section):
     """Continue training from a registered version: its package is fetched for the stage."""
 
@@ -101,6 +134,7 @@ class Stage(_Section):
     desc: str | None = None
     from_log: list[FromLog] = Field(default_factory=list)
     warm_start: WarmStart | None = None
+    sources: list[Source] = Field(default_factory=list)
 
     @field_validator("cmd")
     @classmethod

@@ -1,4 +1,5 @@
-"""Inputs mlcd writes for a stage before judging it: ``from_log`` datasets and ``warm_start``.
+"""Inputs mlcd writes for a stage before judging it: ``from_log`` datasets, ``sources``
+(SQL queries, URLs) and ``warm_start`` pointers.
 
 Both end up as files among the stage's deps, so the run cache treats them like any other
 input: a log with no new labels writes the same bytes (the stage restores from cache), a
@@ -41,7 +42,7 @@ def refresh_inputs(
     store: Store,
     objects: ObjectStore,
     names: Iterable[str] | None = None,
-    kinds: tuple[str, ...] = ("from_log", "warm_start"),
+    kinds: tuple[str, ...] = ("from_log", "warm_start", "sql", "url"),
 ) -> list[dict[str, Any]]:
     """Write every ``from_log`` dataset and ``warm_start`` pointer of the stages.
 
@@ -76,6 +77,13 @@ def refresh_inputs(
                 if in_git(snapshot.root):  # rebuilt from the store: never committed, like outs
                     written = [item["path"], item.get("replay_path")]
                     ensure_gitignored(snapshot.root, [str(p) for p in written if p])
+            elif item["kind"] in ("sql", "url"):
+                from mlcd.sources import materialize as fetch_source
+
+                fetched = fetch_source(store, snapshot.root, item)
+                done.append({"stage": spec.name, **fetched.to_dict()})
+                if in_git(snapshot.root):  # re-read from the source: never committed
+                    ensure_gitignored(snapshot.root, [str(item["path"])])
             else:
                 done.append({"stage": spec.name, **write_pointer(snapshot.root, store, item)})
     return done

@@ -283,6 +283,17 @@ def _inputs(
                 else _project_path(root, name, wdir, replay.path, "replay path"),
             }
         )
+    for source in stage.sources:
+        out.append(
+            {
+                "kind": "sql" if source.sql is not None else "url",
+                "path": _project_path(root, name, wdir, source.path, "source path"),
+                "url": source.sql.url if source.sql is not None else source.url,
+                "query": None if source.sql is None else source.sql.query,
+                "freshness": None if source.sql is None else source.sql.freshness,
+                "options": dict(source.options),
+            }
+        )
     if stage.warm_start is not None:
         ref = f"{stage.warm_start.model}@{stage.warm_start.alias}"
         out.append(

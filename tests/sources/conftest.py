@@ -1,0 +1,5 @@
+"""Source fixtures: the real projects and CLI of the pipeline tests."""
+
+from __future__ import annotations
+
+from tests.pipeline.conftest import make_project, mlcd  # noqa: F401  (fixtures)
