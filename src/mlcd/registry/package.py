@@ -66,6 +66,9 @@ class ModelPackage:
     lineage: dict[str, Any] = field(default_factory=dict)
     model_class: str = ""
     description: str | None = None
+    #: the data contract of the training data (``data:`` in mlcd.yaml), for the columns the
+    #: model reads: the server refuses a request that breaks one of its error rules
+    contract: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -94,6 +97,7 @@ class ModelPackage:
             "libraries": self.libraries,
             "signature": self.signature.to_dict(),
             "lineage": self.lineage,
+            **({"contract": self.contract} if self.contract else {}),
             "files": {name: f.to_dict() for name, f in sorted(self.files.items())},
         }
 
@@ -119,6 +123,7 @@ class ModelPackage:
             lineage=dict(meta.get("lineage") or {}),
             model_class=str(meta.get("model_class", "")),
             description=meta.get("description"),
+            contract=dict(meta.get("contract") or {}),
         )
         referenced = package.options.get("file")
         if referenced is not None and str(referenced) not in files:
@@ -261,6 +266,31 @@ def _environment_lineage(lineage: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _declared_contract(training_data: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Inside ``mlcd run``: the ``data:`` contract of the first training file that has one."""
+    project = os.environ.get("MLCD_PROJECT")
+    paths = [Path(p) for p in training_data]
+    if not project or not paths:
+        return {}
+    from mlcd.config import load_config
+    from mlcd.errors import MlcdError
+
+    root = Path(project)
+    try:
+        declared = load_config(root).data
+    except MlcdError:
+        return {}
+    wanted = {(p if p.is_absolute() else Path.cwd() / p).resolve().as_posix() for p in paths}
+    for name, contract in declared.items():
+        if (root / contract.path).resolve().as_posix() in wanted:
+            rules = {
+                column: rule.model_dump(exclude_defaults=True)
+                for column, rule in contract.columns.items()
+            }
+            return {"name": name, "path": contract.path, "columns": rules}
+    return {}
+
+
 def content_digest(path: str | os.PathLike[str]) -> Digest:
     """The digest a file or folder would have in the object store, without storing it."""
     target = Path(path)
@@ -331,6 +361,7 @@ def save_model(
     training_data: Iterable[str | os.PathLike[str]] = (),
     serialization: str | None = None,
     description: str | None = None,
+    contract: Mapping[str, Any] | None = None,
 ) -> ModelPackage:
     """Write ``model`` as a package folder at ``path`` (an existing package there is replaced).
 
@@ -348,6 +379,8 @@ def save_model(
             lineage so that evaluation on them is refused.
         serialization: ``skops`` (default) or ``pickle`` for scikit-learn models.
         description: free text stored in ``model.yaml``.
+        contract: ``{name, path, columns: {column: rule}}``, the training data's contract
+            (default: inside ``mlcd run``, the ``data:`` contract of a ``training_data`` path).
 
     Returns:
         The package, as it would be read back.
@@ -392,6 +425,12 @@ def save_model(
             data[str(item)] = str(content_digest(item))
         if data:
             merged_lineage["data"] = data
+        if contract is None:
+            contract = _declared_contract(training_data)
+        if contract and signature.inputs:
+            names = {c.name for c in signature.inputs}
+            columns = {k: v for k, v in (contract.get("columns") or {}).items() if k in names}
+            contract = {**contract, "columns": columns} if columns else {}
         files = {
             relative: PackageFile(relative, hash_file(full).hex, full.stat().st_size)
             for relative, full in iter_files(staging)
@@ -407,6 +446,7 @@ def save_model(
             lineage=merged_lineage,
             model_class=f"{type(model).__module__}.{type(model).__qualname__}",
             description=description,
+            contract=dict(contract or {}),
         )
         (staging / PACKAGE_FILE).write_text(
             yaml.dump(package.to_dict(), Dumper=_Dumper, sort_keys=False), encoding="utf-8"

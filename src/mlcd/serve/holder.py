@@ -135,6 +135,7 @@ class Served:
         """Predictions and class probabilities (None for regressors) of validated rows."""
         import numpy as np
 
+        self.plan.check_contract(inputs)
         X = inputs.matrix if self._matrix else self.plan.model_input(inputs)
         # Extreme but valid inputs (1e308) may overflow inside the model: that gives inf or
         # NaN scores (null in JSON), not an exception, whatever the process's warning filters.
@@ -199,7 +200,11 @@ def make_served(model: Any, name: str, version: int, max_rows: int) -> Served:
         name=name,
         version=version,
         model=model,
-        plan=InputPlan(model.signature, max_rows=max_rows),
+        plan=InputPlan(
+            model.signature,
+            max_rows=max_rows,
+            contract=dict(getattr(getattr(model, "package", None), "contract", None) or {}),
+        ),
         classes=None if classes is None else list(classes),
         flavor=str(getattr(model, "flavor", "")),
     )

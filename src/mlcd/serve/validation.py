@@ -105,6 +105,8 @@ class InputPlan:
 
     signature: Signature
     max_rows: int = 10_000
+    #: the training data's contract (``model.yaml`` ``contract``): its error rules refuse rows
+    contract: Mapping[str, Any] = field(default_factory=dict)
     specs: list[ColumnSpec] = field(init=False)
     names: list[str] = field(init=False)
     numeric_only: bool = field(init=False)
@@ -429,6 +431,61 @@ class InputPlan:
                 )
 
     # ------------------------------------------------------------------ model input
+    def check_contract(self, inputs: Inputs) -> None:
+        """Refuse rows that break an error rule of the training data's contract (the same
+        rules ``mlcd data validate`` and the pipeline check, by the same names).
+
+        Raises:
+            RequestError: 422 naming the column, row, value, rule and contract.
+        """
+        rules = self.contract.get("columns") or {}
+        if not rules:
+            return
+        import numpy as np
+
+        name = self.contract.get("name", "training data")
+        values = inputs.column_values()
+        for column, rule in rules.items():
+            if rule.get("warn") or column not in values:
+                continue
+            data = values[column]
+            if rule.get("min") is not None or rule.get("max") is not None:
+                array = np.asarray(data, dtype=np.float64)
+                for bound, bad in (("min", array < rule.get("min", -np.inf)),
+                                   ("max", array > rule.get("max", np.inf))):  # fmt: skip
+                    if rule.get(bound) is not None and bad.any():
+                        r = int(np.flatnonzero(bad)[0])
+                        word = "below the minimum" if bound == "min" else "above the maximum"
+                        raise RequestError(
+                            422,
+                            f"column '{column}' row {r}: {_show(data[r])} is {word} "
+                            f"{rule[bound]:g} of data contract '{name}' (rule {bound})",
+                            column=column,
+                            row=r,
+                        )
+            allowed = rule.get("allowed")
+            if allowed is not None:
+                choices = {str(v) for v in allowed}
+                for r, value in enumerate(data):
+                    if value is not None and value == value and str(value) not in choices:
+                        raise RequestError(
+                            422,
+                            f"column '{column}' row {r}: {_show(value)} is not one of the "
+                            f"allowed values of data contract '{name}' (rule allowed)",
+                            column=column,
+                            row=r,
+                        )
+            if rule.get("nullable") is False:
+                for r, value in enumerate(data):
+                    if value is None or value != value:
+                        raise RequestError(
+                            422,
+                            f"column '{column}' row {r}: null, but data contract '{name}' "
+                            "allows none (rule nullable)",
+                            column=column,
+                            row=r,
+                        )
+
     def model_input(self, inputs: Inputs) -> Any:
         """The rows in the form the model's flavor wants (DataFrame or ndarray)."""
         import numpy as np
