@@ -135,3 +135,38 @@ def test_mlcd_run_puts_the_declared_contract_of_the_training_data_in_the_package
     }
     assert "contract" in (root / "model" / "model.yaml").read_text()
     json.dumps(package.to_dict())  # the contract is plain data
+
+
+def test_the_monitor_counts_contract_violations_in_logged_traffic(
+    registry: Registry, serve: Any
+) -> None:
+    from mlcd.config import parse_config
+    from mlcd.monitor.run import run_monitor
+
+    model, X = _model()
+    registry.register("churn", model, X.head(20), contract=CONTRACT)
+    server = serve("churn@champion")
+    rows = [{"tenure": 5, "charges": 300.0 if i < 30 else 60.0, "plan": "a"} for i in range(80)]
+    for start in range(0, 80, 20):
+        answer = server.client.post("/v1/models/churn/predict", json=rows[start : start + 20])
+        assert answer.status_code == 200  # charges > 150 is only a warning
+    refused = server.client.post(
+        "/v1/models/churn/predict", json=[{"tenure": 99, "charges": 1.0, "plan": "a"}]
+    )
+    assert refused.status_code == 422
+    assert server.service.predlog.flush()
+    X.to_parquet(registry.root / "reference.parquet")
+    report = run_monitor(
+        config=parse_config("{}"),
+        root=registry.root,
+        target="churn@champion",
+        store=registry.store,
+        objects=registry.objects,
+        last=1000,
+        reference=registry.root / "reference.parquet",
+    )
+    contract = report.to_dict()["contract"]
+    assert contract["name"] == "customers"
+    assert contract["violations"]["charges:max"] == 30
+    assert contract["violations"]["tenure:max"] == 0  # the refused row was never answered
+    assert any("charges:max 30" in w for w in report.warnings)

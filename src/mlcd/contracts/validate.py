@@ -8,7 +8,7 @@ at a time. Every failing check reports the number of failing rows and a few of t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -327,16 +327,8 @@ def validate_file(
         for column, rule in checked.items():
             values = batch.column(column)
             nulls[column] = nulls.get(column, 0) + values.null_count
-            if not rule.nullable:
-                tally("nullable", column).add(batch, pc.is_null(values), needed)
-            kind = _kind(values.type)
-            if (rule.min is not None or rule.max is not None) and kind in ("integer", "number"):
-                if rule.min is not None:
-                    tally("min", column).add(batch, pc.less(values, rule.min), needed)
-                if rule.max is not None:
-                    tally("max", column).add(batch, pc.greater(values, rule.max), needed)
-            if rule.allowed is not None:
-                tally("allowed", column).add(batch, _outside(values, rule.allowed), needed)
+            for kind, mask in column_masks(values, rule):
+                tally(kind, column).add(batch, mask, needed)
         for column in contract.key:
             if column in present:
                 tally("key_null", column).add(batch, pc.is_null(batch.column(column)), needed)
@@ -471,6 +463,39 @@ def validate_file(
             CheckResult("rows", None, ok, 0, f"{rows:,} rows, the contract says {bounds}")
         )
     return report
+
+
+def column_masks(values: Any, rule: ColumnRule) -> Iterator[tuple[str, Any]]:
+    """``(check, mask)`` for a column's row rules: True where a row breaks the rule."""
+    import pyarrow.compute as pc
+
+    if not rule.nullable:
+        yield "nullable", pc.is_null(values)
+    if _kind(values.type) in ("integer", "number"):
+        if rule.min is not None:
+            yield "min", pc.less(values, rule.min)
+        if rule.max is not None:
+            yield "max", pc.greater(values, rule.max)
+    if rule.allowed is not None:
+        yield "allowed", _outside(values, rule.allowed)
+
+
+def count_violations(table: Any, columns: Mapping[str, Any]) -> dict[str, int]:
+    """Rows breaking each row rule of ``columns`` (``{column: rule}``) in an Arrow table or a
+    pandas frame: ``{"column:check": rows}``, warn rules included (monitoring counts both)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(table, pa.Table | pa.RecordBatch):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    counts: dict[str, int] = {}
+    for column, raw in columns.items():
+        if column not in table.column_names:
+            continue
+        rule = raw if isinstance(raw, ColumnRule) else ColumnRule.model_validate(raw)
+        for check, mask in column_masks(table.column(column), rule):
+            counts[f"{column}:{check}"] = int(pc.sum(pc.fill_null(mask, False)).as_py() or 0)
+    return counts
 
 
 def _outside(values: Any, allowed: list[Any]) -> Any:

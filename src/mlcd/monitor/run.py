@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd import notebook
+from mlcd.contracts.validate import count_violations
 from mlcd.errors import MonitorError, UsageError
 from mlcd.monitor.current import WindowSummary, summarise_window
 from mlcd.monitor.drift import DriftReport, DriftSettings, detect_drift
@@ -78,6 +79,8 @@ class MonitorReport:
     elapsed_s: float = 0.0
     #: facts that limit what was judged but are not problems (too small a window...)
     notes: list[str] = field(default_factory=list)
+    #: the training data's contract, checked on the window: ``{name, violations: {col:check: n}}``
+    contract: dict[str, Any] = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
         """Failures, notes and each tested column's drift, inline in Jupyter."""
@@ -135,6 +138,7 @@ class MonitorReport:
             "drift": self.drift.to_dict(),
             "quality": self.quality.to_dict(),
             "performance": self.performance.to_dict() if self.performance else None,
+            "contract": self.contract,
         }
 
 
@@ -289,7 +293,16 @@ def run_monitor(
     file_tallies: dict[str, Tally] = {}
     has_labels: list[bool] = []
 
+    rules = _contract_rules(store, objects, subject)
+    violations: dict[str, int] = {}
+
+    def check_contract(chunk: Any) -> None:
+        if rules.get("columns"):
+            for key, count in count_violations(chunk, rules["columns"]).items():
+                violations[key] = violations.get(key, 0) + count
+
     def on_chunk(chunk: Any) -> None:
+        check_contract(chunk)
         if label in chunk.columns and "prediction" in chunk.columns:
             has_labels.append(True)
             merge_tallies(file_tallies, tally_pairs(chunk.dropna(subset=[label]), task, label))
@@ -310,12 +323,14 @@ def run_monitor(
         with store.read() as conn:
             segments = find_segments(conn, subject.model, window, subject.version)
         # Only the columns monitoring reads: the log may carry many more.
-        wanted = [*profile.features, "ts", "status", "error", "version"]
+        wanted = [*profile.features, *(rules.get("columns") or {}), "ts", "status", "error"]
+        wanted = list(dict.fromkeys([*wanted, "version"]))
         reader = LogReader(root, segments, window, version=subject.version, columns=wanted)
         total = sum(s.rows for s in segments)
         read = [0]
 
         def counted(chunk: Any) -> None:
+            check_contract(chunk)
             read[0] += len(chunk)
             say("reading the prediction log", min(read[0], total), total)
 
@@ -349,6 +364,16 @@ def run_monitor(
     quality = assess_quality(
         profile, summary, monitor.max_missing_share, monitor.max_out_of_range_share
     )
+    contract: dict[str, Any] = {}
+    if rules.get("columns"):
+        contract = {"name": rules.get("name"), "rules": rules["columns"], "violations": violations}
+        broken = {k: v for k, v in violations.items() if v}
+        if broken:
+            listed = ", ".join(f"{k} {v}" for k, v in sorted(broken.items()))
+            warnings.append(
+                f"data contract '{rules.get('name')}' of the training data: rows breaking it "
+                f"in the window: {listed}"
+            )
     say("joining feedback labels")
     performance = _performance(
         config,
@@ -380,7 +405,33 @@ def run_monitor(
         notes=notes,
         generated_at=now,
         elapsed_s=time.perf_counter() - started,
+        contract=contract,
     )
+
+
+def _contract_rules(
+    store: Store | None, objects: ObjectStore | None, subject: Subject
+) -> dict[str, Any]:
+    """The contract in the monitored version's ``model.yaml`` (read alone, not the model)."""
+    if store is None or objects is None or subject.version is None:
+        return {}
+    import yaml
+
+    from mlcd.digest import Digest
+    from mlcd.errors import MlcdError
+    from mlcd.registry import get_version
+
+    try:
+        version = get_version(store, subject.model, subject.version)
+        manifest = objects.read_manifest(Digest.parse(version.digest))
+        entry = next((e for e in manifest if e.path == "model.yaml"), None)
+        if entry is None:
+            return {}
+        meta = yaml.safe_load(objects.get_bytes(entry.digest)) or {}
+    except (MlcdError, yaml.YAMLError):
+        return {}
+    contract = meta.get("contract") if isinstance(meta, dict) else None
+    return dict(contract) if isinstance(contract, dict) else {}
 
 
 def _performance(
