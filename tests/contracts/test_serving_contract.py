@@ -170,3 +170,22 @@ def test_the_monitor_counts_contract_violations_in_logged_traffic(
     assert contract["violations"]["charges:max"] == 30
     assert contract["violations"]["tenure:max"] == 0  # the refused row was never answered
     assert any("charges:max 30" in w for w in report.warnings)
+
+
+def test_numbers_compare_as_numbers_and_the_warm_up_row_is_not_judged(
+    registry: Registry, serve: Any
+) -> None:
+    # guards against a model that never loads: the synthetic warm-up row (mid-range values)
+    # broke an 'allowed: [0, 1]' rule, and 0.0 from JSON was not the allowed 0
+    model, X = _model()
+    strict = {"name": "strict", "columns": {"tenure": {"allowed": [0, 1, 2]}}}
+    registry.register("churn", model, X.head(20), contract=strict)
+    server = serve("churn@champion")
+    ok = server.client.post(
+        "/v1/models/churn/predict", json=[{"tenure": 1.0, "charges": 5.0, "plan": "a"}]
+    )
+    assert ok.status_code == 200, ok.text
+    bad = server.client.post(
+        "/v1/models/churn/predict", json=[{"tenure": 3, "charges": 5.0, "plan": "a"}]
+    )
+    assert bad.status_code == 422 and "data contract 'strict'" in bad.json()["error"]

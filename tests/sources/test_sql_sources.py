@@ -139,6 +139,10 @@ def test_bad_sources_say_what_is_wrong_and_change_nothing(
     root = _project(make_project, freshness=False)
     unset = mlcd(root, "run")
     assert unset.returncode != 0 and "${SHOP_URL}, which is not set" in unset.stderr
+    nowhere = mlcd(root, "run", env={"SHOP_URL": "sqlite:///missing.db"})
+    assert nowhere.returncode != 0
+    assert "the SQLite database" in nowhere.stderr and "missing.db does not exist" in nowhere.stderr
+    assert not (root / "missing.db").exists()  # never created by looking
     env = {"SHOP_URL": f"sqlite:///{db}"}
     assert run_json_env(mlcd, root, env)
     lock = (root / "mlcd.lock").read_text()

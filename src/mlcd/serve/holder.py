@@ -131,11 +131,13 @@ class Served:
                 if self._proba is not None:
                     self._proba = fast.predict_proba
 
-    def predict(self, inputs: Inputs) -> tuple[Any, Any]:
-        """Predictions and class probabilities (None for regressors) of validated rows."""
+    def predict(self, inputs: Inputs, contract: bool = True) -> tuple[Any, Any]:
+        """Predictions and class probabilities (None for regressors) of validated rows;
+        ``contract`` False skips the training contract (the synthetic warm-up row)."""
         import numpy as np
 
-        self.plan.check_contract(inputs)
+        if contract:
+            self.plan.check_contract(inputs)
         X = inputs.matrix if self._matrix else self.plan.model_input(inputs)
         # Extreme but valid inputs (1e308) may overflow inside the model: that gives inf or
         # NaN scores (null in JSON), not an exception, whatever the process's warning filters.
@@ -161,7 +163,7 @@ class Served:
         Raises:
             Exception: whatever the model raises; the holder keeps the old version then.
         """
-        predictions, _proba = self.predict(self.plan.warmup_input())
+        predictions, _proba = self.predict(self.plan.warmup_input(), contract=False)
         if len(predictions) != 1:
             raise ValueError(f"warm-up: the model returned {len(predictions)} rows for 1")
 

@@ -465,9 +465,8 @@ class InputPlan:
                         )
             allowed = rule.get("allowed")
             if allowed is not None:
-                choices = {str(v) for v in allowed}
                 for r, value in enumerate(data):
-                    if value is not None and value == value and str(value) not in choices:
+                    if value is not None and value == value and not _allowed(value, allowed):
                         raise RequestError(
                             422,
                             f"column '{column}' row {r}: {_show(value)} is not one of the "
@@ -543,6 +542,17 @@ class InputPlan:
             else:
                 record[spec.name] = None if spec.nullable else ""
         return self.from_records([record])
+
+
+def _allowed(value: Any, allowed: Sequence[Any]) -> bool:
+    """Whether ``value`` is one of ``allowed``; numbers compare as numbers (a JSON or logged
+    ``0.0`` is the allowed ``0``), anything else as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return any(
+            isinstance(a, int | float) and not isinstance(a, bool) and float(a) == float(value)
+            for a in allowed
+        ) or str(value) in {str(a) for a in allowed}
+    return str(value) in {str(a) for a in allowed}
 
 
 def _show(value: Any) -> str:

@@ -106,11 +106,22 @@ def materialize(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
 
 
 # ---------------------------------------------------------------- SQL
-def _engine(item: Mapping[str, Any]) -> Any:
+def _engine(item: Mapping[str, Any], root: Path) -> Any:
     from sqlalchemy import create_engine
 
     raw = str(item["url"])
     url = expand_env(raw, f"source {item['path']}: url")
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith(":memory:"):
+        file = Path(url[len(prefix) :].split("?")[0])
+        if not file.is_absolute():
+            file = root / file  # relative to the project, wherever mlcd runs from
+            url = prefix + file.as_posix()
+        if not file.is_file():  # SQLite would create an empty database and find no table
+            raise UsageError(
+                f"source {item['path']}: the SQLite database {file} does not exist",
+                hint="create it (or fix the url); mlcd reads sources, it never creates them",
+            )
     try:
         return create_engine(url)
     except Exception as exc:  # an unparsable URL or a missing driver
@@ -145,7 +156,7 @@ def _freshness(engine: Any, item: Mapping[str, Any]) -> Any:
 
 def _sql(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
     path = str(item["path"])
-    engine = _engine(item)
+    engine = _engine(item, root)
     try:
         fresh = _freshness(engine, item) if item.get("freshness") else None
         recorded = _recorded(store, path)
