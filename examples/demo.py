@@ -32,6 +32,7 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -77,6 +78,13 @@ def setup_project(demo: Demo) -> None:
     demo.git("init", "-q", "-b", "main")
     demo.git("add", "-A")
     demo.git("commit", "-q", "-m", "churn example")
+    warehouse = subprocess.run(
+        [sys.executable, "src/warehouse.py"], cwd=demo.work, env=demo.env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if warehouse.returncode != 0:
+        raise DemoFailed(f"filling the warehouse failed:\n{warehouse.stderr}")
+    say(f"{warehouse.stderr.strip()} (outside git: a database the pipeline reads with sql:)")
     stages = demo.mlcd("dag").stdout.strip().splitlines()
     say(f"project in {demo.work}, committed; pipeline:")
     for line in stages:
@@ -111,7 +119,9 @@ def first_run(demo: Demo) -> None:
 
 def fresh_checkout(demo: Demo) -> None:
     """Delete every output, as in a fresh clone: the second run restores them all from cache."""
-    demo.git("clean", "-q", "-fdX", "-e", "!.mlcd", "-e", "!.mlcd/**")
+    demo.git(
+        "clean", "-q", "-fdX", "-e", "!.mlcd", "-e", "!.mlcd/**", "-e", "!warehouse/shop.db"
+    )  # the warehouse is not an output: a clone reaches the same database
     missing = [
         p
         for p in ("data/prepared", "data/features", "models/churn")
@@ -375,8 +385,17 @@ def inject_drift(demo: Demo) -> None:
         say(f"  {name}: {score}")
     for failure in report["failures"][1:]:
         say(f"  also: {failure}")
+    contract = report.get("contract") or {}
+    broken = {k: v for k, v in (contract.get("violations") or {}).items() if v}
+    if broken:
+        say(
+            f"  data contract '{contract['name']}' of the training data, broken in the window: "
+            + ", ".join(f"{k} {v} row(s)" for k, v in sorted(broken.items()))
+            + " (warn-only rules: answered, counted)"
+        )
     demo.reports["monitor (drift)"] = str(folder / "report.html")
     demo.facts["drift"] = {
+        "contract_violations": broken,
         "detected": True,
         "share": drift["share"],
         "drifted": drift["drifted"],

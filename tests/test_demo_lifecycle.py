@@ -97,6 +97,9 @@ def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Pa
     drift = summary["drift"]
     assert drift["detected"] is True and drift["monitor_exit"] == 1
     assert drift["share"] >= 0.5 and {"monthly_charges", "tenure_months"} <= set(drift["drifted"])
+    # the drifted traffic trips the training contract's warn-only rule: counted, still answered
+    assert drift["contract_violations"].get("support_calls:max", 0) > 0
+    assert "warehouse: 2500 customers" in result.stdout  # the sql: source the pipeline reads
     # zero failed requests while the canary ran and the server swapped; both versions answered
     requests = summary["requests"]
     assert requests["failed"] == 0

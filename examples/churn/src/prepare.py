@@ -1,18 +1,15 @@
-"""prepare: export the customer table from the warehouse, then clean it like a raw export.
+"""prepare: clean the customer table exported from the warehouse.
 
-The warehouse is simulated (see customers.py): ``warehouse/market.yaml`` says which market it
-holds now. The retrain policy in mlcd.yaml runs this stage first (``refresh_stage``), so a
-retrain learns from the customers of today's market, not last quarter's.
+mlcd reads the table from the warehouse (a SQLite database, see warehouse.py) through the
+``sql:`` source of this stage and writes it to ``data/warehouse.parquet`` before the stage
+runs; the contract under ``data:`` in mlcd.yaml is checked on what this stage writes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from common import params
-from customers import current_market, generate
 
 
 def clean(frame: pd.DataFrame) -> pd.DataFrame:
@@ -26,18 +23,12 @@ def clean(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    p = params()
-    market = current_market()
-    rng = np.random.default_rng(p["seed"])
-    raw = generate(p["prepare"]["n_customers"], rng, market, p["prepare"]["missing_share"])
+    raw = pd.read_parquet("data/warehouse.parquet")
     prepared = clean(raw)
     out = Path("data/prepared")
     out.mkdir(parents=True, exist_ok=True)
     prepared.to_parquet(out / "customers.parquet", index=False)
-    print(
-        f"prepared {len(prepared)} customers of the {market} market, "
-        f"churn rate {prepared['churned'].mean():.3f}"
-    )
+    print(f"prepared {len(prepared)} customers, churn rate {prepared['churned'].mean():.3f}")
 
 
 if __name__ == "__main__":
