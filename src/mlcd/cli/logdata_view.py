@@ -174,3 +174,81 @@ def validate_data(targets: list[str], junit: Path | None, as_json: bool) -> None
     if not document["passed"]:
         failed = [r.name for r in reports if not r.passed]
         raise CheckFailed(f"data contract(s) failed: {', '.join(failed)}")
+
+
+def _project_parts() -> tuple[Any, Any, dict[str, str]]:
+    from mlcd.layout import find_root
+    from mlcd.pipeline.snapshot import load_snapshot
+
+    root = find_root()
+    snapshot = load_snapshot(root)
+    produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
+    return root, snapshot, produced
+
+
+def import_source(
+    url: str, path: Path, query: str | None, freshness: str | None, as_json: bool
+) -> None:
+    """``mlcd data import``: read the source into the project and track it."""
+    from mlcd.cli.output import emit
+    from mlcd.pipeline.imports import import_data, source_item
+    from mlcd.pipeline.record import record_data_add
+    from mlcd.pipeline.statcache import StatCache
+    from mlcd.project import Project
+
+    root, snapshot, produced = _project_parts()
+    target = path if path.is_absolute() else Path.cwd() / path
+    try:
+        relative = target.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        from mlcd.errors import UsageError
+
+        raise UsageError(f"{path} is outside the project {root}") from None
+    item = source_item(url, relative, query, freshness)
+    with Project.open(root) as project, StatCache(snapshot.state_dir / "statcache.db") as cache:
+        pointer, changed, fetched = import_data(
+            root, project.store, project.objects, cache, item, produced
+        )
+        record_data_add(project.store, root, [(pointer.path, pointer.digest, pointer.size)])
+    document = {**pointer.to_dict(), "pointer": pointer.pointer_path, "changed": changed,
+                "fetched": fetched}  # fmt: skip
+
+    def render(doc: dict[str, Any]) -> None:
+        from mlcd.cli.output import console
+
+        console().print(
+            f"{doc['path']} imported ({doc['digest'][:16]}, {'new' if changed else 'unchanged'}); "
+            f"commit {doc['pointer']}; 'mlcd data update' reads the source again",
+            highlight=False,
+            markup=False,
+        )
+
+    emit(document, as_json, render)
+
+
+def update_sources(targets: list[str], as_json: bool) -> None:
+    """``mlcd data update``: read imported data again from its source."""
+    from mlcd.cli.output import emit
+    from mlcd.pipeline.imports import update_data
+    from mlcd.pipeline.record import record_data_add
+    from mlcd.pipeline.statcache import StatCache
+    from mlcd.project import Project
+
+    root, snapshot, produced = _project_parts()
+    with Project.open(root) as project, StatCache(snapshot.state_dir / "statcache.db") as cache:
+        results = update_data(root, project.store, project.objects, cache, targets, produced)
+        changed = [(p.path, p.digest, p.size) for p, moved, _ in results if moved]
+        if changed:
+            record_data_add(project.store, root, changed)
+    document = [{**p.to_dict(), "changed": moved, "fetched": f} for p, moved, f in results]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        from mlcd.cli.output import console
+
+        if not rows:
+            console().print("no imported data (see 'mlcd data import')")
+        for row in rows:
+            state = "updated" if row["changed"] else "unchanged"
+            console().print(f"{row['path']}: {state}", highlight=False, markup=False)
+
+    emit(document, as_json, render)

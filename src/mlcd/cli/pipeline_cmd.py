@@ -128,6 +128,39 @@ def data_from_log(
     from_log(model, path, since, until, labelled_only, sample, stratify, seed, label, as_json)
 
 
+@data_app.command("import")
+def data_import(
+    url: Annotated[str, typer.Argument(help="s3://..., https://..., or a database URL.")],
+    path: Annotated[Path, typer.Argument(help="Where the data goes in the project.")],
+    query: Annotated[
+        str | None, typer.Option("--query", help="For a database URL: the query to store.")
+    ] = None,
+    freshness: Annotated[
+        str | None,
+        typer.Option("--freshness", help="A cheap query that changes when the data does."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read data from outside the project and track it with a pointer that names its source
+    (credentials as ${NAME}, from the environment)."""
+    from mlcd.cli.logdata_view import import_source
+
+    import_source(url, path, query, freshness, as_json)
+
+
+@data_app.command("update")
+def data_update(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Imported data to refresh (default: all).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read imported data again from its source; re-track what changed."""
+    from mlcd.cli.logdata_view import update_sources
+
+    update_sources([str(p) for p in paths or []], as_json)
+
+
 @data_app.command("validate")
 def data_validate(
     targets: Annotated[

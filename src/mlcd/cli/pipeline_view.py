@@ -191,19 +191,24 @@ def show_status(
         data = [] if stages else data_status(root, statcache, produced, digests)
     stale = [s for s in states if s.stale or s.upstream]
     changed = [d for d in data if d.status != "unchanged"]
+    upstream = _upstream(root, data)
+    moved = [path for path, state in upstream.items() if state == "changed"]
     if as_json:
         import json
 
         document = {
-            "up_to_date": not stale and not changed,
+            "up_to_date": not stale and not changed and not moved,
             "stages": [s.to_dict() for s in states],
-            "data": [d.to_dict() for d in data],
+            "data": [{**d.to_dict(), **_upstream_field(upstream, d)} for d in data],
         }
         _write(json.dumps(document, indent=2) + "\n")
-    elif not stale and not changed:
+    elif not stale and not changed and not moved:
         _write(f"Pipeline and data are up to date ({len(states)} stage(s), {len(data)} tracked).\n")
     else:
-        lines = []
+        lines = [
+            f"{path}: its source changed upstream; 'mlcd data update {path}' reads it again"
+            for path in moved
+        ]
         for state in stale:
             if state.stale:
                 lines.append(f"{state.name}: stale")
@@ -221,11 +226,30 @@ def show_status(
             else:
                 lines.append("    'mlcd pull' restores it")
         _write("\n".join(lines) + "\n")
-    if check and (stale or changed):
+    if check and (stale or changed or moved):
         raise CheckFailed(
-            f"{len(stale)} stage(s) stale, {len(changed)} tracked path(s) changed",
-            hint="run 'mlcd run' (and 'mlcd data add' for changed data), then commit mlcd.lock",
+            f"{len(stale)} stage(s) stale, {len(changed)} tracked path(s) changed, "
+            f"{len(moved)} source(s) changed upstream",
+            hint="run 'mlcd run' (and 'mlcd data add' for changed data, 'mlcd data update' "
+            "for moved sources), then commit mlcd.lock",
         )
+
+
+def _upstream(root: Path, data: list[Any]) -> dict[str, str]:
+    """For imported data (``mlcd data import``): did the source move since the last read?"""
+    imported = [d.pointer for d in data if d.pointer.source]
+    if not imported:
+        return {}
+    from mlcd.pipeline.imports import upstream_status
+    from mlcd.project import Project
+
+    with Project.open(root) as project:
+        return {p.path: upstream_status(root, project.store, p) for p in imported}
+
+
+def _upstream_field(upstream: dict[str, str], state: Any) -> dict[str, str]:
+    path = state.pointer.path
+    return {"upstream": upstream[path]} if path in upstream else {}
 
 
 def show_dag(fmt: str = "text") -> None:
@@ -312,16 +336,22 @@ def show_data_status(check: bool = False, as_json: bool = False) -> None:
     produced = [p for spec in snapshot.stages.values() for p in spec.produced]
     with StatCache(snapshot.state_dir / "statcache.db") as statcache:
         states = data_status(root, statcache, skip=produced)
-    changed = [s for s in states if s.status != "unchanged"]
+    upstream = _upstream(root, states)
+    changed = [
+        s for s in states if s.status != "unchanged" or upstream.get(s.pointer.path) == "changed"
+    ]
     if as_json:
         import json
 
-        _write(json.dumps({"data": [s.to_dict() for s in states]}, indent=2) + "\n")
+        rows = [{**s.to_dict(), **_upstream_field(upstream, s)} for s in states]
+        _write(json.dumps({"data": rows}, indent=2) + "\n")
     elif not states:
         _write("No tracked data (add some with 'mlcd data add PATH').\n")
     else:
         for state in states:
-            _write(f"{state.status:9} {state.pointer.path}\n")
+            note = upstream.get(state.pointer.path)
+            extra = "  (source changed upstream: 'mlcd data update')" if note == "changed" else ""
+            _write(f"{state.status:9} {state.pointer.path}{extra}\n")
     if check and changed:
         raise CheckFailed(
             f"{len(changed)} tracked path(s) changed",

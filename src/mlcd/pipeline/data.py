@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
 
 POINTER_SUFFIX = ".mlcd"
+#: what a pointer of imported data says about its source (one line each)
+SOURCE_KEYS = ("kind", "url", "query", "freshness", "options")
 _HEADER = "# mlcd data pointer: commit this file; 'mlcd pull' restores the data it names.\n"
 #: Folders never searched for pointer files.
 _SKIP_DIRS = {"node_modules", "__pycache__", "venv", "site-packages"}
@@ -43,6 +45,9 @@ class Pointer:
     digest: str
     size: int
     files: int = 1
+    #: where the data comes from (``mlcd data import``): ``{kind, url, query, freshness,
+    #: options}``; ``mlcd data update`` reads it again from there
+    source: dict[str, Any] | None = None
 
     @property
     def pointer_path(self) -> str:
@@ -50,7 +55,8 @@ class Pointer:
         return self.path + POINTER_SUFFIX
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "digest": self.digest, "size": self.size, "files": self.files}
+        out = {"path": self.path, "digest": self.digest, "size": self.size, "files": self.files}
+        return {**out, "source": self.source} if self.source else out
 
     def render(self) -> str:
         """The text of the pointer file (``path`` is relative to the pointer's folder)."""
@@ -62,6 +68,15 @@ class Pointer:
         ]
         if self.digest.endswith(".dir"):
             lines.append(f"files: {self.files}\n")
+        if self.source:
+            import json
+
+            lines.append("# imported: 'mlcd data update' reads it again from its source\n")
+            for key in SOURCE_KEYS:
+                value = self.source.get(key)
+                if value:
+                    text = json.dumps(value) if isinstance(value, dict) else str(value)
+                    lines.append(f"source_{key}: {text}\n")
         return "".join(lines)
 
 
@@ -94,7 +109,8 @@ def read_pointer(root: Path, pointer_file: Path) -> Pointer:
         key, sep, value = line.partition(":")
         if not sep:
             raise _bad_pointer(pointer_file, f"line {number} is not 'key: value'")
-        fields[key.strip()] = value.strip().strip("'\"")
+        value = value.strip()
+        fields[key.strip()] = value if key.startswith("source_") else value.strip("'\"")
     relative = pointer_file.relative_to(root).as_posix()
     try:
         name = fields["path"]
@@ -114,13 +130,32 @@ def read_pointer(root: Path, pointer_file: Path) -> Pointer:
         from mlcd.digest import Digest
 
         digest = str(Digest.parse(fields["digest"]))
+        source = _source_of(fields)
         return Pointer(
-            folder + name, digest, int(fields.get("size", 0)), int(fields.get("files", 1))
+            folder + name,
+            digest,
+            int(fields.get("size", 0)),
+            int(fields.get("files", 1)),
+            source,
         )
     except KeyError as exc:
         raise _bad_pointer(pointer_file, f"missing key {exc}") from None
     except (ValueError, UsageError) as exc:
         raise _bad_pointer(pointer_file, str(exc)) from None
+
+
+def _source_of(fields: dict[str, str]) -> dict[str, Any] | None:
+    """The ``source_*`` keys of a pointer as a source description (None: plain data)."""
+    import json
+
+    found = {k: fields[f"source_{k}"] for k in SOURCE_KEYS if f"source_{k}" in fields}
+    if not found:
+        return None
+    if found.get("kind") not in ("sql", "url") or not found.get("url"):
+        raise ValueError("source_kind must be sql or url, with a source_url")
+    source: dict[str, Any] = dict(found)
+    source["options"] = json.loads(found["options"]) if found.get("options") else {}
+    return source
 
 
 def _bad_pointer(path: Path, problem: str) -> PipelineError:
@@ -231,8 +266,10 @@ def add_data(
     objects: ObjectStore,
     statcache: StatCache,
     produced: dict[str, str] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> list[tuple[Pointer, bool]]:
-    """Track files or folders: store their content and write their pointer files.
+    """Track files or folders: store their content and write their pointer files
+    (``source``: where imported data comes from, written into the pointer).
 
     Args:
         root: the project root.
@@ -274,11 +311,11 @@ def add_data(
                 )
             known = {rel: Digest(hex_) for rel, hex_, _ in entries}
             digest = str(objects.put_dir(full, known=known))
-            pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries))
+            pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries), source)
         else:
             hex_ = statcache.file_digest(full)
             digest = str(objects.put_file(full, Digest(hex_)))
-            pointer = Pointer(relative, digest, full.stat().st_size, 1)
+            pointer = Pointer(relative, digest, full.stat().st_size, 1, source)
         statcache.flush()
         pointer_file = root / pointer.pointer_path
         previous = pointer_file.read_text(encoding="utf-8") if pointer_file.exists() else None

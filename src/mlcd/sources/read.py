@@ -98,6 +98,33 @@ def _folder_digest(folder: Path) -> str:
     return hash_bytes(json.dumps(entries).encode()).hex
 
 
+def upstream_changed(store: Store, root: Path, item: Mapping[str, Any]) -> bool | None:
+    """Whether the source moved since it was last read, by its cheap check alone (nothing is
+    downloaded); None when there is no cheap check (a query without ``freshness``) or it was
+    never read."""
+    path = str(item["path"])
+    recorded = _recorded(store, path)
+    if not recorded.get("key"):
+        return None
+    if item["kind"] == "sql":
+        if not item.get("freshness"):
+            return None
+        engine = _engine(item, root)
+        try:
+            fresh = _freshness(engine, item)
+        finally:
+            engine.dispose()
+        key = hash_bytes(json.dumps([item["query"], fresh], default=str).encode()).hex
+    else:
+        fs, where = _filesystem(item)
+        try:
+            listing = _listing(fs, where)
+        except FileNotFoundError:
+            return True
+        key = hash_bytes(json.dumps(listing, sort_keys=True, default=str).encode()).hex
+    return bool(key != recorded["key"])
+
+
 def materialize(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
     """Write the source ``item`` (``kind`` ``sql`` or ``url``) to its ``path``."""
     if item["kind"] == "sql":
@@ -235,14 +262,12 @@ def _write_parquet(target: Path, batches: Iterator[pa.RecordBatch]) -> tuple[str
 
 # ---------------------------------------------------------------- URLs (fsspec)
 def _url(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
-    import fsspec
 
     path = str(item["path"])
     raw = str(item["url"])
     url = expand_env(raw, f"source {path}: url")
-    options = _expand_all(dict(item.get("options") or {}), f"source {path}: options")
     try:
-        fs, where = fsspec.core.url_to_fs(url, **options)
+        fs, where = _filesystem(item)
         listing = _listing(fs, where)
     except FileNotFoundError:
         raise UsageError(
@@ -285,6 +310,17 @@ def _url(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
         shutil.rmtree(staging, ignore_errors=True)
     _remember(store, path, {"key": key, "digest": digest})
     return Fetched("url", path, digest, changed, "read")
+
+
+def _filesystem(item: Mapping[str, Any]) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a ``url`` source, ``${NAME}`` filled in."""
+    import fsspec
+
+    path = str(item["path"])
+    url = expand_env(str(item["url"]), f"source {path}: url")
+    options = _expand_all(dict(item.get("options") or {}), f"source {path}: options")
+    fs, where = fsspec.core.url_to_fs(url, **options)
+    return fs, str(where)
 
 
 def _expand_all(value: Any, what: str) -> Any:
