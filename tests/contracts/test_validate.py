@@ -128,3 +128,22 @@ def test_bad_contracts_are_refused_when_read() -> None:
         Contract.model_validate({"path": "x", "columns": {"a": {"min": 5, "max": 1}}})
     with pytest.raises(ValidationError, match="integer"):
         Contract.model_validate({"path": "x", "columns": {"a": {"type": "int64"}}})
+
+
+def test_freshness_of_the_newest_row(tmp_path: Path) -> None:
+    import time
+
+    frame = customers(100)
+    frame["exported_at"] = pd.to_datetime(time.time() - 3 * 86400, unit="s")
+    frame.to_parquet(tmp_path / "c.parquet", index=False)
+    stale = Contract.model_validate(
+        {"path": "c.parquet", "freshness": {"column": "exported_at", "max_age": "2d"}}
+    )
+    [result] = validate_file(tmp_path / "c.parquet", stale).results
+    assert not result.passed and "72.0 h old, at most 2d allowed" in result.message
+    fresh = Contract.model_validate(
+        {"path": "c.parquet", "freshness": {"column": "exported_at", "max_age": "4d"}}
+    )
+    assert validate_file(tmp_path / "c.parquet", fresh).passed
+    with pytest.raises(ValidationError, match="not a duration"):
+        Contract.model_validate({"path": "x", "freshness": {"column": "t", "max_age": "3 days"}})

@@ -84,6 +84,24 @@ class RowCheck(_Section):
         return value.strip()
 
 
+class Freshness(_Section):
+    """The newest value of ``column`` (a timestamp, a date or epoch seconds) must be at most
+    ``max_age`` old (``36h``, ``7d``) when the data is checked."""
+
+    column: str
+    max_age: str
+    warn: bool = False
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from mlcd.durations import DURATION
+
+        if not DURATION.match(value):
+            raise ValueError(f"max_age {value!r} is not a duration: write 36h, 7d or 2w")
+        return value
+
+
 class Contract(_Section):
     """A dataset and the rules it must meet."""
 
@@ -91,6 +109,7 @@ class Contract(_Section):
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
     key: list[str] = Field(default_factory=list)
     rows: RowCount | None = None
+    freshness: Freshness | None = None
     checks: list[RowCheck] = Field(default_factory=list)
     allow_extra_columns: bool = True
     description: str | None = None

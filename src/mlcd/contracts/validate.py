@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.contracts.spec import COMPARISON, ColumnRule, Contract
+from mlcd.contracts.spec import COMPARISON, ColumnRule, Contract, Freshness
 from mlcd.errors import UsageError
 
 if TYPE_CHECKING:
@@ -455,6 +455,8 @@ def validate_file(
                 t.sample,
             )
         )
+    if contract.freshness is not None:
+        results.append(_fresh(target, contract.freshness, present))
     if contract.rows is not None:
         low, high = contract.rows.min, contract.rows.max
         ok = (low is None or rows >= low) and (high is None or rows <= high)
@@ -513,6 +515,50 @@ def _outside(values: Any, allowed: list[Any]) -> Any:
             values = values.cast(pa.string())
             choices = pa.array([str(v) for v in allowed], pa.string())
     return pc.and_(pc.invert(pc.is_in(values, value_set=choices)), pc.is_valid(values))
+
+
+def _fresh(path: Path, rule: Freshness, present: set[str]) -> CheckResult:
+    """The newest value of the column against ``max_age`` before now."""
+    import datetime as dt
+    import time
+
+    import pyarrow.compute as pc
+
+    from mlcd.durations import parse_duration
+
+    level = "warn" if rule.warn else "error"
+    if rule.column not in present:
+        return CheckResult(
+            "freshness",
+            rule.column,
+            False,
+            0,
+            f"freshness column '{rule.column}' is missing",
+            level,
+        )
+    newest = None
+    for batch in _batches(path, [rule.column]):
+        top = pc.max(batch.column(rule.column)).as_py()
+        if top is not None and (newest is None or top > newest):
+            newest = top
+    if isinstance(newest, dt.datetime):
+        at = (newest if newest.tzinfo else newest.replace(tzinfo=dt.UTC)).timestamp()
+    elif isinstance(newest, dt.date):
+        at = dt.datetime(newest.year, newest.month, newest.day, tzinfo=dt.UTC).timestamp()
+    elif isinstance(newest, int | float):
+        at = float(newest)
+    else:
+        return CheckResult(
+            "freshness", rule.column, False, 0, f"column '{rule.column}' has no time values", level
+        )
+    age = time.time() - at
+    limit = parse_duration(rule.max_age)
+    hours = age / 3600
+    return CheckResult(
+        "freshness", rule.column, age <= limit, 0,
+        f"the newest '{rule.column}' is {hours:.1f} h old, at most {rule.max_age} allowed",
+        level,
+    )  # fmt: skip
 
 
 def _count_only(path: Path) -> Iterator[pa.RecordBatch]:
