@@ -382,7 +382,7 @@ def _worst_loss(
     passed = worst_loss <= gate.margin + 1e-12
     if worst_loss <= 0:
         detail = (
-            f"no {what} loses {gate.metric}; the smallest gain is {_fmt(-worst_loss)} "
+            f"no {what} loses {gate.metric}; the smallest gain is {_fmt(0.0 - worst_loss)} "
             f"on '{worst_name}'"
         )
     else:
