@@ -7,9 +7,7 @@ a changed object re-runs the stage, and a local copy edited by hand is fetched a
 from __future__ import annotations
 
 import json
-import socket
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -38,26 +36,12 @@ open("calls.log", "a").write("count\\n")
 """
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 def test_an_s3_prefix_is_fetched_when_it_changes_and_only_then(
-    make_project: Cli, mlcd: Cli, endpoint: str, monkeypatch: pytest.MonkeyPatch
+    make_project: Cli, mlcd: Cli, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
 
+    endpoint = s3_endpoint
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
