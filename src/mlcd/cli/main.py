@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "tokens_cmd",
     "import_cmd",
     "ui_cmd",
+    "exp_cmd",
 )
 
 

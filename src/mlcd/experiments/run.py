@@ -1,0 +1,173 @@
+"""ExperimentRun: ``mlcd exp run`` — the pipeline with overridden params, in a workspace.
+
+The workspace (``.mlcd/exp/<id>/``) is a copy of the project; the run uses the project's own
+metadata and object stores, so a stage whose inputs did not change is restored from the shared
+run cache instead of running again. The run is tagged ``mlcd.exp=1`` and keeps, as artifacts,
+the workspace's ``mlcd.lock`` and its params files: what ``mlcd exp apply`` writes back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import PipelineError, UsageError
+from mlcd.experiments.overrides import Override, parse_overrides, write_overrides
+from mlcd.experiments.workspace import build_workspace
+from mlcd.layout import STATE_DIR
+from mlcd.pipeline.plan import Reporter, RunOptions, RunResult, Services
+
+#: Tags of an experiment run.
+TAG_EXP = "mlcd.exp"
+TAG_NAME = "mlcd.exp.name"
+TAG_BASE = "mlcd.exp.base"
+TAG_OVERRIDES = "mlcd.exp.overrides"
+#: Artifact paths (role ``artifact``) of what ``exp apply`` writes back.
+LOCK_ARTIFACT = "mlcd.exp/mlcd.lock"
+PARAMS_PREFIX = "mlcd.exp/params/"
+#: Where workspaces live, below the project.
+WORKSPACES = "exp"
+
+
+@dataclass
+class ExperimentRun:
+    """The outcome of ``run_experiment``: the pipeline's result and the experiment's name."""
+
+    name: str
+    result: RunResult
+    overrides: list[Override]
+    base: str | None
+    workspace: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base": self.base,
+            "overrides": [o.to_dict() for o in self.overrides],
+            "workspace": str(self.workspace) if self.workspace else None,
+            **self.result.to_dict(),
+        }
+
+
+def _name_taken(services: Services, name: str) -> bool:
+    from sqlalchemy import select
+
+    from mlcd.store.tables import run_tags
+
+    with services.store.read() as conn:
+        found = conn.execute(
+            select(run_tags.c.run_id)
+            .where(run_tags.c.key == TAG_NAME, run_tags.c.value == name)
+            .limit(1)
+        ).first()
+    return found is not None
+
+
+def _record(
+    services: Services,
+    run_id: str,
+    tags: dict[str, str],
+    files: dict[str, str],
+) -> None:
+    """Tag the run and store its lock and params files as artifacts."""
+    from mlcd.store import runs
+
+    refs = []
+    for path, text in files.items():
+        data = text.encode("utf-8")
+        digest = services.objects.put_bytes(data)
+        refs.append(runs.ArtifactRef("artifact", path, str(digest), len(data)))
+
+    def work(conn: Any) -> None:
+        runs.set_tags(conn, run_id, tags)
+        runs.add_artifacts(conn, run_id, refs)
+
+    services.store.transact(work)
+
+
+def run_experiment(
+    root: Path,
+    services: Services,
+    settings: Sequence[str] = (),
+    name: str | None = None,
+    keep: bool = False,
+    jobs: int | None = None,
+    reporter: Reporter | None = None,
+) -> ExperimentRun:
+    """Run the pipeline of the project at ``root`` with ``settings`` applied, in a workspace.
+
+    Args:
+        root: the project root (its files are read, never written).
+        services: the project's metadata and object stores.
+        settings: ``[FILE:]KEY=VALUE`` overrides; FILE defaults to the project's params file.
+        name: the experiment's name (default: ``exp-<id>``); must not be taken.
+        keep: leave the workspace in place (its path is returned).
+        jobs: stages run at once.
+        reporter: receives progress events.
+
+    Returns:
+        The experiment; ``result.ok`` is False when a stage failed (it is recorded anyway).
+
+    Raises:
+        UsageError: a malformed override, or a name already taken; nothing ran.
+        ConfigError: the pipeline is invalid.
+        PipelineError: the pipeline has nothing to run (no stage at all).
+    """
+    from mlcd.pipeline.lockfile import LOCK_FILE
+    from mlcd.pipeline.record import git_state
+    from mlcd.pipeline.runner import run_pipeline
+    from mlcd.pipeline.snapshot import load_snapshot
+
+    main = load_snapshot(root)
+    overrides = parse_overrides(settings, main.params_file)
+    exp_id = uuid.uuid4().hex[:8]
+    name = name or f"exp-{exp_id}"
+    if _name_taken(services, name):
+        raise UsageError(
+            f"an experiment named '{name}' exists already",
+            hint="pick another name with -n, or remove it: mlcd exp remove " + name,
+        )
+    if not main.stages:
+        raise PipelineError("the pipeline has no stages: nothing to experiment with")
+    base = git_state(root)[0]
+    workspace = root / STATE_DIR / WORKSPACES / exp_id
+    workspace.mkdir(parents=True)
+    try:
+        produced = [p for spec in main.stages.values() for p in spec.produced]
+        deps = [d for spec in main.stages.values() for d in spec.deps]
+        build_workspace(root, workspace, produced, deps)
+        texts = write_overrides(workspace, overrides)
+        snapshot = load_snapshot(workspace)
+        for file in snapshot.params:  # every params file the stages read, overridden or not
+            path = workspace / file
+            if file not in texts and path.is_file():
+                texts[file] = path.read_text(encoding="utf-8")
+        result = run_pipeline(
+            snapshot, lambda: services, RunOptions(jobs=jobs), reporter or Reporter()
+        )
+        if result.run_id is None:
+            raise PipelineError(
+                "the experiment's pipeline had nothing to run, so no run was recorded",
+                hint="do its stages declare outs or metrics?",
+            )
+        lock_path = workspace / LOCK_FILE
+        files = {PARAMS_PREFIX + f: t for f, t in texts.items()}
+        if lock_path.is_file():
+            files[LOCK_ARTIFACT] = lock_path.read_text(encoding="utf-8")
+        labels = {o.label(main.params_file): o.value for o in overrides}
+        tags = {
+            TAG_EXP: "1",
+            TAG_NAME: name,
+            TAG_BASE: base or "",
+            TAG_OVERRIDES: json.dumps(labels, sort_keys=True),
+        }
+        _record(services, result.run_id, tags, files)
+    finally:
+        if not keep:
+            shutil.rmtree(workspace, ignore_errors=True)
+    return ExperimentRun(name, result, overrides, base, workspace if keep else None)
