@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from mlcd.digest import Digest
 from mlcd.project import Project
 from mlcd.store import runs
-from tests.experiments.conftest import calls, env_for, exp_json, git, tree
+from tests.experiments.conftest import CONFIG, FILES, calls, env_for, exp_json, git, tree
 from tests.pipeline.conftest import Cli
 
 
@@ -195,3 +196,18 @@ def test_exp_run_with_a_failing_stage_exits_3_and_records_it(
     assert not any((project / ".mlcd" / "exp").iterdir())
     shown = exp_json(mlcd, project, tmp_path, "show")
     assert [(e["name"], e["status"]) for e in shown["experiments"]] == [("bad", "failed")]
+
+
+def test_exp_run_outside_git_copies_the_project_and_has_no_base(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    root = make_project(CONFIG, FILES, name="plain")
+    before = tree(root)
+
+    done = exp_json(mlcd, root, tmp_path, "run", "-S", "train.lr=0.4")
+
+    assert done["ok"] and done["base"] is None
+    assert calls(tmp_path) == ["prepare", "train"]
+    assert tree(root) == before  # no outputs, no mlcd.lock appear in the work tree
+    assert _tags(root, done["run_id"])["mlcd.exp.base"] == ""
+    assert _outputs(root, done["run_id"])["model.txt"] == b"model lr=0.4 size=18\n"
