@@ -21,7 +21,7 @@ def parse_duration(text: str, error: type[MlcdError] = UsageError) -> float:
     if not match:
         raise error(
             f"not a duration: {text!r}",
-            hint="write a number and a unit: 30s, 15m, 1h, 7d or 2w",
+            hint="write a number and a unit: 30s, 10m, 1h, 7d or 2w",
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
 

@@ -89,7 +89,7 @@ def test_exp_show_lists_experiments_with_params_and_metrics(
     assert shown["baseline"]["metrics"]["score"] == 1.0
     by_score = exp_json(mlcd, project, tmp_path, "show", "--sort-by", "metrics.score")
     assert [e["name"] for e in by_score["experiments"]] == ["a", "b"]
-    pretty = mlcd(project, "exp", "show")
+    pretty = mlcd(project, "exp", "show", env={"COLUMNS": "200"})  # no truncated cells
     assert pretty.returncode == 0, pretty.stderr
     assert "workspace (baseline)" in pretty.stdout and "finished" in pretty.stdout
     markdown = mlcd(project, "exp", "show", "--md")

@@ -88,7 +88,8 @@ def test_doctor_reports_a_corrupted_database(project: Path) -> None:
 
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert "mlcd.db is damaged" in result.stdout
+    # which page the bytes land on (the schema grows) decides which check notices first
+    assert "mlcd.db is damaged" in result.stdout or "mlcd.db cannot be opened" in result.stdout
     assert "restore .mlcd/mlcd.db from a backup" in result.stdout
     assert "run-cache entries were not checked" in result.stdout
 

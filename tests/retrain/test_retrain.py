@@ -254,11 +254,9 @@ def test_decay_trigger_fires_when_labels_disagree(project: RetrainProject, open_
 def test_labels_trigger_fires_once_per_threshold_and_waits_out_the_cooldown(
     project: RetrainProject, open_store
 ) -> None:
-    """Through the watch's pass on a real project: N new labels fire one retrain; labels that
-    arrive during the cooldown fire but wait (and are not forgotten); once it has passed they
-    retrain; with no new labels nothing fires."""
-    import time
-
+    """Through the watch's pass on a real project: labels that fire during the cooldown wait
+    (the retrain is skipped and the labels are not forgotten); once the cooldown allows it they
+    retrain; after that, fewer than N new labels do not fire, N do."""
     from mlcd.config import load_config
     from mlcd.objects import open_object_store
     from mlcd.retrain.context import Context
@@ -266,16 +264,20 @@ def test_labels_trigger_fires_once_per_threshold_and_waits_out_the_cooldown(
     from mlcd.store import predictions
 
     assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
-    project.config(
-        "retrain:\n  clf:\n    triggers:\n      labels: {count: 3}\n    promote_to: champion\n"
-        "    cooldown: 1h\n    max_per_day: 50\n"
-    )
-    config = load_config(project.root)
-    store = open_store(config.store.replace("sqlite:///", f"sqlite:///{project.root}/"))
-    ctx = Context(project.root, config, store, open_object_store(config.artifacts, project.root))
 
-    def label(*ids: str) -> None:
-        store.transact(
+    def context(cooldown: str) -> Context:
+        project.config(
+            "retrain:\n  clf:\n    triggers:\n      labels: {count: 3}\n"
+            f"    promote_to: champion\n    cooldown: {cooldown}\n    max_per_day: 50\n"
+        )
+        config = load_config(project.root)
+        store = open_store(config.store.replace("sqlite:///", f"sqlite:///{project.root}/"))
+        return Context(
+            project.root, config, store, open_object_store(config.artifacts, project.root)
+        )
+
+    def label(ctx: Context, *ids: str) -> None:
+        ctx.store.transact(
             lambda conn: predictions.add_feedback(
                 conn, [{"request_id": i, "label": 1} for i in ids], "clf"
             )
@@ -284,29 +286,30 @@ def test_labels_trigger_fires_once_per_threshold_and_waits_out_the_cooldown(
     def labels_result(report) -> dict:  # type: ignore[no-untyped-def]
         return next(t for t in report.triggers["clf"] if t["trigger"] == "labels")
 
-    now = time.time() + 3700  # past the cooldown of the baseline retrain
     old_path = os.environ["PATH"]
     os.environ["PATH"] = stage_env()["PATH"]
     try:
-        label("a", "b")
-        first = run_pass(ctx, at=now)
+        ctx = context("1h")  # the baseline retrain just ran: the cooldown is on
+        label(ctx, "a", "b")
+        first = run_pass(ctx)
         assert not labels_result(first)["fired"] and first.retrains == []  # first look records
-        label("c", "d", "e")
-        fired = run_pass(ctx, at=now + 1)
-        assert labels_result(fired)["fired"]
-        assert [r["status"] for r in fired.retrains] == ["unchanged"]  # same data: same model
-        started_at = _events(project, "retrain.started")[0]["at"]  # the newest first
-        label("f", "g", "h")
-        cooling = run_pass(ctx, at=started_at + 1)
+        label(ctx, "c", "d", "e")
+        cooling = run_pass(ctx)
         assert labels_result(cooling)["fired"]
         assert cooling.retrains[0]["status"] == "skipped"
         assert "cooldown" in cooling.retrains[0]["reason"]
-        # The same labels, once the cooldown is over: they were not forgotten while it ran.
-        after = run_pass(ctx, at=started_at + 3601)
-        assert labels_result(after)["fired"] and after.retrains[0]["status"] == "unchanged"
-        quiet = run_pass(ctx, at=_events(project, "retrain.started")[0]["at"] + 3601)
-        assert not labels_result(quiet)["fired"] and quiet.retrains == []
+
+        ctx = context("0s")  # the same labels, once the cooldown allows: not forgotten
+        after = run_pass(ctx)
+        assert labels_result(after)["fired"]
+        assert after.retrains[0]["status"] == "unchanged"  # same data: same model
+        label(ctx, "f", "g")
+        short = run_pass(ctx)
+        assert not labels_result(short)["fired"] and short.retrains == []
+        label(ctx, "h")
+        again = run_pass(ctx)
+        assert labels_result(again)["fired"] and again.retrains[0]["status"] == "unchanged"
     finally:
         os.environ["PATH"] = old_path
-    started = [e for e in _events(project, "retrain.started")]
+    started = _events(project, "retrain.started")
     assert len(started) == 3  # the baseline and the two label-triggered retrains

@@ -84,7 +84,6 @@ def retrain(
     respect_budget: bool = True,
     report_dir: str | os.PathLike[str] | None = None,
     say: Say | None = None,
-    at: float | None = None,
 ) -> RetrainOutcome:
     """Retrain ``model`` and promote the result through its gates, per its policy.
 
@@ -97,7 +96,6 @@ def retrain(
         respect_budget: apply the policy's cooldown and daily budget (manual retrains may not).
         report_dir: where gate reports go (default ``.mlcd/reports/retrain/<id>``).
         say: progress lines.
-        at: the time the budget is judged at (default: now; the watch passes its pass time).
 
     Returns:
         The outcome; a failed gate is an outcome (``refused``), not an exception.
@@ -110,9 +108,7 @@ def retrain(
     policy = ctx.policy(model)
     model_config = ctx.model(model)
     if respect_budget:
-        budget = check_budget(
-            ctx.store, model, parse_duration(policy.cooldown), policy.max_per_day, at=at
-        )
+        budget = check_budget(ctx.store, model, parse_duration(policy.cooldown), policy.max_per_day)
         if not budget.allowed:
             _record(
                 ctx, "retrain.skipped", model, reason=budget.reason, details={"trigger": trigger}

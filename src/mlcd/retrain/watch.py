@@ -101,7 +101,6 @@ def run_pass(
                 reason="; ".join(f"{r.trigger}: {r.reason}" for r in fired),
                 details={"triggers": [r.to_dict() for r in fired]},
                 say=say,
-                at=at,
             )
             report.retrains.append(outcome.to_dict())
             if outcome.status != "skipped":  # the trigger was acted on: do not fire on it again
