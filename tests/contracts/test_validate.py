@@ -147,3 +147,26 @@ def test_freshness_of_the_newest_row(tmp_path: Path) -> None:
     assert validate_file(tmp_path / "c.parquet", fresh).passed
     with pytest.raises(ValidationError, match="not a duration"):
         Contract.model_validate({"path": "x", "freshness": {"column": "t", "max_age": "3 days"}})
+
+
+def test_distribution_bounds_against_a_reference(tmp_path: Path) -> None:
+    reference = customers(2000, seed=1)
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    same = customers(2000, seed=2)
+    shifted = customers(2000, seed=3)
+    shifted["monthly_charges"] = shifted["monthly_charges"] + 40  # a price rise
+    shifted["contract"] = "month-to-month"
+    rule = {
+        "path": "c.parquet",
+        "columns": {"monthly_charges": {}, "contract": {}, "tenure_months": {}},
+        "distribution": {"reference": "reference.parquet", "max_wasserstein": 0.2},
+    }
+    contract = Contract.model_validate(rule)
+    same.to_parquet(tmp_path / "c.parquet", index=False)
+    assert validate_file(tmp_path / "c.parquet", contract, base=tmp_path).passed
+    shifted.to_parquet(tmp_path / "c.parquet", index=False)
+    report = validate_file(tmp_path / "c.parquet", contract, base=tmp_path)
+    failed = {r.column: r for r in report.errors}
+    assert set(failed) == {"monthly_charges", "contract"}
+    assert "Wasserstein distance" in failed["monthly_charges"].message
+    assert "Jensen-Shannon distance" in failed["contract"].message

@@ -83,7 +83,9 @@ def test_a_one_period_performance_chart_spans_hours_not_milliseconds() -> None:
         labels=50,
         predictions=50,
         overall={"accuracy": 0.9, "n": 50},
-        periods=[{"start": start, "end": start + 86400, "labels": 50, "metrics": {"accuracy": 0.9}}],
+        periods=[
+            {"start": start, "end": start + 86400, "labels": 50, "metrics": {"accuracy": 0.9}}
+        ],
         baseline={},
     )
     figure = _performance_figure(SimpleNamespace(performance=performance))  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from mlcd.monitor import stats as s
+from mlcd import stats as s
 
 SIZES = [(5, 7), (300, 200), (1000, 1000), (12_000, 9_000), (20_000, 50_000)]
 

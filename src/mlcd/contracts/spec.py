@@ -102,6 +102,18 @@ class Freshness(_Section):
         return value
 
 
+class Distribution(_Section):
+    """Distribution bounds against a reference table, with the monitor's statistics: for a
+    numeric column the Wasserstein distance in units of the reference's standard deviation,
+    for a categorical one the Jensen-Shannon distance of the category shares."""
+
+    reference: str
+    columns: list[str] = Field(default_factory=list)
+    max_wasserstein: float = Field(default=0.2, gt=0)
+    max_jensenshannon: float = Field(default=0.15, gt=0, le=1)
+    warn: bool = False
+
+
 class Contract(_Section):
     """A dataset and the rules it must meet."""
 
@@ -110,6 +122,7 @@ class Contract(_Section):
     key: list[str] = Field(default_factory=list)
     rows: RowCount | None = None
     freshness: Freshness | None = None
+    distribution: Distribution | None = None
     checks: list[RowCheck] = Field(default_factory=list)
     allow_extra_columns: bool = True
     description: str | None = None

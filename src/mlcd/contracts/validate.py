@@ -248,10 +248,15 @@ def _is_number(term: str) -> bool:
 
 
 def validate_file(
-    path: str | os.PathLike[str], contract: Contract, name: str = "data", shown: str | None = None
+    path: str | os.PathLike[str],
+    contract: Contract,
+    name: str = "data",
+    shown: str | None = None,
+    base: str | os.PathLike[str] | None = None,
 ) -> ContractReport:
     """Check the file (or Parquet folder) at ``path`` against ``contract``; ``shown`` is the
-    path reports name (default ``path``).
+    path reports name (default ``path``), ``base`` the folder a relative distribution
+    reference is read from (default: the current folder).
 
     Raises:
         UsageError: the file does not exist or has an unknown format.
@@ -457,6 +462,8 @@ def validate_file(
         )
     if contract.freshness is not None:
         results.append(_fresh(target, contract.freshness, present))
+    if contract.distribution is not None:
+        results.extend(_distribution(target, contract, present, Path(base or ".")))
     if contract.rows is not None:
         low, high = contract.rows.min, contract.rows.max
         ok = (low is None or rows >= low) and (high is None or rows <= high)
@@ -559,6 +566,86 @@ def _fresh(path: Path, rule: Freshness, present: set[str]) -> CheckResult:
         f"the newest '{rule.column}' is {hours:.1f} h old, at most {rule.max_age} allowed",
         level,
     )  # fmt: skip
+
+
+def _column_values(path: Path, column: str) -> Any:
+    """A column's non-null values as numpy (numbers) or as text (anything else)."""
+    import numpy as np
+    import pyarrow as pa
+
+    chunks = [b.column(column).drop_null() for b in _batches(path, [column])]
+    values = pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.null())
+    if _kind(values.type) in ("integer", "number"):
+        return np.sort(values.to_numpy().astype(np.float64))
+    return np.asarray(values.cast(pa.string()).to_pylist(), dtype=object)
+
+
+def _distribution(
+    path: Path, contract: Contract, present: set[str], base: Path
+) -> list[CheckResult]:
+    """Each column against the reference, with the monitor's statistics."""
+    import numpy as np
+
+    from mlcd import stats
+
+    rule = contract.distribution
+    assert rule is not None
+    level = "warn" if rule.warn else "error"
+    reference = Path(rule.reference)
+    reference = reference if reference.is_absolute() else base / reference
+    if not reference.exists():
+        return [
+            CheckResult(
+                "distribution", None, False, 0, f"reference {rule.reference} does not exist", level
+            )
+        ]
+    ref_columns = set(_schema(reference).names)
+    columns = rule.columns or [c for c in contract.columns if c in present and c in ref_columns]
+    out = []
+    for column in columns:
+        if column not in present or column not in ref_columns:
+            out.append(
+                CheckResult(
+                    "distribution",
+                    column,
+                    False,
+                    0,
+                    f"column '{column}' is not in both the data and the reference",
+                    level,
+                )
+            )
+            continue
+        ref, cur = _column_values(reference, column), _column_values(path, column)
+        if not len(ref) or not len(cur):
+            out.append(
+                CheckResult(
+                    "distribution",
+                    column,
+                    True,
+                    0,
+                    f"column '{column}': no values to compare",
+                    level,
+                )
+            )
+            continue
+        if ref.dtype.kind == "f" and cur.dtype.kind == "f":
+            norm = max(float(np.std(ref)), 1e-12)
+            score = stats.wasserstein_sorted(ref, cur) / norm
+            limit, what = rule.max_wasserstein, "Wasserstein distance (reference std units)"
+        else:
+            keys = sorted(set(ref.tolist()) | set(cur.tolist()), key=str)
+            ref_counts = np.array([int((ref == k).sum()) for k in keys], dtype=np.int64)
+            cur_counts = np.array([int((cur == k).sum()) for k in keys], dtype=np.int64)
+            score = stats.jensenshannon(ref_counts, cur_counts)
+            limit, what = rule.max_jensenshannon, "Jensen-Shannon distance"
+        out.append(
+            CheckResult(
+                "distribution", column, bool(score <= limit), 0,
+                f"column '{column}': {what} {score:.3g} from {rule.reference}, at most {limit:g}",
+                level,
+            )
+        )  # fmt: skip
+    return out
 
 
 def _count_only(path: Path) -> Iterator[pa.RecordBatch]:

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlcd import stats
 from mlcd.errors import ConfigError
-from mlcd.monitor import stats
 from mlcd.monitor.summary import OTHER, ColumnSummary, map_columns
 
 if TYPE_CHECKING:

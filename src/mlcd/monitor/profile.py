@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mlcd.errors import MonitorError
-from mlcd.monitor.stats import Floats, Ints, run_ends
 from mlcd.monitor.summary import (
     DEFAULT_MAX_CATEGORIES,
     ColumnAccumulator,
@@ -31,6 +30,7 @@ from mlcd.monitor.summary import (
     Kind,
     map_columns,
 )
+from mlcd.stats import Floats, Ints, run_ends
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mlcd.monitor.stats import Floats, Ints
+from mlcd.stats import Floats, Ints
 
 if TYPE_CHECKING:
     import pandas as pd

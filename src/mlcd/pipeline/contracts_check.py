@@ -29,7 +29,7 @@ def check_stage(
             continue
         contract = Contract.model_validate(item["contract"])
         path = str(item["path"])
-        reports.append(validate_file(root / path, contract, str(item["name"]), path))
+        reports.append(validate_file(root / path, contract, str(item["name"]), path, root))
     return reports
 
 
@@ -85,5 +85,6 @@ def validate_declared(
         )
     names = chosen or list(data)
     return [
-        validate_file(root / data[n].path, data[n], n, data[n].path) for n in dict.fromkeys(names)
+        validate_file(root / data[n].path, data[n], n, data[n].path, root)
+        for n in dict.fromkeys(names)
     ]
