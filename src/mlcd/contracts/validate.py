@@ -94,7 +94,10 @@ def _batches(path: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
             if columns is None
             else [c for c in columns if c in dataset.schema.names]
         )
-        yield from dataset.to_batches(columns=names, batch_size=BATCH_ROWS)
+        # One batch and one file ahead: memory stays near one batch of the named columns.
+        yield from dataset.to_batches(
+            columns=names, batch_size=BATCH_ROWS, batch_readahead=1, fragment_readahead=1
+        )
         return
     if suffix in (".csv", ".tsv"):
         import pyarrow.csv as csv
@@ -127,14 +130,15 @@ def _batches(path: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
 
 
 def _schema(path: Path) -> pa.Schema:
-    for batch in _batches(path, None):
-        return batch.schema
+    """The columns and types: from the Parquet footer (nothing decoded), else a first batch."""
     import pyarrow as pa
 
     if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.dataset as ds
 
         return ds.dataset(path, format="parquet").schema
+    for batch in _batches(path, None):
+        return batch.schema
     return pa.schema([])
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mlcd.store import Store
 
 BATCH_ROWS = 50_000
+ROW_GROUP_ROWS = 500_000
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -205,14 +206,20 @@ def _sql(store: Store, root: Path, item: Mapping[str, Any]) -> Fetched:
 
 def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBatch]:
     """The query's rows as Arrow batches, streamed (server-side cursor where there is one)."""
+    import gc
+
     import pyarrow as pa
     from sqlalchemy import text
 
+    collecting = gc.isenabled()
     try:
         with engine.connect().execution_options(stream_results=True) as conn:
             result = conn.execute(text(str(item["query"])))
             columns = list(result.keys())
             yielded = False
+            # Millions of short-lived row tuples, none in a cycle: the cyclic collector would
+            # scan them again and again (measured: about half of a 5 M-row read).
+            gc.disable()
             for rows in result.partitions(BATCH_ROWS):
                 arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
                 yield pa.RecordBatch.from_arrays(arrays, names=columns)
@@ -225,6 +232,9 @@ def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBa
         raise
     except Exception as exc:
         raise _db_error(item, exc, "the query") from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _write_parquet(target: Path, batches: Iterator[pa.RecordBatch]) -> tuple[str, int, bool]:
@@ -239,14 +249,26 @@ def _write_parquet(target: Path, batches: Iterator[pa.RecordBatch]) -> tuple[str
     temp = Path(name)
     rows = 0
     writer = None
+    pending: list[pa.RecordBatch] = []
+
+    def flush() -> None:
+        # Row groups of about half a million rows: a smaller file than one group per batch,
+        # memory still bounded by the rows held.
+        if pending and writer is not None:
+            writer.write_table(pa.Table.from_batches(pending, schema=writer.schema))
+            pending.clear()
+
     try:
         for batch in batches:
             if writer is None:
                 writer = pq.ParquetWriter(temp, batch.schema, compression="zstd")
             elif batch.schema != writer.schema:
                 batch = pa.Table.from_batches([batch]).cast(writer.schema).to_batches()[0]
-            writer.write_batch(batch)
+            pending.append(batch)
             rows += batch.num_rows
+            if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                flush()
+        flush()
         if writer is not None:
             writer.close()
         digest = hash_file(temp).hex
