@@ -209,25 +209,26 @@ def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBa
     import gc
 
     import pyarrow as pa
-    from sqlalchemy import text
 
     collecting = gc.isenabled()
+    if engine.dialect.name != "postgresql":
+        stream = _sqlalchemy_rows(engine, str(item["query"]))
+    else:  # the driver's own server-side cursor: tuples without SQLAlchemy's Row objects
+        stream = _postgres_rows(engine, str(item["query"]))
     try:
-        with engine.connect().execution_options(stream_results=True) as conn:
-            result = conn.execute(text(str(item["query"])))
-            columns = list(result.keys())
-            yielded = False
-            # Millions of short-lived row tuples, none in a cycle: the cyclic collector would
-            # scan them again and again (measured: about half of a 5 M-row read).
-            gc.disable()
-            for rows in result.partitions(BATCH_ROWS):
-                arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
-                yield pa.RecordBatch.from_arrays(arrays, names=columns)
-                yielded = True
-            if not yielded:
-                yield pa.RecordBatch.from_pylist(
-                    [], schema=pa.schema([(c, pa.null()) for c in columns])
-                )
+        columns = next(stream)
+        yielded = False
+        # Millions of short-lived row tuples, none in a cycle: the cyclic collector would
+        # scan them again and again (measured: about half of a 5 M-row read).
+        gc.disable()
+        for rows in stream:
+            arrays = [pa.array(list(values)) for values in zip(*rows, strict=True)]
+            yield pa.RecordBatch.from_arrays(arrays, names=columns)
+            yielded = True
+        if not yielded:
+            yield pa.RecordBatch.from_pylist(
+                [], schema=pa.schema([(c, pa.null()) for c in columns])
+            )
     except UsageError:
         raise
     except Exception as exc:
@@ -235,6 +236,36 @@ def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBa
     finally:
         if collecting:
             gc.enable()
+
+
+def _sqlalchemy_rows(engine: Any, query: str) -> Iterator[Any]:
+    """The column names, then lists of row tuples (SQLAlchemy, streaming where it can)."""
+    from sqlalchemy import text
+
+    with engine.connect().execution_options(stream_results=True) as conn:
+        result = conn.execute(text(query))
+        yield list(result.keys())
+        for rows in result.partitions(BATCH_ROWS):
+            yield [tuple(r) for r in rows]
+
+
+def _postgres_rows(engine: Any, query: str) -> Iterator[Any]:
+    """The column names, then lists of row tuples from a named (server-side) cursor."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor(name="mlcd_source")
+        try:
+            cursor.execute(query)
+            rows = cursor.fetchmany(BATCH_ROWS)
+            yield [d[0] for d in cursor.description]
+            while rows:
+                yield rows
+                rows = cursor.fetchmany(BATCH_ROWS)
+        finally:
+            cursor.close()
+        raw.rollback()
+    finally:
+        raw.close()
 
 
 def _write_parquet(target: Path, batches: Iterator[pa.RecordBatch]) -> tuple[str, int, bool]:
