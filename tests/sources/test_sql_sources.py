@@ -172,3 +172,62 @@ def run_json_env(mlcd: Cli, root: Path, env: dict[str, str]) -> dict:  # type: i
 
 
 _ = run_json  # the plain helper, for symmetry with the pipeline tests
+
+
+@pytest.mark.postgres
+def test_postgresql_values_arrive_exactly_through_either_path(pg_url: str, tmp_path: Path) -> None:
+    """COPY into pyarrow for the types its text renders exactly (NULL vs '' kept apart,
+    booleans, dates, timestamps), the driver's cursor for the rest (numeric, json)."""
+    import datetime as dt
+    import decimal
+
+    import psycopg
+
+    from mlcd.sources import materialize
+    from mlcd.store import Store
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "create table t (id int8, name text, ok bool, day date, at timestamp, x float8)"
+        )
+        conn.execute(
+            "insert into t values (1, '', true, '2026-12-01', '2026-12-01 10:00:00.5', 1.5),"
+            " (2, null, false, null, null, null), (3, 'a,\"b\"', null, '2026-01-02',"
+            " '2026-01-02 00:00:00', -2.25)"
+        )
+        conn.execute("create table n (id int4, amount numeric(10, 2), doc jsonb)")
+        conn.execute("insert into n values (1, 12.34, '{\"a\": 1}'), (2, null, null)")
+    store = Store(f"sqlite:///{tmp_path / 'mlcd.db'}")
+    try:
+        item = {"kind": "sql", "url": pg_url, "freshness": None, "options": {}}
+        fast = materialize(
+            store, tmp_path, {**item, "path": "t.parquet", "query": "select * from t order by id"}
+        )
+        assert fast.rows == 3
+        frame = pd.read_parquet(tmp_path / "t.parquet")
+        assert frame["name"].tolist()[0] == "" and frame["name"].isna().tolist()[1]
+        assert frame["name"].tolist()[2] == 'a,"b"'
+        assert frame["ok"].tolist()[:2] == [True, False] and pd.isna(frame["ok"].tolist()[2])
+        assert frame["day"].tolist()[0] == dt.date(2026, 12, 1)
+        assert frame["at"].tolist()[0] == pd.Timestamp("2026-12-01 10:00:00.5")
+        assert frame["x"].tolist()[2] == -2.25 and pd.isna(frame["x"].tolist()[1])
+        slow = materialize(
+            store, tmp_path, {**item, "path": "n.parquet", "query": "select * from n order by id"}
+        )
+        assert slow.rows == 2
+        other = pd.read_parquet(tmp_path / "n.parquet")
+        assert other["amount"].tolist()[0] == decimal.Decimal("12.34")
+        empty = materialize(
+            store, tmp_path, {**item, "path": "e.parquet", "query": "select * from t where id < 0"}
+        )
+        assert empty.rows == 0
+        assert list(pd.read_parquet(tmp_path / "e.parquet").columns) == [
+            "id",
+            "name",
+            "ok",
+            "day",
+            "at",
+            "x",
+        ]
+    finally:
+        store.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -211,6 +212,16 @@ def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBa
     import pyarrow as pa
 
     collecting = gc.isenabled()
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        copied = _postgres_copy(engine, str(item["query"]))
+        if copied is not None:  # every column of a type COPY's text renders exactly
+            try:
+                yield from copied
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise _db_error(item, exc, "the query") from None
+            return
     if engine.dialect.name != "postgresql":
         stream = _sqlalchemy_rows(engine, str(item["query"]))
     else:  # the driver's own server-side cursor: tuples without SQLAlchemy's Row objects
@@ -236,6 +247,100 @@ def _query_batches(engine: Any, item: Mapping[str, Any]) -> Iterator[pa.RecordBa
     finally:
         if collecting:
             gc.enable()
+
+
+#: PostgreSQL type OIDs whose CSV text pyarrow reads back exactly, and their Arrow types
+_COPY_TYPES = {
+    16: "bool",
+    20: "int64",
+    21: "int16",
+    23: "int32",
+    700: "float32",
+    701: "float64",
+    25: "string",
+    1043: "string",
+    1042: "string",
+    1082: "date32",
+    1114: "timestamp[us]",
+}
+
+
+class _Chunks:
+    """A read-only file over an iterator of byte chunks (what pyarrow's CSV reader pulls)."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._parts: list[bytes] = []
+        self._held = 0
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or self._held < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._parts.append(bytes(chunk))
+            self._held += len(chunk)
+        data = b"".join(self._parts)
+        out, rest = (data, b"") if size < 0 else (data[:size], data[size:])
+        self._parts = [rest] if rest else []
+        self._held = len(rest)
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _postgres_copy(engine: Any, query: str) -> Iterator[pa.RecordBatch] | None:
+    """``COPY (query) TO STDOUT`` streamed into pyarrow's CSV reader with the query's column
+    types, or None when a column has a type its CSV text would not give back exactly."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(f"select * from ({query}) as mlcd_source limit 0")
+        description = list(cursor.description or [])
+        raw.rollback()
+    except Exception:
+        raw.close()
+        raise
+    types = [_COPY_TYPES.get(int(d.type_code)) for d in description]
+    names = [d.name for d in description]
+    if not names or None in types or len(set(names)) != len(names):
+        raw.close()
+        return None
+    schema = {n: pa.type_for_alias(t) for n, t in zip(names, types, strict=True)}
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            with raw.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
+                chunks = iter(copy)
+                first = next(chunks, None)
+                if first is None:  # no rows: the query's columns, empty
+                    yield pa.RecordBatch.from_pylist([], schema=pa.schema(list(schema.items())))
+                    return
+                reader = csv.open_csv(
+                    _Chunks(itertools.chain([first], chunks)),
+                    read_options=csv.ReadOptions(column_names=names, block_size=1 << 22),
+                    convert_options=csv.ConvertOptions(
+                        column_types=schema,
+                        strings_can_be_null=True,  # an unquoted empty field is NULL
+                        quoted_strings_can_be_null=False,  # "" is the empty string
+                        true_values=["t"],
+                        false_values=["f"],
+                    ),
+                )
+                yield from reader
+            raw.rollback()
+        finally:
+            raw.close()
+
+    return batches()
 
 
 def _sqlalchemy_rows(engine: Any, query: str) -> Iterator[Any]:
