@@ -362,7 +362,7 @@ class Execution:
             written = {p for s in self.snapshot.stages.values() for p in s.produced}
             refused = self._contracts(spec, "dep", log_path, skip=written)
             if refused is not None:
-                return self._refused(spec, state, reason, reasons, started, refused)
+                return self._refused(spec, state, reason, reasons, refused)
         job = Job(spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds))
         outcome = self.executor.submit(job).result()
         log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
@@ -474,7 +474,6 @@ class Execution:
         state: StageState,
         reason: str,
         reasons: tuple[dict[str, Any], ...],
-        started: float,
         message: str,
     ) -> StageResult:
         """A stage not run because the data it reads breaks its contract."""

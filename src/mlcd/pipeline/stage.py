@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,9 +122,7 @@ class StageSpec:
     @property
     def input_paths(self) -> tuple[str, ...]:
         """The deps mlcd itself writes before the stage is judged (see ``inputs``)."""
-        return tuple(
-            str(i[k]) for i in self.inputs for k in ("path", "replay_path", "pointer") if i.get(k)
-        )
+        return written_paths(self.inputs)
 
     @property
     def produced(self) -> tuple[str, ...]:
@@ -220,7 +218,7 @@ def spec_from_config(
         )
     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
     inputs = _inputs(name, stage, root, wdir, targets or {})
-    written = [i[k] for i in inputs for k in ("path", "replay_path", "pointer") if i.get(k)]
+    written = written_paths(inputs)
     deps = tuple(
         dict.fromkeys([*(resolve_path(root, wdir, dep)[0] for dep in stage.deps), *written])
     )
@@ -259,6 +257,12 @@ def spec_from_config(
         desc=stage.desc,
         inputs=tuple(inputs),
     )
+
+
+def written_paths(inputs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The project paths mlcd writes for a stage's inputs (from_log, replay, sources,
+    warm_start pointers): deps of the stage that no stage produces."""
+    return tuple(str(i[k]) for i in inputs for k in ("path", "replay_path", "pointer") if i.get(k))
 
 
 #: where ``warm_start:`` writes the version it resolved (a dep: a new champion re-runs the stage)
