@@ -33,7 +33,7 @@ from mlcd.secrets import mask_text, remember, secrets_in_url
 T = TypeVar("T")
 
 #: The Alembic revision the code expects; bump it with every new migration.
-HEAD = "0004"
+HEAD = "0008"
 _BUSY_TIMEOUT_MS = 60_000
 _ADVISORY_KEY = 0x6D6C6364  # "mlcd"
 
