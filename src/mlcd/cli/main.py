@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "pipeline_cmd",
     "models_cmd",
     "monitor_cmd",
+    "log_cmd",
     "retrain_cmd",
     "ci_cmd",
     "doctor_cmd",
@@ -56,6 +57,8 @@ COMMAND_MODULES = (
     "import_cmd",
     "ui_cmd",
     "exp_cmd",
+    "exp_share_cmd",
+    "fleet_cmd",
 )
 
 
