@@ -49,7 +49,6 @@ COMMAND_MODULES = (
     "pipeline_cmd",
     "models_cmd",
     "monitor_cmd",
-    "log_cmd",
     "retrain_cmd",
     "ci_cmd",
     "doctor_cmd",
@@ -58,7 +57,6 @@ COMMAND_MODULES = (
     "ui_cmd",
     "exp_cmd",
     "exp_share_cmd",
-    "fleet_cmd",
 )
 
 
