@@ -38,12 +38,18 @@ def _clone(first: Path, tmp_path: Path) -> Path:
 
 
 def _share_and_apply(
-    first: Path, second: Path, mlcd: Cli, tmp_path: Path, env: dict[str, str]
+    first: Path,
+    second: Path,
+    mlcd: Cli,
+    tmp_path: Path,
+    env: dict[str, str],
+    second_env: dict[str, str] | None = None,
 ) -> Any:
     """Run an experiment in ``first``, push it, pull and apply it in ``second``; check bytes."""
 
     def exp(root: Path, *args: str) -> Any:
-        done = mlcd(root, "exp", *args, "--json", env={**env_for(tmp_path), **env})
+        extra = second_env if root == second and second_env else {}
+        done = mlcd(root, "exp", *args, "--json", env={**env_for(tmp_path), **env, **extra})
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
@@ -72,7 +78,7 @@ def _share_and_apply(
     for path in OUTPUTS:
         assert (second / path).read_bytes() == (first / path).read_bytes(), path
     assert (second / "model.txt").read_text() == "model lr=0.7 size=12\n"
-    rerun = mlcd(second, "run", "--json", env={**env_for(tmp_path), **env})
+    rerun = mlcd(second, "run", "--json", env={**env_for(tmp_path), **env, **(second_env or {})})
     assert rerun.returncode == 0, rerun.stderr
     assert (tmp_path / "calls.log").read_text().split() == ["prepare", "train"]  # first's only
     return ran
@@ -93,6 +99,19 @@ def test_exp_push_pull_through_a_remote_folder_and_apply_byte_for_byte(
     pushed_again = exp_json(mlcd, first, tmp_path, "push", "--all")
     assert pushed_again["present"] == [{"id": ran["run_id"], "name": "hot"}]
     assert pushed_again["objects_copied"] == 0
+
+
+@pytest.mark.postgres
+def test_exp_pull_into_a_clone_whose_store_is_postgresql(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, pg_url: str
+) -> None:
+    first = _committed(make_project, mlcd, tmp_path, CONFIG + FOLDER_REMOTE)
+    (tmp_path / "calls.log").unlink()
+    second = _clone(first, tmp_path)
+
+    _share_and_apply(first, second, mlcd, tmp_path, {}, {"MLCD_STORE": pg_url})
+
+    assert not (second / ".mlcd" / "mlcd.db").exists()  # the records went to PostgreSQL
 
 
 def test_exp_pull_skips_an_experiment_whose_objects_the_remote_lacks(
