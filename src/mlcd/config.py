@@ -119,6 +119,14 @@ class WarmStart(_Section):
     alias: str = "champion"
 
 
+class Resources(_Section):
+    """What one run of a stage's command reserves on a Ray cluster (``--executor ray``);
+    the local executor ignores it."""
+
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+
 class Stage(_Section):
     """One pipeline stage, in the spirit of a ``dvc.yaml`` stage."""
 
@@ -135,6 +143,7 @@ class Stage(_Section):
     from_log: list[FromLog] = Field(default_factory=list)
     warm_start: WarmStart | None = None
     sources: list[Source] = Field(default_factory=list)
+    resources: Resources | None = None
 
     @field_validator("cmd")
     @classmethod

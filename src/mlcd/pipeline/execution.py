@@ -132,7 +132,8 @@ class Execution:
 
         plan = plan_stages(self.snapshot, self.options)
         self.forced = forced_stages(self.snapshot, self.options)
-        self.executor = open_executor(self.options.executor, self.jobs)  # a bad name: no run
+        # a bad name: no run
+        self.executor = open_executor(self.options.executor, self.jobs, self.services.objects)
         try:
             run_id = self.record.start(self.root, self.options.targets)
         except BaseException:
@@ -338,6 +339,7 @@ class Execution:
         started: float,
     ) -> StageResult:
         from mlcd.pipeline.executors import Job
+        from mlcd.pipeline.executors.scratch import job_inputs
 
         assert self.executor is not None
         objects = self.services.objects
@@ -363,7 +365,11 @@ class Execution:
             refused = self._contracts(spec, "dep", log_path, skip=written)
             if refused is not None:
                 return self._refused(spec, state, reason, reasons, refused)
-        job = Job(spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds))
+        job = Job(
+            spec.name, cmd, str(self.root / spec.wdir), env, str(log_path), tuple(held.fds),
+            root=str(self.root), inputs=job_inputs(spec, state.deps, state.produced),
+            outputs=spec.produced, resources=spec.resources,
+        )  # fmt: skip
         outcome = self.executor.submit(job).result()
         log_digest = str(objects.put_file(log_path)) if log_path.exists() else None
 

@@ -118,6 +118,8 @@ class StageSpec:
     inputs: tuple[Mapping[str, Any], ...] = ()
     #: data contracts (``data:``) on what the stage writes (``role: out``) or reads (``dep``)
     contracts: tuple[Mapping[str, Any], ...] = ()
+    #: what one run of the command reserves on a Ray cluster (``num_cpus``, ``num_gpus``)
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def input_paths(self) -> tuple[str, ...]:
@@ -144,6 +146,7 @@ class StageSpec:
             "desc": self.desc,
             "inputs": [dict(i) for i in self.inputs],
             "contracts": [dict(c) for c in self.contracts],
+            "resources": dict(self.resources),
         }
 
     @classmethod
@@ -162,6 +165,7 @@ class StageSpec:
             desc=data.get("desc"),
             inputs=tuple(dict(i) for i in data.get("inputs", ())),
             contracts=tuple(dict(c) for c in data.get("contracts", ())),
+            resources=dict(data.get("resources", {})),
         )
 
 
@@ -256,6 +260,7 @@ def spec_from_config(
         always_run=stage.always_run,
         desc=stage.desc,
         inputs=tuple(inputs),
+        resources={} if stage.resources is None else stage.resources.model_dump(),
     )
 
 
