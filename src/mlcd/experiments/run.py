@@ -73,9 +73,10 @@ def _record(
     run_id: str,
     tags: dict[str, str],
     files: dict[str, str],
+    parent_id: str | None = None,
 ) -> None:
-    """Tag the run and store its lock and params files as artifacts."""
-    from mlcd.store import runs
+    """Tag the run, store its lock and params files as artifacts, link it to its parent."""
+    from mlcd.store import queue, runs
 
     refs = []
     for path, text in files.items():
@@ -86,6 +87,8 @@ def _record(
     def work(conn: Any) -> None:
         runs.set_tags(conn, run_id, tags)
         runs.add_artifacts(conn, run_id, refs)
+        if parent_id is not None:
+            queue.set_parent(conn, run_id, parent_id)
 
     services.store.transact(work)
 
@@ -98,6 +101,11 @@ def run_experiment(
     keep: bool = False,
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    *,
+    exp_id: str | None = None,
+    parent_id: str | None = None,
+    executor: str = "local",
+    tags: dict[str, str] | None = None,
 ) -> ExperimentRun:
     """Run the pipeline of the project at ``root`` with ``settings`` applied, in a workspace.
 
@@ -109,6 +117,11 @@ def run_experiment(
         keep: leave the workspace in place (its path is returned).
         jobs: stages run at once.
         reporter: receives progress events.
+        exp_id: the workspace's name below ``.mlcd/exp/`` (default: random); a queue worker
+            passes its entry's id, so a dead worker's workspace can be found and removed.
+        parent_id: the run this one is a child of (a sweep's parent run).
+        executor: the pipeline's executor (``local``, ``ray``).
+        tags: more tags for the run (a sweep's trial number, ...).
 
     Returns:
         The experiment; ``result.ok`` is False when a stage failed (it is recorded anyway).
@@ -125,8 +138,8 @@ def run_experiment(
 
     main = load_snapshot(root)
     overrides = parse_overrides(settings, main.params_file)
-    exp_id = uuid.uuid4().hex[:8]
-    name = name or f"exp-{exp_id}"
+    exp_id = exp_id or uuid.uuid4().hex[:8]
+    name = name or f"exp-{exp_id[:8]}"
     if _name_taken(services, name):
         raise UsageError(
             f"an experiment named '{name}' exists already",
@@ -136,6 +149,8 @@ def run_experiment(
         raise PipelineError("the pipeline has no stages: nothing to experiment with")
     base = git_state(root)[0]
     workspace = root / STATE_DIR / WORKSPACES / exp_id
+    if workspace.exists():  # left by a worker that died while running this entry
+        shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     try:
         produced = [p for spec in main.stages.values() for p in spec.produced]
@@ -148,7 +163,10 @@ def run_experiment(
             if file not in texts and path.is_file():
                 texts[file] = path.read_text(encoding="utf-8")
         result = run_pipeline(
-            snapshot, lambda: services, RunOptions(jobs=jobs), reporter or Reporter()
+            snapshot,
+            lambda: services,
+            RunOptions(jobs=jobs, executor=executor),
+            reporter or Reporter(),
         )
         if result.run_id is None:
             raise PipelineError(
@@ -160,13 +178,14 @@ def run_experiment(
         if lock_path.is_file():
             files[LOCK_ARTIFACT] = lock_path.read_text(encoding="utf-8")
         labels = {o.label(main.params_file): o.value for o in overrides}
-        tags = {
+        run_tags = {
             TAG_EXP: "1",
             TAG_NAME: name,
             TAG_BASE: base or "",
             TAG_OVERRIDES: json.dumps(labels, sort_keys=True),
+            **(tags or {}),
         }
-        _record(services, result.run_id, tags, files)
+        _record(services, result.run_id, run_tags, files, parent_id)
     finally:
         if not keep:
             shutil.rmtree(workspace, ignore_errors=True)

@@ -293,3 +293,33 @@ tokens = Table(
     Column("expires_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
 )
+
+# --- experiment queue (issue 13) ---
+# Experiments waiting for a worker (``mlcd exp run --queue``, sweep trials). A worker claims
+# one with a conditional UPDATE (queued -> running) and heartbeats while it runs; a worker that
+# died is detected by its heartbeat or its pid and its experiment requeued once, then failed.
+exp_queue = Table(
+    "exp_queue",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name", String(KEY), nullable=False),
+    Column("kind", String(16), nullable=False),  # run | trial (settings fixed) | optuna
+    Column("settings", JSON, nullable=False),  # ["[FILE:]KEY=VALUE", ...]
+    Column("base", String(64), nullable=True),
+    Column("options", JSON, nullable=True),  # {"executor": ..., "jobs": ...}
+    Column("sweep_id", String(ID), nullable=True),  # the sweep's parent run
+    Column("trial", Integer, nullable=True),
+    Column("status", String(16), nullable=False),  # queued|running|done|failed|killed|skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("worker", String(KEY), nullable=True),  # host:pid of the worker that holds it
+    Column("heartbeat_at", Float, nullable=True),
+    Column("kill_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("ended_at", Float, nullable=True),
+    Column("run_id", String(ID), nullable=True),
+    Column("log_path", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_exp_queue_status_created_at", "status", "created_at"),
+    Index("ix_exp_queue_sweep_id", "sweep_id"),
+)

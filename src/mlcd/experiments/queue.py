@@ -1,0 +1,227 @@
+"""The experiment queue: ``exp run --queue``, ``exp start -j N`` and ``exp queue ...``.
+
+A queued experiment is a row of the metadata store (its ``-S`` settings, name and the git
+commit it was queued on), so the queue works the same on SQLite and PostgreSQL, and workers on
+several machines can share a PostgreSQL queue. ``start_workers`` runs N worker processes
+(``mlcd exp worker``, see ``experiments.worker``) and waits for them.
+
+The worker runs the work tree as it is when the experiment starts (like ``exp run``); the commit
+it was queued on is kept in the entry and, if ``HEAD`` moved since, the log says so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mlcd.errors import NotFound, UsageError
+from mlcd.pipeline.plan import Services
+
+
+def _check_name(services: Services, name: str) -> None:
+    from mlcd.experiments.run import _name_taken
+    from mlcd.store import queue
+
+    with services.store.read() as conn:
+        queued = queue.name_queued(conn, name)
+    if queued or _name_taken(services, name):
+        raise UsageError(
+            f"an experiment named '{name}' exists already",
+            hint="pick another name with -n, or remove it: mlcd exp remove " + name,
+        )
+
+
+def enqueue_experiment(
+    root: Path,
+    services: Services,
+    settings: Sequence[str] = (),
+    name: str | None = None,
+    jobs: int | None = None,
+    executor: str = "local",
+) -> dict[str, Any]:
+    """Store an experiment in the queue instead of running it; returns its entry.
+
+    Raises:
+        UsageError: a malformed ``-S``, or a name already taken; nothing is queued.
+        ConfigError: the pipeline is invalid.
+    """
+    import uuid
+
+    from mlcd.experiments.overrides import parse_overrides
+    from mlcd.pipeline.record import git_state
+    from mlcd.pipeline.snapshot import load_snapshot
+    from mlcd.store import queue
+
+    snapshot = load_snapshot(root)
+    parse_overrides(settings, snapshot.params_file)  # refuse a bad -S now, not in the worker
+    entry_id = uuid.uuid4().hex
+    name = name or f"exp-{entry_id[:8]}"
+    _check_name(services, name)
+    base = git_state(root)[0]
+    options = {"jobs": jobs, "executor": executor}
+
+    def work(conn: Any) -> dict[str, Any]:
+        queue.enqueue(
+            conn, name=name, settings=settings, base=base, options=options, entry_id=entry_id
+        )
+        return queue.get(conn, entry_id)
+
+    return services.store.transact(work)
+
+
+def worker_command(sweep_id: str | None = None) -> list[str]:
+    """The command line of one worker process."""
+    command = [sys.executable, "-m", "mlcd.cli.main", "exp", "worker"]
+    return command + (["--sweep", sweep_id] if sweep_id else [])
+
+
+def start_workers(
+    root: Path, services: Services, workers: int, sweep_id: str | None = None
+) -> dict[str, Any]:
+    """Run ``workers`` worker processes on the queue (one sweep's entries, if given) and wait.
+
+    Returns what the queue's entries (those queued when it started, and any requeued) became.
+
+    Raises:
+        UsageError: ``workers`` below 1, or nothing is queued.
+    """
+    from mlcd.experiments.worker import STALE_S
+    from mlcd.store import queue
+
+    if workers < 1:
+        raise UsageError(f"-j must be at least 1 (got {workers})")
+    services.store.transact(lambda conn: queue.recover(conn, STALE_S))
+    with services.store.read() as conn:
+        waiting = queue.entries(conn, ("queued",), sweep_id)
+    if not waiting:
+        raise UsageError(
+            "the queue is empty: there is no experiment to start",
+            hint="queue one with: mlcd exp run -S KEY=VALUE --queue (see: mlcd exp queue list)",
+        )
+    processes = [
+        subprocess.Popen(worker_command(sweep_id), cwd=root, stdout=subprocess.DEVNULL)
+        for _ in range(min(workers, len(waiting)))
+    ]
+    try:
+        # Poll every worker rather than wait() on one: a worker killed meanwhile must be reaped
+        # at once, or it stays a zombie whose pid looks alive to the others' recovery.
+        while any(p.poll() is None for p in processes):
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    ids = [e["id"] for e in waiting]
+    with services.store.read() as conn:
+        ended = [e for e in queue.entries(conn, sweep_id=sweep_id) if e["id"] in set(ids)]
+    counts: dict[str, int] = {}
+    for entry in ended:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    return {
+        "workers": len(processes),
+        "worker_exit_codes": [p.returncode for p in processes],
+        "counts": counts,
+        "entries": [entry_view(e) for e in ended],
+    }
+
+
+def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as ``exp queue list --json`` shows it."""
+    keys = (
+        "id", "name", "status", "kind", "settings", "base", "sweep_id", "trial", "attempts",
+        "worker", "created_at", "started_at", "ended_at", "run_id", "log_path", "error",
+    )  # fmt: skip
+    return {k: entry.get(k) for k in keys}
+
+
+def list_queue(services: Services, all_entries: bool = False) -> list[dict[str, Any]]:
+    """The queued and running entries (every entry with ``all_entries``), oldest first."""
+    from mlcd.store import queue
+
+    statuses = None if all_entries else ("queued", "running")
+    with services.store.read() as conn:
+        return [entry_view(e) for e in queue.entries(conn, statuses)]
+
+
+def find_entry(services: Services, ref: str) -> dict[str, Any]:
+    """An entry by id, id prefix or name.
+
+    Raises:
+        NotFound: no such entry.
+    """
+    from mlcd.store import queue
+
+    with services.store.read() as conn:
+        return queue.get(conn, ref)
+
+
+def entry_log(services: Services, ref: str) -> tuple[dict[str, Any], str]:
+    """An entry and the text of its log.
+
+    Raises:
+        NotFound: no such entry, or no log (not started yet, or written on another host).
+    """
+    entry = find_entry(services, ref)
+    path = entry.get("log_path")
+    if not path:
+        raise NotFound(
+            f"experiment {entry['name']} has no log yet (status {entry['status']})",
+            hint="a log is written once a worker starts it: mlcd exp start",
+        )
+    if not Path(path).is_file():
+        raise NotFound(
+            f"the log of {entry['name']} is not on this machine ({path}, worker "
+            f"{entry.get('worker') or '?'})",
+            hint="read it on the worker's host",
+        )
+    return entry, Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def kill_entry(services: Services, ref: str) -> dict[str, Any]:
+    """Kill a queued entry (it will not run) or a running one (its worker stops it).
+
+    Raises:
+        NotFound: no such entry.
+        UsageError: the entry has ended already.
+    """
+    from mlcd.store import queue
+
+    entry = find_entry(services, ref)
+    if entry["status"] not in ("queued", "running"):
+        raise UsageError(
+            f"experiment {entry['name']} is {entry['status']} already: nothing to kill",
+            hint="remove it from the list with: mlcd exp queue remove " + entry["id"][:12],
+        )
+    status = services.store.transact(lambda conn: queue.request_kill(conn, entry["id"]))
+    return {**entry_view(entry), "status": status, "kill_requested": True}
+
+
+def remove_entries(
+    services: Services, refs: Sequence[str], all_entries: bool = False
+) -> list[dict[str, Any]]:
+    """Delete entries that are not running (every such entry with ``all_entries``).
+
+    Raises:
+        NotFound: an unknown reference (nothing is removed).
+        UsageError: a running entry (kill it first), or neither refs nor ``all_entries``.
+    """
+    from mlcd.store import queue
+
+    if not refs and not all_entries:
+        raise UsageError("name the entries to remove, or pass --all")
+    with services.store.read() as conn:
+        chosen = queue.entries(conn) if all_entries else [queue.get(conn, r) for r in refs]
+    running = [e for e in chosen if e["status"] == "running"]
+    if running and not all_entries:
+        raise UsageError(
+            f"experiment {running[0]['name']} is running",
+            hint="stop it first: mlcd exp queue kill " + running[0]["id"][:12],
+        )
+    removable = [e for e in chosen if e["status"] != "running"]
+    services.store.transact(lambda conn: queue.remove(conn, [e["id"] for e in removable]))
+    return [entry_view(e) for e in removable]
