@@ -1,0 +1,194 @@
+"""``mlcd exp sweep``: grid, random and Optuna sweeps run by real worker processes, as child
+runs of one parent run; ``exp show --sweep``; bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mlcd.store import Store
+from mlcd.store.tables import runs as runs_table
+from tests.experiments.conftest import CONFIG, FILES, calls, env_for, git
+from tests.pipeline.conftest import Cli
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    env = env_for(tmp_path)
+    if request.param == "postgresql":
+        env["MLCD_STORE"] = str(request.getfixturevalue("pg_url"))
+    return env
+
+
+def _project(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, env: dict[str, str]
+) -> Path:
+    root = make_project(CONFIG, FILES)
+    git(root, "init", "-q", "-b", "main")
+    result = mlcd(root, "run", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "baseline")
+    (tmp_path / "calls.log").unlink()
+    return root
+
+
+def _store(root: Path, env: dict[str, str]) -> Store:
+    return Store(env.get("MLCD_STORE") or f"sqlite:///{root / '.mlcd' / 'mlcd.db'}", root=root)
+
+
+def _sweep(mlcd: Cli, root: Path, env: dict[str, str], *args: str) -> Any:
+    result = mlcd(root, "exp", "sweep", *args, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _children(root: Path, env: dict[str, str], parent: str) -> list[dict[str, Any]]:
+    store = _store(root, env)
+    try:
+        with store.read() as conn:
+            rows = conn.execute(select(runs_table).where(runs_table.c.parent_id == parent))
+            return [dict(r) for r in rows.mappings()]
+    finally:
+        store.dispose()
+
+
+def test_grid_sweep_3x3_makes_nine_child_runs_of_one_parent(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    root = _project(make_project, mlcd, tmp_path, env)
+
+    shown = _sweep(
+        mlcd, root, env,
+        "--grid", "train.lr=0.1,0.2,0.3", "--grid", "prepare.n=1,2,3",
+        "--objective", "metrics.size", "--parallel", "2", "-n", "g",
+    )  # fmt: skip
+
+    sweep = shown["sweep"]
+    assert sweep["status"] == "finished" and sweep["strategy"] == "grid"
+    children = _children(root, env, sweep["id"])
+    assert len(children) == 9 and {c["status"] for c in children} == {"finished"}
+    assert {c["kind"] for c in children} == {"pipeline"}
+    trials = shown["trials"]
+    combos = {(t["overrides"]["train.lr"], t["overrides"]["prepare.n"]) for t in trials}
+    assert combos == {(lr, n) for lr in (0.1, 0.2, 0.3) for n in (1, 2, 3)}
+    sizes = [t["metrics"]["size"] for t in trials]
+    assert sizes == sorted(sizes, reverse=True)  # best first: size = 6 * n
+    assert sweep["best"] == trials[0]["id"]
+    # train.lr=0.1, prepare.n=3 is the baseline: restored from the run cache, not run again
+    assert calls(tmp_path).count("train") == 8
+    assert git(root, "status", "--porcelain") == ""
+    again = mlcd(root, "exp", "show", "--sweep", "g", "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert [t["id"] for t in json.loads(again.stdout)["trials"]] == [t["id"] for t in trials]
+    table = mlcd(root, "exp", "show", "--sweep", sweep["id"][:10], "--md", env=env)
+    assert table.returncode == 0 and table.stdout.count("| g-t") == 9
+
+
+def test_optuna_sweep_two_workers_share_one_study(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    import optuna
+
+    from mlcd.experiments.sweep import optuna_storage, study_name
+
+    root = _project(make_project, mlcd, tmp_path, store_env)
+
+    shown = _sweep(
+        mlcd, root, store_env,
+        "--optimize", "metrics.score", "--direction", "minimize",
+        "--range", "train.lr=0.01:1:log", "--trials", "6", "--parallel", "2", "-n", "opt",
+    )  # fmt: skip
+
+    sweep = shown["sweep"]
+    store = _store(root, store_env)
+    try:
+        study = optuna.load_study(study_name=study_name(sweep["id"]), storage=optuna_storage(store))
+        numbers = [t.number for t in study.trials]
+        assert sorted(numbers) == list(range(6))  # 6 trials in one study, no number twice
+        assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+        assert all(0.01 <= t.params["train.lr"] <= 1 for t in study.trials)
+        assert study.best_value == pytest.approx(
+            min(t["metrics"]["score"] for t in shown["trials"])
+        )
+        with store.read() as conn:
+            from mlcd.store import queue
+
+            entries = queue.entries(conn, sweep_id=sweep["id"])
+        if not store.is_sqlite:  # Optuna's tables stay out of mlcd's schema
+            from alembic.autogenerate import compare_metadata
+            from alembic.migration import MigrationContext
+
+            from mlcd.store import tables
+
+            with store.engine.connect() as conn:
+                assert compare_metadata(MigrationContext.configure(conn), tables.metadata) == []
+    finally:
+        store.dispose()
+    assert len({e["worker"] for e in entries}) == 2  # both workers asked the same study
+    assert sorted(e["trial"] for e in entries) == list(range(6))
+    children = _children(root, store_env, sweep["id"])
+    assert len(children) == 6
+    trial_tags = sorted(t["trial"] for t in shown["trials"])
+    assert trial_tags == list(range(6))
+    scores = [t["metrics"]["score"] for t in shown["trials"]]
+    assert scores == sorted(scores)  # minimize: best (smallest) first
+
+
+def test_random_sweep_draws_ints_and_choices_within_the_space(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    root = _project(make_project, mlcd, tmp_path, env)
+
+    shown = _sweep(
+        mlcd, root, env,
+        "--random", "3", "--range", "prepare.n=1:4:int", "--choice", "train.lr=0.5,0.25",
+        "--seed", "7", "-S", "prepare.n=2",
+    )  # fmt: skip
+
+    assert len(shown["trials"]) == 3
+    for trial in shown["trials"]:
+        assert trial["overrides"]["prepare.n"] in (1, 2, 3, 4)
+        assert trial["overrides"]["train.lr"] in (0.5, 0.25)
+        assert trial["metrics"]["score"] == pytest.approx(trial["overrides"]["train.lr"] * 10)
+
+
+def test_sweep_bad_input_is_refused_with_a_clear_error(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    root = _project(make_project, mlcd, tmp_path, env)
+
+    def refused(*args: str) -> str:
+        result = mlcd(root, "exp", "sweep", *args, env=env)
+        assert result.returncode == 2, result.stderr
+        return result.stderr
+
+    assert "--grid 'train.lr': expected KEY=" in refused("--grid", "train.lr")
+    assert "an empty value" in refused("--grid", "train.lr=0.1,,0.2")
+    unknown = refused("--grid", "train.lrr=0.1,0.2")
+    assert "unknown param 'train.lrr'" in unknown and "train.lr" in unknown
+    assert "need --random N or --optimize" in refused("--range", "train.lr=0.1:1")
+    assert "LOW must be below HIGH" in refused("--random", "2", "--range", "train.lr=1:0.1")
+    assert "a log range must be above 0" in refused("--random", "2", "--range", "train.lr=0:1:log")
+    assert "is not a metric" in refused(
+        "--optimize", "params.lr", "--range", "train.lr=0.1:1", "--trials", "2"
+    )
+    assert "no params to vary" in refused("--optimize", "metrics.score")
+    unknown_sweep = mlcd(root, "exp", "show", "--sweep", "nosuch", env=env)
+    assert unknown_sweep.returncode == 3 and "no sweep 'nosuch'" in unknown_sweep.stderr
+    assert calls(tmp_path) == []
+    store = _store(root, env)
+    try:
+        with store.read() as conn:
+            kinds = set(conn.execute(select(runs_table.c.kind)).scalars())
+    finally:
+        store.dispose()
+    assert "sweep" not in kinds  # nothing was recorded by a refused sweep
