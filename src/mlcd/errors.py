@@ -11,6 +11,7 @@ statuses and only ``cli`` maps them to exit codes (see ``exit_code``).
     ├── UsageError             a command was called wrongly                      (exit 2)
     ├── CheckFailed            a check found a problem (verify, status --check)  (exit 1)
     │   └── GateFailed         a promotion gate did not pass                     (exit 1)
+    ├── GateInconclusive       a gate's measurement too noisy to judge           (exit 3)
     ├── ObjectError            the content-addressed object store
     │   ├── ObjectNotFound     a digest that is not stored
     │   └── CorruptObject      stored bytes no longer match their digest
@@ -66,6 +67,14 @@ class CheckFailed(MlcdError):
 
 class GateFailed(CheckFailed):
     """A promotion gate did not pass; the alias was not moved."""
+
+
+class GateInconclusive(MlcdError):
+    """A gate could not be judged: its measurement (latency) was noisier than its margin.
+
+    Not a failure (exit 3, "could not finish", not 1): the alias does not move, and
+    measuring again on a quieter runner decides.
+    """
 
 
 class ObjectError(MlcdError):

@@ -76,6 +76,16 @@ def verdict_line(result: CiResult) -> str:
                 f"of `{verdict.alias}`"
             )
         return "## ❌ mlcd ci failed: " + "; ".join(parts)
+    if result.gate_inconclusive:
+        unsure = []
+        for check in result.gate_inconclusive:
+            assert check.evaluation is not None
+            verdict = check.evaluation.verdict
+            unsure.append(
+                f"{check.ref}: {len(verdict.inconclusive)} of {len(verdict.results)} gates of "
+                f"`{verdict.alias}` too noisy to judge"
+            )
+        return "## ⚠️ mlcd ci inconclusive (no gate failed): " + "; ".join(unsure)
     promoted = [m.ref for m in result.models if m.promoted]
     if promoted:
         return f"## ✅ mlcd ci passed: {', '.join(promoted)} promoted to `champion`"
@@ -117,11 +127,16 @@ def _model_bullet(check: ModelCheck) -> str:
         mark, what = "➖", f"has no gates to meet (none declared for `{verdict.alias}`)"
     elif verdict.passed:
         mark, what = "✅", f"meets all {total} gates of `{verdict.alias}`"
+    elif verdict.status == "inconclusive":
+        mark = "⚠️"
+        what = f"could not be judged on {len(verdict.inconclusive)} of {total} gates of `{verdict.alias}`"
     else:
         mark, what = "❌", f"fails {len(verdict.failures)} of {total} gates of `{verdict.alias}`"
     line = f"- {mark} **{check.ref}** ({novelty}) {what}, against {against}"
     for failure in evaluation.verdict.failures:
         line += f"\n  - ❌ `{failure.gate.expression}`: {failure.detail}"
+    for unsure in evaluation.verdict.inconclusive:
+        line += f"\n  - ⚠️ `{unsure.gate.expression}`: {unsure.detail}"
     if check.promoted:
         line += "\n  - 🚀 promoted to `champion` (the gates ran again at promotion)"
     elif check.promotion_note:

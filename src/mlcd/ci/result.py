@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.errors import GateFailed, MlcdError, StageFailed
+from mlcd.errors import GateFailed, GateInconclusive, MlcdError, StageFailed
 
 if TYPE_CHECKING:
     from mlcd.evaluate import Evaluation
@@ -88,13 +88,14 @@ class ModelCheck:
 
     @property
     def status(self) -> str:
-        """``passed``, ``failed`` (a gate), ``unchanged`` or ``error``."""
+        """``passed``, ``failed`` (a gate), ``inconclusive`` (a latency too noisy to judge),
+        ``unchanged`` or ``error``."""
         if self.error is not None:
             return "error"
         if self.unchanged:
             return "unchanged"
         if self.evaluation is not None and not self.evaluation.passed:
-            return "failed"
+            return self.evaluation.verdict.status
         return "passed"
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,17 +172,25 @@ class CiResult:
         return [m for m in self.models if m.status == "failed"]
 
     @property
+    def gate_inconclusive(self) -> list[ModelCheck]:
+        """Models whose candidate failed no gate but could not be judged on one."""
+        return [m for m in self.models if m.status == "inconclusive"]
+
+    @property
     def all_errors(self) -> list[StepError]:
         """Step errors, including each model's."""
         return [*self.errors, *(m.error for m in self.models if m.error is not None)]
 
     @property
     def verdict(self) -> str:
-        """``error`` (a step broke), ``failed`` (a stage or a gate) or ``passed``."""
+        """``error`` (a step broke), ``failed`` (a stage or a gate), ``inconclusive`` (a gate
+        could not be judged) or ``passed``."""
         if self.all_errors:
             return "error"
         if self.failed_stages or self.gate_failures:
             return "failed"
+        if self.gate_inconclusive:
+            return "inconclusive"
         return "passed"
 
     @property
@@ -196,6 +205,7 @@ class CiResult:
             MlcdError: the first step that broke (its own class: 2 config/usage, 3 runtime).
             StageFailed: a pipeline stage failed (3).
             GateFailed: a candidate failed a gate of ``champion`` (1).
+            GateInconclusive: no gate failed, but one could not be judged (3).
         """
         where = f" (report: {self.reports['md']})" if "md" in self.reports else ""
         errors = self.all_errors
@@ -217,6 +227,18 @@ class CiResult:
                 + where,
                 hint="improve the model (params, data or code) and push again; "
                 "the champion stays where it is",
+            )
+        if self.gate_inconclusive:
+            raise GateInconclusive(
+                "inconclusive: "
+                + "; ".join(
+                    f"{m.ref} could not be judged against the gates of '{CHAMPION}': "
+                    f"{m.evaluation.verdict.summary() if m.evaluation else ''}"
+                    for m in self.gate_inconclusive
+                )
+                + where,
+                hint="run again when the runner is quieter (latency is measured afresh), or "
+                "give the latency budget more room than the measurement's noise",
             )
 
     def to_dict(self) -> dict[str, Any]:

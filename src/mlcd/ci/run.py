@@ -206,7 +206,8 @@ def _check_model(
         check.promotion_note = promotion.note
         say(f"{check.ref} promoted to {CHAMPION}" if check.promoted else str(promotion.note))
     elif options.promote:
-        check.promotion_note = f"not promoted: the gates of '{CHAMPION}' failed"
+        judged = "could not be judged" if evaluation.status == "inconclusive" else "failed"
+        check.promotion_note = f"not promoted: the gates of '{CHAMPION}' {judged}"
 
 
 def run_ci(

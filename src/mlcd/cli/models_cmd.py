@@ -501,6 +501,14 @@ def evaluate(
         out.print(f"reports: {written['md'].parent}")
 
     emit(payload, as_json, render)
+    if evaluation.status == "inconclusive":
+        from mlcd.errors import GateInconclusive
+
+        raise GateInconclusive(
+            f"inconclusive: {name}/{number} could not be judged against the gates of "
+            f"'{gates_alias}' (no gate failed): {evaluation.verdict.summary()}",
+            hint=f"evaluate again on a quieter runner, or give the budget more room; see {written['md']}",
+        )
     if not evaluation.passed:
         raise GateFailed(
             f"{name}/{number} failed the gates of '{gates_alias}': {evaluation.verdict.summary()}",

@@ -24,12 +24,12 @@ from mlcd.digest import hash_bytes
 from mlcd.errors import EvaluationError, NotFound, UsageError
 from mlcd.evaluate.bootstrap import Delta, paired_bootstrap
 from mlcd.evaluate.gate import Gate, GateVerdict, check_gates, parse_gates
+from mlcd.evaluate.latency import LATENCY_METRICS, Timing, measure, paired_noise, serving_threads
 from mlcd.evaluate.metrics import (
     Scored,
     calibration,
     confusion,
     expected_calibration_error,
-    latency,
     metrics_for,
     point,
     slice_masks,
@@ -110,11 +110,18 @@ class Evaluation:
     reused_from: str | None = None
     #: the no-forgetting gate's past windows: name, rows, both sides' metrics, paired deltas
     windows: list[dict[str, Any]] = field(default_factory=list)
+    #: how latency was measured and how noisy it was (see :func:`latency_report`)
+    latency: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """Whether every gate passed."""
         return self.verdict.passed
+
+    @property
+    def status(self) -> str:
+        """``passed``, ``failed`` or ``inconclusive`` (a latency too noisy to judge)."""
+        return self.verdict.status
 
     def _repr_html_(self) -> str:
         """The verdict, the metrics side by side and each gate, inline in Jupyter."""
@@ -129,7 +136,12 @@ class Evaluation:
             for name, value in sorted(self.candidate.metrics.items())
         ]
         gates = [
-            [r.gate.expression, "pass" if r.passed else "fail", r.observed, r.detail]
+            [
+                r.gate.expression,
+                {"passed": "pass", "failed": "fail"}.get(r.status, r.status),
+                r.observed,
+                r.detail,
+            ]
             for r in self.verdict.results
         ]
         return notebook.fragment(
@@ -148,6 +160,7 @@ class Evaluation:
             "data": {"path": self.data_path, "digest": self.data_digest, "rows": self.rows},
             "against": self.against,
             "passed": self.passed,
+            "status": self.status,
             "candidate": self.candidate.to_dict(),
             "champion": None if self.champion is None else self.champion.to_dict(),
             "deltas": {k: v.to_dict() for k, v in self.deltas.items()},
@@ -159,6 +172,7 @@ class Evaluation:
             "created_at": self.created_at,
             "key": self.key,
             "windows": self.windows,
+            "latency": self.latency,
         }
 
 
@@ -349,6 +363,7 @@ def evaluate(
     confidence: float = 0.95,
     seed: int = 0,
     latency_rows: int = 200,
+    latency_repetitions: int = 5,
     cache_dir: str | os.PathLike[str] | None = None,
     trusted: bool = False,
     progress: Progress | None = None,
@@ -370,7 +385,9 @@ def evaluate(
         resamples: bootstrap resamples (0 skips the bootstrap).
         confidence: level of the reported intervals.
         seed: bootstrap seed.
-        latency_rows: single rows timed for the latency budget.
+        latency_rows: single rows timed per model for the latency budgets.
+        latency_repetitions: blocks the timed rows are split into, the candidate and the
+            champion alternating block by block; their spread is the measurement's noise.
         cache_dir: the local package cache.
         trusted: allow pickle-based packages.
         progress: called as ``progress(step, done, total)`` before each long step.
@@ -437,8 +454,17 @@ def evaluate(
         task, y_c, pred_c, labels.align(proba_c, cand_model.classes) if labels else None, classes
     )
     masks = slice_masks(frame, slices or {})
-    say("metrics, slices and latency")
-    candidate_result = _result(cand_version, cand_model, cand_scored, X, masks, latency_rows)
+    say("timing single-row predictions")
+    timed = [cand_model] + ([champ_model] if champ_model is not None else [])
+    timings = (
+        measure(timed, X, rows=latency_rows, repetitions=latency_repetitions, seed=seed)
+        if latency_rows > 0 and len(X)
+        else []
+    )
+    say("metrics and slices")
+    candidate_result = _result(
+        cand_version, cand_model, cand_scored, masks, timings[0] if timings else None
+    )
     champion_result = None
     deltas: dict[str, Delta] = {}
     if champ_model is not None and champ_version is not None:
@@ -449,7 +475,9 @@ def evaluate(
             labels.align(proba_b, champ_model.classes) if labels else None,
             classes,
         )
-        champion_result = _result(champ_version, champ_model, champ_scored, X, masks, latency_rows)
+        champion_result = _result(
+            champ_version, champ_model, champ_scored, masks, timings[1] if timings else None
+        )
         if resamples > 0:
             deltas = paired_bootstrap(
                 cand_scored,
@@ -481,6 +509,7 @@ def evaluate(
             metrics=sorted({g.metric for g in window_gates}),
             bootstrap=(resamples, confidence, seed),
         )
+    latency_info = latency_report(timings, latency_rows, latency_repetitions)
     verdict = check_gates(
         parsed_gates,
         candidate_result.metrics,
@@ -490,6 +519,10 @@ def evaluate(
         alias=gates_alias or against,
         run_metrics=run_metrics,
         windows={w["name"]: (w["candidate"], w["champion"]) for w in windows},
+        noise={
+            "absolute": latency_info.get("candidate", {}).get("noise", {}),
+            "relative": latency_info.get("paired_noise", {}),
+        },
     )
     return Evaluation(
         model=name,
@@ -522,7 +555,30 @@ def evaluate(
             },
         ),
         windows=windows,
+        latency=latency_info,
     )
+
+
+def latency_report(timings: Sequence[Timing], rows: int, repetitions: int) -> dict[str, Any]:
+    """How latency was measured and how noisy it was: thread limit, repetition blocks, each
+    model's per-block values and their spread, and the spread of the paired differences."""
+    if not timings:
+        return {}
+    out: dict[str, Any] = {
+        "threads": serving_threads(),
+        "rows": rows,
+        "repetitions": len(timings[0].cpu),
+        "order": "candidate and champion alternate block by block (ABBA)",
+        "clock": "CPU time of the predicting thread; *_wall_ms: wall clock",
+    }
+    for side, timing in zip(("candidate", "champion"), timings, strict=False):
+        out[side] = {
+            "blocks": {m: [round(float(v), 4) for v in timing.blocks(m)] for m in LATENCY_METRICS},
+            "noise": timing.noise(),
+        }
+    if len(timings) > 1:
+        out["paired_noise"] = paired_noise(timings[0], timings[1])
+    return out
 
 
 def considered_windows(
@@ -605,14 +661,12 @@ def _result(
     version: ModelVersion,
     model: LoadedModel,
     scored: Scored,
-    X: Any,
     masks: Mapping[str, np.ndarray],
-    latency_rows: int,
+    timing: Timing | None,
 ) -> ModelResult:
     metrics = point(scored)
-    if latency_rows > 0:
-        timing = latency(model, X, latency_rows)
-        metrics.update({k: v for k, v in timing.items() if k.startswith("latency_")})
+    if timing is not None:
+        metrics.update({k: v for k, v in timing.metrics().items() if k.startswith("latency_")})
     metrics["size_mb"] = _size_mb(model)
     if scored.task == "classification":
         ece = expected_calibration_error(scored)

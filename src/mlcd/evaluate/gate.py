@@ -15,6 +15,11 @@ Four forms (the grammar is shared with ``mlcd.config`` so typos fail at load tim
 
 With no champion (the first model of a name), relative, significance and slice gates pass
 with a note saying so.
+
+A gate on a measured latency has a third outcome besides pass and fail: *inconclusive*, when
+the measurement's noise (the spread of its repetitions, see ``mlcd.evaluate.latency``) is
+larger than the gate's margin to its threshold. mlcd then refuses to judge: the alias does
+not move, but nothing is recorded as a failed gate either.
 """
 
 from __future__ import annotations
@@ -77,11 +82,21 @@ class GateResult:
     slack: float | None
     detail: str
     note: str | None = None
+    #: The measurement was too noisy to judge (``passed`` is then False, but not a failure).
+    inconclusive: bool = False
+
+    @property
+    def status(self) -> str:
+        """``passed``, ``failed`` or ``inconclusive``."""
+        if self.inconclusive:
+            return "inconclusive"
+        return "passed" if self.passed else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.gate.to_dict(),
             "passed": self.passed,
+            "status": self.status,
             "observed": self.observed,
             "required": self.required,
             "slack": self.slack,
@@ -104,17 +119,34 @@ class GateVerdict:
 
     @property
     def failures(self) -> list[GateResult]:
-        """The gates that failed."""
-        return [r for r in self.results if not r.passed]
+        """The gates that failed (not those too noisy to judge)."""
+        return [r for r in self.results if not r.passed and not r.inconclusive]
+
+    @property
+    def inconclusive(self) -> list[GateResult]:
+        """The gates whose measurement was too noisy to judge."""
+        return [r for r in self.results if r.inconclusive]
+
+    @property
+    def status(self) -> str:
+        """``failed`` if any gate failed, else ``inconclusive`` if any could not be judged,
+        else ``passed``."""
+        if self.failures:
+            return "failed"
+        return "inconclusive" if self.inconclusive else "passed"
 
     def summary(self) -> str:
         """One line: ``3/4 gates passed; failed: f1 >= ... (short by 0.012)``."""
         total = len(self.results)
-        ok = total - len(self.failures)
+        ok = sum(1 for r in self.results if r.passed)
         line = f"{ok}/{total} gates passed"
         if self.failures:
             line += "; failed: " + "; ".join(
                 f"{r.gate.expression} ({r.detail})" for r in self.failures
+            )
+        if self.inconclusive:
+            line += "; inconclusive: " + "; ".join(
+                f"{r.gate.expression} ({r.detail})" for r in self.inconclusive
             )
         return line
 
@@ -122,6 +154,7 @@ class GateVerdict:
         return {
             "alias": self.alias,
             "passed": self.passed,
+            "status": self.status,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -234,6 +267,7 @@ def check_gates(
     alias: str | None = None,
     run_metrics: Mapping[str, float] | None = None,
     windows: Mapping[str, tuple[Mapping[str, float], Mapping[str, float] | None]] | None = None,
+    noise: Mapping[str, Mapping[str, float]] | None = None,
 ) -> GateVerdict:
     """Check gates against the candidate's (and champion's) metrics.
 
@@ -246,6 +280,9 @@ def check_gates(
         alias: the alias the gates belong to (for the report).
         run_metrics: the latest metrics of the candidate's run (for ``run.metrics.X`` gates).
         windows: ``{past window: (candidate metrics, champion metrics)}`` (no-forgetting gates).
+        noise: measured metrics' noise: ``{"absolute": {metric: spread of the candidate's
+            repetitions}, "relative": {metric: spread of candidate - champion per
+            repetition}}``; a gate on such a metric whose margin is below it is inconclusive.
 
     Raises:
         ConfigError: a run-metric gate names a metric the run does not have.
@@ -257,7 +294,8 @@ def check_gates(
             results.append(_compare(gate, _run_metric(gate, run_metrics), gate.value))
         elif gate.kind == "absolute":
             assert gate.value is not None
-            results.append(_compare(gate, candidate.get(gate.metric), gate.value))
+            result = _compare(gate, candidate.get(gate.metric), gate.value)
+            results.append(_judge_noise(result, (noise or {}).get("absolute", {})))
         elif champion is None:
             results.append(
                 GateResult(
@@ -285,7 +323,9 @@ def check_gates(
                     )
                 )
                 continue
-            results.append(_compare(gate, candidate.get(gate.metric), base + gate.margin))
+            result = _compare(gate, candidate.get(gate.metric), base + gate.margin)
+            paired = (noise or {}).get("relative", {}) if gate.reference == gate.metric else {}
+            results.append(_judge_noise(result, paired))
         elif gate.kind == "significance":
             results.append(_significance(gate, (deltas or {}).get(gate.metric)))
         elif gate.kind == "windows":
@@ -293,6 +333,33 @@ def check_gates(
         else:
             results.append(_worst_loss(gate, slices or {}, "slice"))
     return GateVerdict(alias, tuple(results))
+
+
+def _judge_noise(result: GateResult, noise: Mapping[str, float]) -> GateResult:
+    """The result, or an inconclusive one when the metric's noise exceeds the margin."""
+    spread = noise.get(result.gate.metric)
+    if spread is None or result.slack is None or not math.isfinite(spread):
+        return result
+    if spread <= abs(result.slack):
+        return result
+    detail = (
+        f"inconclusive: {result.detail}, but the measurement's noise ({_fmt(spread)}, the "
+        f"spread of its repetitions) exceeds that margin"
+    )
+    note = (
+        "not judged: measure again on a quieter runner, or leave the budget more room; "
+        "the alias does not move until it is judged"
+    )
+    return GateResult(
+        result.gate,
+        False,
+        result.observed,
+        result.required,
+        result.slack,
+        detail,
+        note,
+        inconclusive=True,
+    )
 
 
 def _run_metric(gate: Gate, run_metrics: Mapping[str, float] | None) -> float:

@@ -9,7 +9,6 @@ loop. The point estimates match scikit-learn's (tests compare them).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -352,40 +351,21 @@ def slice_masks(frame: Any, slices: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return masks
 
 
-def latency(model: Any, frame: Any, rows: int = 200, seed: int = 0) -> dict[str, float]:
+def latency(
+    model: Any, frame: Any, rows: int = 200, seed: int = 0, repetitions: int = 5
+) -> dict[str, float]:
     """Per-row latency of ``model.predict`` on single rows (ms), and batch throughput.
 
-    The model is timed the way ``mlcd serve`` runs it: one thread for its native pools
-    (OpenMP, BLAS), as each server worker pins them. ``latency_p50_ms``/``latency_p99_ms``,
-    the budgets gates read, are the CPU time of the predicting thread: what the model costs,
-    which another job on a shared CI runner cannot inflate (a model timed with every core on
-    a loaded 2-core machine measured a p99 of 1.8 s against 12 ms on a quiet one). The wall
-    times are reported next to them (``..._wall_ms``), with the noise they carry.
+    Timed as ``mlcd serve`` runs the model (native pools pinned as a server worker pins
+    them), warm-up excluded, in ``repetitions`` blocks: see :mod:`mlcd.evaluate.latency`.
+    ``latency_p50_ms``/``latency_p99_ms``, the budgets gates read, are the CPU time of the
+    predicting thread, which another job on a shared CI runner cannot inflate much (a model
+    timed with every core on a loaded 2-core machine measured a p99 of 1.8 s against 12 ms
+    on a quiet one); the wall times are reported next to them (``..._wall_ms``).
     """
+    from mlcd.evaluate.latency import measure
+
     if len(frame) == 0:
         return {}
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(frame), size=min(rows, len(frame)), replace=False)
-    with threadpool_limits(limits=1):
-        for index in picks[:3]:  # warm-up: first calls pay lazy set-up
-            model.predict(frame.iloc[[int(index)]])
-        cpu, wall = [], []
-        for index in picks:
-            row = frame.iloc[[int(index)]]
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            model.predict(row)
-            cpu.append((time.thread_time() - start_cpu) * 1000.0)
-            wall.append((time.perf_counter() - start) * 1000.0)
-        batch = frame.iloc[: min(len(frame), 10_000)]
-        start = time.perf_counter()
-        model.predict(batch)
-        elapsed = max(time.perf_counter() - start, 1e-9)
-    return {
-        "latency_p50_ms": float(np.percentile(cpu, 50)),
-        "latency_p99_ms": float(np.percentile(cpu, 99)),
-        "latency_p50_wall_ms": float(np.percentile(wall, 50)),
-        "latency_p99_wall_ms": float(np.percentile(wall, 99)),
-        "throughput_rows_s": float(len(batch) / elapsed),
-    }
+    (timing,) = measure([model], frame, rows=rows, repetitions=repetitions, seed=seed)
+    return timing.metrics()

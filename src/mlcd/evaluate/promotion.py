@@ -1,6 +1,7 @@
 """Promotion: move an alias to a version only through the gates written for that alias.
 
-A failed gate leaves the alias where it was (and raises ``GateFailed``). ``force`` skips the
+A failed gate leaves the alias where it was (and raises ``GateFailed``); so does a gate whose
+latency measurement was too noisy to judge (``GateInconclusive``). ``force`` skips the
 gates but needs a reason. Every move and every refusal is an audit event with who, from,
 to, why and the digest of the stored JSON report. An evaluation of the same inputs stored a
 moment ago by ``mlcd evaluate`` is reused, not recomputed (``mlcd.evaluate.reuse``).
@@ -16,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from mlcd.errors import GateFailed, RegistryError, UsageError
+from mlcd.errors import GateFailed, GateInconclusive, RegistryError, UsageError
 from mlcd.evaluate.evaluation import Evaluation, Progress, evaluate
 from mlcd.evaluate.reports import render_json, write_reports
 from mlcd.evaluate.reuse import find_reusable
@@ -137,6 +138,8 @@ def promote(
     Raises:
         UsageError: ``force`` without ``reason``; gates but no data.
         GateFailed: a gate failed; the alias did not move.
+        GateInconclusive: no gate failed, but one could not be judged (a latency noisier
+            than its margin); the alias did not move.
         NotFound: no such model or version.
     """
     check_alias(alias)
@@ -219,7 +222,7 @@ def promote(
     reports = write_reports(evaluation, report_dir, plotly=plotly) if report_dir is not None else {}
     verdict = evaluation.verdict
     details = {
-        "verdict": "passed" if verdict.passed else "failed",
+        "verdict": verdict.status,
         "summary": verdict.summary(),
         "against": against,
         "against_version": None if evaluation.champion is None else evaluation.champion.version,
@@ -231,7 +234,7 @@ def promote(
         store.transact(
             lambda conn: events.record(
                 conn,
-                "gate.failed",
+                "gate.failed" if verdict.status == "failed" else "gate.inconclusive",
                 model=name,
                 version=version,
                 alias=alias,
@@ -243,6 +246,14 @@ def promote(
             )
         )
         where = f" (report: {reports['md']})" if "md" in reports else ""
+        if verdict.status == "inconclusive":
+            raise GateInconclusive(
+                f"inconclusive: {name}/{version} could not be judged against the gates of "
+                f"'{alias}'; the alias stays at {current if current is not None else 'unset'}: "
+                f"{verdict.summary()}{where}",
+                hint="promote again when the runner is quieter (the latency is measured "
+                "afresh), or give the budget more room than the measurement's noise",
+            )
         raise GateFailed(
             f"{name}/{version} did not pass the gates of '{alias}'; the alias stays at "
             f"{current if current is not None else 'unset'}: {verdict.summary()}{where}",
@@ -288,7 +299,7 @@ def record_evaluation(store: Store, objects: ObjectStore, evaluation: Evaluation
             from_version=None if evaluation.champion is None else evaluation.champion.version,
             report_digest=digest,
             details={
-                "verdict": "passed" if evaluation.passed else "failed",
+                "verdict": evaluation.status,
                 "summary": evaluation.verdict.summary(),
                 "data_digest": evaluation.data_digest,
                 "key": evaluation.key,

@@ -79,6 +79,8 @@ def find_reusable(
             recorded = events.query(conn, model=name, kind="model.evaluated", limit=50)
         for event in recorded:
             details = event.get("details") or {}
+            if details.get("verdict") == "inconclusive":
+                continue  # too noisy to judge: measure again rather than reuse it
             if event.get("version") == version and details.get("key") == key:
                 digest = str(event["report_digest"])
                 stored = json.loads(objects.get_bytes(Digest(digest)))
@@ -122,6 +124,7 @@ def _verdict(data: Mapping[str, Any]) -> GateVerdict:
                 item.get("slack"),
                 str(item.get("detail", "")),
                 item.get("note"),
+                inconclusive=item.get("status") == "inconclusive",
             )
         )
     return GateVerdict(data.get("alias"), tuple(results))
@@ -168,4 +171,5 @@ def from_dict(data: Mapping[str, Any]) -> Evaluation:
         created_at=float(data.get("created_at") or 0.0),
         key=str(data.get("key") or ""),
         windows=list(data.get("windows") or []),
+        latency=dict(data.get("latency") or {}),
     )

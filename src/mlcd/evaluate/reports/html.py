@@ -28,7 +28,7 @@ th{background:#f6f8fa} code{background:#f6f8fa;padding:0 .2em}
 .pass{color:#1a7f37}.fail{color:#cf222e}
 .badge{display:inline-block;padding:0 .45em;border-radius:.8em;color:#fff;font-size:.8em;
 font-weight:600;letter-spacing:.02em;vertical-align:middle}
-.badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}
+.badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}.badge.unsure{background:#9a6700}
 """
 
 
@@ -220,6 +220,7 @@ def _markdown_to_html(text: str) -> str:
         value = re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", value)
         # CSS badges, not emoji: a machine without an emoji font would draw empty boxes
         value = value.replace("✅", "<span class='badge pass'>PASS</span>")
+        value = value.replace("⚠️", "<span class='badge unsure'>INCONCLUSIVE</span>")
         return value.replace("❌", "<span class='badge fail'>FAIL</span>")
 
     out: list[str] = []

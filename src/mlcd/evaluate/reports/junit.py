@@ -16,7 +16,11 @@ def render_junit(evaluation: Evaluation) -> str:
     results = e.verdict.results
     failures = len(e.verdict.failures)
     root = ET.Element(
-        "testsuites", name="mlcd gates", tests=str(len(results)), failures=str(failures)
+        "testsuites",
+        name="mlcd gates",
+        tests=str(len(results)),
+        failures=str(failures),
+        errors=str(len(e.verdict.inconclusive)),
     )
     suite = ET.SubElement(
         root,
@@ -24,7 +28,7 @@ def render_junit(evaluation: Evaluation) -> str:
         name=f"mlcd.gates.{e.model}.{alias}",
         tests=str(len(results)),
         failures=str(failures),
-        errors="0",
+        errors=str(len(e.verdict.inconclusive)),
         skipped="0",
         time="0",
     )
@@ -48,6 +52,9 @@ def render_junit(evaluation: Evaluation) -> str:
         text = result.detail + (f"\n{result.note}" if result.note else "")
         if result.passed:
             ET.SubElement(case, "system-out").text = text
+        elif result.inconclusive:  # not judged: neither a pass nor a failure
+            error = ET.SubElement(case, "error", message=result.detail, type="GateInconclusive")
+            error.text = text
         else:
             failure = ET.SubElement(case, "failure", message=result.detail, type="GateFailed")
             failure.text = text

@@ -44,6 +44,12 @@ def headline(evaluation: Evaluation) -> str:
         return f"## ➖ NO GATES: {ref} evaluated (no gates declared for `{alias}`)"
     if evaluation.passed:
         return f"## ✅ PASSED: {ref} meets all {len(results)} gates of `{alias}`"
+    if evaluation.verdict.status == "inconclusive":
+        unsure = len(evaluation.verdict.inconclusive)
+        return (
+            f"## ⚠️ INCONCLUSIVE: {ref} could not be judged on {unsure} of {len(results)} "
+            f"gates of `{alias}` (latency noisier than the budget's margin; no gate failed)"
+        )
     failed = len(evaluation.verdict.failures)
     return f"## ❌ FAILED: {ref} fails {failed} of {len(results)} gates of `{alias}`"
 
@@ -70,7 +76,7 @@ def render_markdown(evaluation: Evaluation) -> str:
     if e.verdict.results:
         lines += ["### Gates", "", "| | gate | result |", "|---|---|---|"]
         for result in e.verdict.results:
-            mark = "✅" if result.passed else "❌"
+            mark = {"passed": "✅", "inconclusive": "⚠️"}.get(result.status, "❌")
             detail = result.detail + (f" — {result.note}" if result.note else "")
             lines.append(f"| {mark} | `{_cell(result.gate.expression)}` | {_cell(detail)} |")
         lines.append("")
@@ -180,13 +186,38 @@ def _budget_table(e: Evaluation) -> list[str]:
     present = [n for n in _BUDGET_ROWS if n in e.candidate.metrics]
     if not present:
         return []
+    timing = e.latency or {}
+    own = (timing.get("candidate") or {}).get("noise") or {}
+    theirs = (timing.get("champion") or {}).get("noise") or {}
+
+    def cell(metrics: dict[str, float], noise: dict[str, float], name: str) -> str:
+        spread = noise.get(name)
+        return _num(metrics.get(name)) + (f" ±{_num(spread / 2, 2)}" if spread is not None else "")
+
     if e.champion is None:
         rows = ["### Budgets", "", "| measure | candidate |", "|---|---|"]
-        rows += [f"| {n} | {_num(e.candidate.metrics[n])} |" for n in present]
+        rows += [f"| {n} | {cell(e.candidate.metrics, own, n)} |" for n in present]
     else:
         rows = ["### Budgets", "", "| measure | candidate | champion |", "|---|---|---|"]
         rows += [
-            f"| {n} | {_num(e.candidate.metrics[n])} | {_num(e.champion.metrics.get(n))} |"
+            f"| {n} | {cell(e.candidate.metrics, own, n)} | {cell(e.champion.metrics, theirs, n)} |"
             for n in present
+        ]
+    if timing:
+        paired = timing.get("paired_noise") or {}
+        rows += [
+            "",
+            f"Latency: {timing.get('rows')} single rows per model in {timing.get('repetitions')} "
+            f"blocks after a warm-up, native pools at {timing.get('threads')} thread(s) as "
+            "`mlcd serve` runs them; CPU time of the predicting thread (wall clock: "
+            f"p50 {_num(e.candidate.metrics.get('latency_p50_wall_ms'))} ms, "
+            f"p99 {_num(e.candidate.metrics.get('latency_p99_wall_ms'))} ms). ± is half the "
+            "spread between blocks"
+            + (
+                f"; the candidate and the champion alternate block by block, and their p99 "
+                f"difference spreads by {_num(paired.get('latency_p99_ms'), 2)} ms."
+                if paired
+                else "."
+            ),
         ]
     return [*rows, ""]
