@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcd.serve.predlog import LogEntry, concat_column
+from mlcd.serve.predlog import Batch, LogEntry, concat_column
 from mlcd.store.locks import process_alive
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ Record = dict[str, Any]
 class LiveGauges:
     """Per-version live monitors fed from the prediction log, exported as Prometheus gauges.
 
-    Thread use: :meth:`watch` runs in the holders' threads, :meth:`observe` in the
-    prediction-log writer thread, :meth:`collect` in whichever thread renders ``/metrics``.
+    Thread use: :meth:`watch` runs in the holders' threads, :meth:`observe` (a drained
+    :class:`~mlcd.serve.predlog.Batch`) in the prediction-log writer thread, :meth:`collect` in whichever thread renders ``/metrics``.
 
     Args:
         model: the served model's name.
@@ -143,17 +143,18 @@ class LiveGauges:
             log.warning(message)
 
     # ------------------------------------------------------------------ writer thread
-    def observe(self, entries: Sequence[LogEntry]) -> None:
+    def observe(self, entries: Batch | Sequence[LogEntry]) -> None:
         """Add a drained batch of prediction-log entries to the windows; refresh if due."""
+        batch = entries if isinstance(entries, Batch) else Batch.of(entries)
         with self._lock:
             monitors = dict(self._monitors)
-        groups: dict[int, list[LogEntry]] = {}
-        for entry in entries:
-            if entry.model == self.model and entry.version in monitors:
-                groups.setdefault(entry.version, []).append(entry)  # type: ignore[arg-type]
-        for version, group in groups.items():
+        groups: dict[int, list[int]] = {}
+        for i, (model, version) in enumerate(zip(batch.model, batch.version, strict=True)):
+            if model == self.model and version in monitors:
+                groups.setdefault(version, []).append(i)  # type: ignore[arg-type]
+        for version, indices in groups.items():
             try:
-                _feed(monitors[version], group)
+                _feed(monitors[version], batch.select(indices))
             except Exception as exc:
                 self._failed(version, "update", exc)
         if groups:
@@ -278,32 +279,38 @@ _GAUGES = {
 }
 
 
-def _feed(monitor: LiveMonitor, entries: list[LogEntry]) -> None:
+def _feed(monitor: LiveMonitor, entries: Batch | Sequence[LogEntry]) -> None:
     """Answered rows (and rows of failed predictions: valid inputs) join the window as
-    accepted rows; rejected requests count as rejected rows."""
+    accepted rows; rejected requests count as rejected rows. ``entries`` are of one version."""
     import numpy as np
     import pandas as pd
 
-    accepted = [e for e in entries if e.status != "rejected" and e.features is not None]
-    rejected = sum(e.rows for e in entries if e.status == "rejected")
+    batch = entries if isinstance(entries, Batch) else Batch.of(entries)
+    accepted = [
+        i
+        for i, (status, inputs) in enumerate(zip(batch.status, batch.has_inputs, strict=True))
+        if status != "rejected" and inputs
+    ]
+    rejected = sum(n for n, s in zip(batch.rows, batch.status, strict=True) if s == "rejected")
     if accepted:
-        counts = [e.rows for e in accepted]
+        group = batch.select(accepted)
+        counts = group.rows
         columns: dict[str, Any] = {}
         names = list(monitor.profile.features)
-        if all(e.matrix is not None for e in accepted):
+        if all(m is not None for m in group.matrix):
             # All-numeric inputs: one concatenation of the request matrices instead of one
             # per column (a version's entries share its signature, so the same columns).
-            order = list(accepted[0].features or ())
-            stacked = np.concatenate([e.matrix for e in accepted])
+            order = group.layouts[(group.model[0], group.version[0])]
+            stacked = np.concatenate(group.matrix)
             columns = {n: stacked[:, order.index(n)] for n in names if n in order}
             names = [n for n in names if n not in order]
         for name in names:
             if name == "prediction":
-                parts = [e.predictions for e in accepted]
+                parts = group.predictions
             elif name == "proba":
-                parts = [e.proba for e in accepted]
+                parts = group.proba
             else:
-                parts = [(e.features or {}).get(name) for e in accepted]
+                parts = group.values(name)
             if any(p is not None for p in parts):
                 columns[name] = _column(parts, counts)
         monitor.update(pd.DataFrame(columns, index=pd.RangeIndex(sum(counts))))

@@ -18,7 +18,6 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,123 @@ class LogEntry:
         return len(self.request_ids)
 
 
+class Batch:
+    """Queued entries held column by column.
+
+    :meth:`PredictionLog.log` appends an entry's fields here and drops the entry: what stays
+    queued per request is numbers, strings and numpy arrays, none of which the cyclic GC
+    scans, so a busy server's queue never grows the old generation that a full collection
+    walks (one measured full collection with 230k tracked objects: 150 ms, on the event
+    loop's thread). The writer and the live gauges read the drained batch with
+    :meth:`select` (a subset of entries), :meth:`values` (one input column) and ``layouts``.
+    """
+
+    __slots__ = (
+        "error", "features", "has_inputs", "latency_ms", "layouts", "matrix", "model",
+        "predictions", "proba", "request_ids", "rows", "status", "ts", "version",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.model: list[str] = []
+        self.version: list[int | None] = []
+        self.ts: list[float] = []
+        self.latency_ms: list[float] = []
+        self.status: list[str] = []
+        self.error: list[str | None] = []
+        self.rows: list[int] = []
+        self.request_ids: list[str] = []  # all entries' ids, flat
+        #: per entry: its inputs as one float matrix in ``layouts[(model, version)]`` order
+        self.matrix: list[Any] = []
+        #: per entry: column -> values, only for inputs without a matrix (else None)
+        self.features: list[Mapping[str, Any] | None] = []
+        self.has_inputs: list[bool] = []  # the entry named its input columns (maybe all null)
+        self.predictions: list[Any] = []
+        self.proba: list[Any] = []
+        #: the input columns of each (model, version), in matrix order
+        self.layouts: dict[tuple[str, int | None], tuple[str, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.model)
+
+    @classmethod
+    def of(cls, entries: Sequence[LogEntry]) -> Batch:
+        """A batch of these entries."""
+        batch = cls()
+        for entry in entries:
+            batch.add(entry)
+        return batch
+
+    def add(self, entry: LogEntry) -> None:
+        """Append one entry (cheap: it runs on the request path)."""
+        self.model.append(entry.model)
+        self.version.append(entry.version)
+        self.ts.append(entry.ts)
+        self.latency_ms.append(entry.latency_ms)
+        self.status.append(entry.status)
+        self.error.append(entry.error)
+        self.rows.append(len(entry.request_ids))
+        self.request_ids.extend(entry.request_ids)
+        self.predictions.append(entry.predictions)
+        self.proba.append(entry.proba)
+        features = entry.features
+        self.has_inputs.append(features is not None)
+        matrix = entry.matrix
+        if features:
+            key = (entry.model, entry.version)
+            layout = self.layouts.get(key)
+            if layout is None or len(layout) != len(features):
+                layout = self.layouts[key] = tuple(features)
+            if matrix is not None and matrix.shape[1] == len(layout):
+                features = None  # the matrix has them all, in the version's layout
+            elif matrix is None and all(v is None for v in features.values()):
+                features = None  # no inputs (a rejected request): null columns
+            else:
+                matrix = None
+        self.matrix.append(matrix)
+        self.features.append(features)
+
+    def select(self, indices: Sequence[int]) -> Batch:
+        """The entries at ``indices`` (in that order) as a batch of their own."""
+        if len(indices) == len(self) and list(indices) == list(range(len(self))):
+            return self
+        out = Batch()
+        starts = [0]
+        for n in self.rows:
+            starts.append(starts[-1] + n)
+        for name in Batch.__slots__:
+            if name in ("request_ids", "layouts"):
+                continue
+            column = getattr(self, name)
+            setattr(out, name, [column[i] for i in indices])
+        for i in indices:
+            out.request_ids.extend(self.request_ids[starts[i] : starts[i + 1]])
+        out.layouts = self.layouts
+        return out
+
+    def names(self) -> list[str]:
+        """Every input column of the batch, in the order they first appear."""
+        names: dict[str, None] = {}
+        for key in dict.fromkeys(zip(self.model, self.version, strict=True)):
+            names.update(dict.fromkeys(self.layouts.get(key, ())))
+        for features in self.features:
+            if features:
+                names.update(dict.fromkeys(features))
+        return list(names)
+
+    def values(self, name: str) -> list[Any]:
+        """Per entry, the values of input column ``name`` (an array, a list, or None)."""
+        index = {key: {n: j for j, n in enumerate(v)} for key, v in self.layouts.items()}
+        out: list[Any] = []
+        for i, matrix in enumerate(self.matrix):
+            if matrix is not None:
+                j = index[(self.model[i], self.version[i])].get(name)
+                out.append(None if j is None else matrix[:, j])
+            else:
+                features = self.features[i]
+                out.append(features.get(name) if features else None)
+        return out
+
+
 class PredictionLog:
     """A bounded, batched, asynchronous Parquet writer registered in the metadata store.
 
@@ -81,7 +197,7 @@ class PredictionLog:
         queue_size: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int], None] | None = None,
-        on_batch: Callable[[list[LogEntry]], None] | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
     ) -> None:
         self.store = store
         self.root = Path(root)
@@ -92,7 +208,7 @@ class PredictionLog:
         self._on_drop = on_drop
         self._on_write = on_write
         self._on_batch = on_batch
-        self._queue: deque[LogEntry] = deque()
+        self._queue = Batch()
         self._lock = threading.Lock()
         self._queued_rows = 0
         self._wake = threading.Event()
@@ -113,7 +229,7 @@ class PredictionLog:
                 self.dropped_rows += rows
                 accepted = False
             else:
-                self._queue.append(entry)
+                self._queue.add(entry)
                 self._queued_rows += rows
                 accepted = True
                 if self._queued_rows >= self.batch_rows:
@@ -167,35 +283,40 @@ class PredictionLog:
             self._wake.clear()
             self._drain()
             with self._lock:
-                if self._stop and not self._queue:
+                if self._stop and not len(self._queue):
                     return
 
     def _drain(self) -> None:
         with self._lock:
-            entries = list(self._queue)
-            self._queue.clear()
-            self._busy = bool(entries)
+            batch = self._queue
+            self._queue = Batch()
+            self._busy = bool(len(batch))
         try:
             if self._on_batch is not None:
                 try:
-                    self._on_batch(entries)
+                    self._on_batch(batch)
                 except Exception:  # monitoring must never stop the log
                     log.exception("prediction log: the batch observer failed")
-            if entries and self.folder is not None:
-                self._write(entries)
+            if len(batch) and self.folder is not None:
+                self._write(batch)
         finally:
             with self._lock:
-                self._queued_rows -= sum(e.rows for e in entries)
+                self._queued_rows -= sum(batch.rows)
                 self._busy = False
                 self._idle.notify_all()
 
-    def _write(self, entries: list[LogEntry]) -> None:
-        groups: dict[tuple[str, int | None, str], list[LogEntry]] = {}
-        for entry in entries:
-            day = time.strftime("%Y-%m-%d", time.gmtime(entry.ts))
-            groups.setdefault((entry.model, entry.version, day), []).append(entry)
-        for (model, version, day), group in groups.items():
-            rows = sum(e.rows for e in group)
+    def _write(self, batch: Batch) -> None:
+        days: dict[int, str] = {}
+        groups: dict[tuple[str, int | None, str], list[int]] = {}
+        for i, key in enumerate(zip(batch.model, batch.version, batch.ts, strict=True)):
+            number = int(key[2] // 86400)
+            day = days.get(number)
+            if day is None:
+                day = days[number] = time.strftime("%Y-%m-%d", time.gmtime(number * 86400))
+            groups.setdefault((key[0], key[1], day), []).append(i)
+        for (model, version, day), indices in groups.items():
+            group = batch.select(indices)
+            rows = sum(group.rows)
             try:
                 self._write_segment(model, version, day, group)
             except Exception as exc:  # a full disk or a down store must not stop serving
@@ -211,17 +332,15 @@ class PredictionLog:
                 if self._on_write is not None:
                     self._on_write(rows)
 
-    def _write_segment(
-        self, model: str, version: int | None, day: str, group: list[LogEntry]
-    ) -> None:
+    def _write_segment(self, model: str, version: int | None, day: str, group: Batch) -> None:
         import pyarrow.parquet as pq
 
         from mlcd.digest import hash_file
 
         assert self.folder is not None
         table = to_table(group)
-        first_at = min(e.ts for e in group)
-        last_at = max(e.ts for e in group)
+        first_at = min(group.ts)
+        last_at = max(group.ts)
         folder = self.folder / f"model={model}" / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{int(first_at * 1000)}-{uuid.uuid4().hex}.parquet"
@@ -261,37 +380,78 @@ class PredictionLog:
             raise
 
 
-def to_table(entries: Sequence[LogEntry]) -> Any:
-    """One Arrow table of the entries' rows (the prediction-log columns)."""
+def to_table(entries: Batch | Sequence[LogEntry]) -> Any:
+    """One Arrow table of the entries' rows (the prediction-log columns).
+
+    Built column by column with a handful of numpy calls, not per row or per entry and
+    column: the writer thread holds the GIL while it runs, and the event loop waits for it
+    (4,000 single-row entries: 3 µs a row, against 18-23 µs entry by entry).
+    """
     import numpy as np
     import pyarrow as pa
 
-    counts = [e.rows for e in entries]
-    total = sum(counts)
-    request_ids: list[str] = []
-    for e in entries:
-        request_ids.extend(e.request_ids)
+    batch = entries if isinstance(entries, Batch) else Batch.of(entries)
+    n = len(batch)
+    counts = np.array(batch.rows, np.int64)
+    total = int(counts.sum())
+    single = total == n  # every entry one row (the usual case): no repeats needed
+
+    def per_row(values: list[Any]) -> list[Any]:
+        if single:
+            return values
+        return [v for v, c in zip(values, batch.rows, strict=True) for _ in range(c)]
+
+    def floats(values: list[float]) -> Any:
+        array = np.array(values, np.float64)
+        return pa.array(array if single else np.repeat(array, counts), pa.float64())
+
     columns: dict[str, Any] = {
-        "request_id": pa.array(request_ids, pa.string()),
-        "ts": pa.array(np.repeat([e.ts for e in entries], counts), pa.float64()),
-        "model": pa.array(np.repeat([e.model for e in entries], counts).tolist(), pa.string()),
-        "version": pa.array([e.version for e in entries for _ in range(e.rows)], pa.int64()),
-        "status": pa.array([e.status for e in entries for _ in range(e.rows)], pa.string()),
-        "error": pa.array([e.error for e in entries for _ in range(e.rows)], pa.string()),
-        "latency_ms": pa.array(np.repeat([e.latency_ms for e in entries], counts), pa.float64()),
+        "request_id": pa.array(batch.request_ids, pa.string()),
+        "ts": floats(batch.ts),
+        "model": pa.array(per_row(batch.model), pa.string()),
+        "version": pa.array(per_row(batch.version), pa.int64()),
+        "status": pa.array(per_row(batch.status), pa.string()),
+        "error": pa.array(per_row(batch.error), pa.string()),
+        "latency_ms": floats(batch.latency_ms),
     }
-    names: list[str] = []
-    for e in entries:
-        for name in e.features or ():
-            if name not in columns and name not in names:
-                names.append(name)
-    for name in names:
-        columns[name] = concat_column([(e.features or {}).get(name) for e in entries], counts)
-    columns["prediction"] = concat_column([e.predictions for e in entries], counts)
-    columns["proba"] = concat_column([e.proba for e in entries], counts, pa.float64())
+    names = [name for name in batch.names() if name not in columns]
+    stacked = _stacked(batch, counts, names)
+    if stacked is not None:
+        matrix, missing = stacked
+        for j, name in enumerate(names):
+            columns[name] = pa.array(matrix[:, j], pa.float64(), mask=missing)
+    else:
+        for name in names:
+            columns[name] = concat_column(batch.values(name), batch.rows)
+    columns["prediction"] = concat_column(batch.predictions, batch.rows)
+    columns["proba"] = concat_column(batch.proba, batch.rows, pa.float64())
     table = pa.table(columns)
     assert table.num_rows == total
     return table
+
+
+def _stacked(batch: Batch, counts: Any, names: list[str]) -> Any:
+    """All input columns as one float matrix (rows without inputs masked) when every entry
+    has its inputs as a matrix in ``names`` order, or none at all; else None."""
+    import numpy as np
+
+    if not names or any(batch.features):
+        return None
+    layout = tuple(names)
+    parts: list[Any] = []
+    absent: list[bool] = []
+    for i, matrix in enumerate(batch.matrix):
+        if matrix is None:
+            parts.append(np.full((batch.rows[i], len(names)), np.nan))
+            absent.append(True)
+        elif batch.layouts[(batch.model[i], batch.version[i])] != layout:
+            return None
+        else:
+            parts.append(matrix)
+            absent.append(False)
+    matrix = np.concatenate(parts).astype(np.float64, copy=False)
+    missing = np.repeat(np.array(absent), counts) if any(absent) else None
+    return matrix, missing
 
 
 def concat_column(parts: Sequence[Any], counts: Sequence[int], kind: Any = None) -> Any:
@@ -302,10 +462,9 @@ def concat_column(parts: Sequence[Any], counts: Sequence[int], kind: Any = None)
     if all(p is None for p in parts):
         return pa.nulls(sum(counts), kind or pa.float64())
     arrays = [p for p in parts if p is not None]
-    if kind is None and all(isinstance(p, np.ndarray) and p.dtype.kind in "fiub" for p in arrays):
-        dtype = np.result_type(*arrays)
-        if all(p is not None for p in parts):
-            return pa.array(np.concatenate(arrays).astype(dtype, copy=False))
+    if all(type(p) is np.ndarray and p.dtype.kind in "fiub" for p in arrays):
+        if len(arrays) == len(parts):
+            return pa.array(np.concatenate(arrays), kind)
         values = np.concatenate(
             [np.asarray(p, dtype=np.float64) if p is not None else np.full(n, np.nan)
              for p, n in zip(parts, counts, strict=True)]

@@ -33,6 +33,26 @@ class ServeConfig(uvicorn.Config):
         super().__init__(app, **kwargs)
         self.header_timeout_s = header_timeout_s
 
+    def load(self) -> None:
+        """Build the app (in each worker process), then :func:`freeze_startup_objects`."""
+        super().load()
+        freeze_startup_objects()
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up out of the cyclic GC's reach (``gc.freeze``).
+
+    A worker holds ~230k objects once fastapi, numpy, scikit-learn and pyarrow are imported;
+    a full collection walks them all, on whichever thread triggers it (measured: 140-370 ms
+    of CPU per full collection on this machine, a stall of the event loop each time, the
+    worst of the serving tail). Frozen, a full collection walks only what the server created
+    since (34k objects when measured; no full collection in the same 10 s window).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
 
 class _HeaderDeadline:
     """Mixed into a uvicorn HTTP protocol: close the connection when the headers of a request

@@ -1,0 +1,353 @@
+"""Serving latency/throughput curve: `mlcd serve` against MLServer at constant request rates.
+
+An open-loop client (asyncio, raw HTTP/1.1 keep-alive, no client library) sends single-row
+requests on a fixed schedule (request i at start + i / rate) and measures each latency from
+its *scheduled* time, so a stalled server cannot hide its tail by slowing the client down
+(no coordinated omission). A request finds an idle connection or opens a new one (up to
+``--max-conns``); if all are busy it waits, and the wait counts in its latency.
+
+Both servers answer the same body on the Open Inference Protocol v2 (one [1, 30] FP64 tensor,
+row 0 of scikit-learn's breast-cancer data) with the same LogisticRegression: `mlcd serve
+--workers 2` (prediction log ON, every row written to Parquet and registered) and MLServer
+1.7.1 + mlserver-sklearn with `parallel_workers: 0` (its fastest setting on this machine,
+in its own venv under /work/bench-venvs, see bench_serve.py). Rounds alternate the servers;
+within a round each server runs every rate step, a fresh server per round.
+
+Checks: the predictions of both servers agree on the first ``--check-rows`` rows; mlcd's log
+holds exactly one row per request it answered (warm-up and checks included).
+
+The client runs in its own process, pinned to one core with ``taskset`` (``--client-cpu``),
+so on a 2-core machine the servers share the cores with it: the figures are for a server
+with about one free core plus a share of the other.
+
+    .venv/bin/python benchmarks/bench_serve_curve.py [--rates 500,1000,2000,3000,4000]
+        [--seconds 15] [--rounds 2] [--only mlcd,mlserver] [--quick]
+    .venv/bin/python benchmarks/bench_serve_curve.py client URL BODYFILE RATE SECONDS
+
+Prints one JSON line per measurement, then the table (medians over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+#: A step passes when its p99 is under this and it had no errors.
+P99_LIMIT_MS = 100.0
+
+
+# ---------------------------------------------------------------------- the open-loop client
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+
+async def _open_loop(
+    url: str, body: bytes, rate: float, seconds: float, max_conns: int, grace_s: float
+) -> dict[str, Any]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
+    idle: list[_Conn] = []
+    waiters: list[asyncio.Future[_Conn]] = []
+    opened = 0
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    first_body: list[bytes] = []
+    done_at = [0.0]
+
+    async def acquire() -> _Conn:
+        nonlocal opened
+        if idle:
+            return idle.pop()
+        if opened < max_conns:
+            opened += 1
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                opened -= 1
+                raise
+            return _Conn(reader, writer)
+        future: asyncio.Future[_Conn] = loop.create_future()
+        waiters.append(future)
+        return await future
+
+    def release(conn: _Conn) -> None:
+        while waiters:
+            future = waiters.pop(0)
+            if not future.done():
+                future.set_result(conn)
+                return
+        idle.append(conn)
+
+    async def one(scheduled: float) -> None:
+        nonlocal opened
+        conn = None
+        try:
+            conn = await acquire()
+            conn.writer.write(request)
+            head = await conn.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            answer = await conn.reader.readexactly(length)
+            finished = clock()
+            latencies.append(finished - scheduled)
+            done_at[0] = max(done_at[0], finished)
+            statuses[status] = statuses.get(status, 0) + 1
+            if not first_body:
+                first_body.append(answer)
+            release(conn)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            key = type(exc).__name__
+            errors[key] = errors.get(key, 0) + 1
+            if conn is not None:
+                conn.writer.close()
+                opened -= 1
+
+    total = int(rate * seconds)
+    tasks: set[asyncio.Task[None]] = set()
+    start = clock() + 0.05
+    i = 0
+    late = 0.0
+    while i < total:
+        now = clock()
+        due = start + i / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+            continue
+        late = max(late, now - due)
+        task = loop.create_task(one(due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+    sent_until = clock()
+    if tasks:
+        _done, pending = await asyncio.wait(set(tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        errors["timeout"] = errors.get("timeout", 0) + len(pending)
+    for conn in idle:
+        conn.writer.close()
+    ok = statuses.get(200, 0)
+    answered = sum(statuses.values())
+    latencies.sort()
+
+    def pct(q: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    span = max(done_at[0], sent_until) - start
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "sent": total,
+        "answered": answered,
+        "ok": ok,
+        "non_200": answered - ok,
+        "errors": sum(errors.values()) + answered - ok,
+        "error_kinds": errors,
+        "achieved_rps": round(ok / span, 1) if span > 0 else 0.0,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
+        "max_ms": latencies[-1] * 1000 if latencies else None,
+        "connections": opened,
+        "client_max_late_ms": round(late * 1000, 2),
+        "first_answer": first_body[0].decode(errors="replace")[:300] if first_body else None,
+    }
+
+
+def client_main(argv: list[str]) -> None:
+    """``client URL BODYFILE RATE SECONDS [MAX_CONNS]``: one open-loop run, one JSON line."""
+    url, body_file, rate, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
+    max_conns = int(argv[4]) if len(argv) > 4 else 256
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    body = Path(body_file).read_bytes()
+    result = runner(_open_loop(url, body, rate, seconds, max_conns, grace_s=10.0))
+    print(json.dumps(result), flush=True)
+
+
+def run_client(
+    url: str, body_file: Path, rate: float, seconds: float, cpu: str | None
+) -> dict[str, Any]:
+    """The client in its own process (pinned to ``cpu`` when given)."""
+    argv = [sys.executable, __file__, "client", url, str(body_file), str(rate), str(seconds)]
+    if cpu is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", cpu, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# ---------------------------------------------------------------------- servers and checks
+def _bench_serve() -> Any:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_serve
+
+    return bench_serve
+
+
+def oip_body(row: list[float]) -> dict[str, Any]:
+    return {"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64",
+                        "data": row}]}  # fmt: skip
+
+
+def predictions(url: str, X: Any, rows: int) -> list[Any]:
+    """The server's ``predict`` output for each of the first ``rows`` rows (one request each)."""
+    import httpx
+
+    out = []
+    with httpx.Client(timeout=10) as client:
+        # Every worker ready: a worker still loading answers 503 (readiness saw another one).
+        deadline, streak = time.monotonic() + 120, 0
+        while streak < 20 and time.monotonic() < deadline:
+            fresh = httpx.Client(timeout=10)  # a new connection may land on another worker
+            try:
+                ok = fresh.post(url, json=oip_body(X.iloc[0].tolist())).status_code == 200
+            finally:
+                fresh.close()
+            streak = streak + 1 if ok else 0
+            if not ok:
+                time.sleep(0.2)
+        for i in range(rows):
+            answer = client.post(url, json=oip_body(X.iloc[i].tolist()))
+            answer.raise_for_status()
+            outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+            out.append(outputs["predict"][0])
+    return out
+
+
+def logged_rows(root: Path) -> int:
+    from mlcd.project import Project
+    from mlcd.store import predictions as segments
+
+    with Project.open(root) as project, project.store.read() as conn:
+        return int(segments.logged_rows(conn, "bc"))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        client_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="500,1000,2000,3000,4000")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", default="mlcd,mlserver")
+    parser.add_argument("--workers", type=int, default=2, help="mlcd serve --workers")
+    parser.add_argument("--client-cpu", default="1", help="taskset CPU list ('' for none)")
+    parser.add_argument("--check-rows", type=int, default=50)
+    parser.add_argument("--no-saturate", action="store_true",
+                        help="run every rate even after a server failed one")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="500,1000 for 5 s, one round")
+    args = parser.parse_args()
+    rates = [float(r) for r in ("500,1000" if args.quick else args.rates).split(",")]
+    seconds = 5.0 if args.quick else args.seconds
+    rounds = 1 if args.quick else args.rounds
+    names = args.only.split(",")
+    cpu = args.client_cpu or None
+    bench = _bench_serve()
+    X, y = bench.data()
+    work = Path(tempfile.mkdtemp(prefix="mlcd-bench-curve-"))
+    body_file = work / "body.json"
+    body_file.write_text(json.dumps(oip_body(X.iloc[0].tolist())))
+    print(json.dumps({"bench": "serve_curve", "what": "setup", "date": time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime()), "rates": rates, "seconds": seconds,
+        "rounds": rounds, "client_cpu": cpu, "loadavg": os.getloadavg()}), flush=True)  # fmt: skip
+    results: dict[str, dict[float, list[dict[str, Any]]]] = {n: {} for n in names}
+    answers: dict[str, list[Any]] = {}
+    log_checks: list[dict[str, Any]] = []
+    try:
+        for round_ in range(rounds):
+            for name in names:
+                if name == "mlcd":
+                    process, _url, _body = bench.start_mlcd(work, X, y, args.workers)
+                    port = _url.split(":")[2].split("/")[0]
+                    url = f"http://127.0.0.1:{port}/v2/models/bc/infer"
+                    before = logged_rows(work / "mlcd")
+                else:
+                    process, url, _body = bench.start_mlserver(work, X, y)
+                sent = 0
+                try:
+                    answers[name] = predictions(url, X, args.check_rows)
+                    sent += args.check_rows + 20
+                    warm = run_client(url, body_file, 500, 2, cpu)
+                    sent += warm["answered"]
+                    for rate in rates:
+                        row = run_client(url, body_file, rate, seconds, cpu)
+                        sent += row["answered"]
+                        row.update(bench="serve_curve", server=name, round=round_)
+                        row.pop("first_answer", None)
+                        print(json.dumps(row), flush=True)
+                        results[name].setdefault(rate, []).append(row)
+                        failed = row["errors"] or (row["p99_ms"] or 1e9) > P99_LIMIT_MS
+                        if failed and not args.no_saturate:
+                            break  # past saturation: higher rates only queue
+                finally:
+                    bench.stop(process)
+                if name == "mlcd":
+                    logged = logged_rows(work / "mlcd") - before
+                    check = {"bench": "serve_curve", "what": "log", "round": round_,
+                             "answered": sent, "logged": logged}  # fmt: skip
+                    log_checks.append(check)
+                    print(json.dumps(check), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    same = len({json.dumps(a) for a in answers.values()}) == 1
+    print(f"\npredictions on the first {args.check_rows} rows identical across servers: {same}")
+    for check in log_checks:
+        print(f"mlcd log, round {check['round']}: answered {check['answered']}, "
+              f"logged {check['logged']}")  # fmt: skip
+    print(f"\n{'server':9} {'rate':>6} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'p99.9 ms':>9} {'errors':>7} {'rounds':>6}")  # fmt: skip
+    for name in names:
+        saturation = 0.0
+        for rate in rates:
+            runs = results[name].get(rate, [])
+            if not runs:
+                continue
+
+            def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
+                return statistics.median(r[key] if r[key] is not None else 1e9 for r in runs)
+
+            errors = sum(r["errors"] for r in runs)
+            print(f"{name:9} {rate:6.0f} {med('achieved_rps'):9.0f} {med('p50_ms'):8.2f} "
+                  f"{med('p99_ms'):8.2f} {med('p999_ms'):9.2f} {errors:7d} {len(runs):6d}")  # fmt: skip
+            if (
+                len(runs) == rounds
+                and not errors
+                and all((r["p99_ms"] or 1e9) <= P99_LIMIT_MS for r in runs)
+            ):
+                saturation = rate
+        print(f"{name}: highest rate with p99 <= {P99_LIMIT_MS:g} ms and no errors in every "
+              f"round: {saturation:.0f} requests/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
