@@ -192,3 +192,49 @@ def test_sweep_bad_input_is_refused_with_a_clear_error(
     finally:
         store.dispose()
     assert "sweep" not in kinds  # nothing was recorded by a refused sweep
+
+
+@pytest.mark.slow
+def test_register_best_registers_the_best_trials_model_and_judges_it_against_the_champion(
+    tmp_path: Path, mlcd: Cli
+) -> None:
+    from tests.ci import conftest as ci
+
+    root = tmp_path / "repo"
+    params = ci.PARAMS.replace("rows: 3000", "rows: 600")
+    ci.write(
+        root,
+        {
+            "mlcd.yaml": ci.CONFIG,
+            "params.yaml": params,
+            "src/data.py": ci.DATA,
+            "src/train.py": ci.TRAIN,
+            ".gitignore": ".mlcd/\n",
+        },
+    )
+    git(root, "init", "-q", "-b", "main")
+    assert mlcd(root, "run", "--json").returncode == 0
+    promoted = mlcd(root, "models", "promote", "clf", "1", "--force", "--reason", "first")
+    assert promoted.returncode == 0, promoted.stderr
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "baseline")
+
+    shown = _sweep(
+        mlcd, root, {},
+        "--grid", "train.C=0.001,0.5", "--objective", "metrics.train_accuracy",
+        "--register-best", "-n", "best",
+    )  # fmt: skip
+
+    best = shown["sweep"]["best"]
+    assert best == shown["trials"][0]["id"]
+    (registered,) = shown["registered"]
+    assert registered["model"] == "clf" and registered["version"] == 2 and registered["created"]
+    assert registered["run_id"] == best
+    assert registered["evaluation"]["status"] in ("passed", "failed", "inconclusive")
+    assert "against champion" in registered["summary"]
+    listed = mlcd(root, "models", "show", "clf", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"champion"' in listed.stdout  # the champion did not move: nothing is promoted
+    shown_model = json.loads(listed.stdout)
+    assert shown_model["aliases"]["champion"] in (1, "1")
+    assert git(root, "status", "--porcelain") == ""
