@@ -71,6 +71,9 @@ run_params = Table(
     # alone, without visiting the table: the difference between 100 ms and 25 ms at 100k runs.
     Index("ix_run_params_key_value", "key", "value_num", "run_id"),
     Index("ix_run_params_key_text", "key", "value", "run_id", postgresql_where=_SHORT_TEXT),
+    # A search's per-run seek "does run R have KEY with a value ..." from the index alone
+    # (migration 0008): the primary key finds the row but not the value.
+    Index("ix_run_params_run_key_num", "run_id", "key", "value_num"),
 )
 
 run_tags = Table(
@@ -106,6 +109,7 @@ run_latest_metrics = Table(
     Column("step", BigInteger, nullable=False, default=0),
     Column("timestamp", Float, nullable=False),
     Index("ix_run_latest_metrics_key_value", "key", "value", "run_id"),
+    Index("ix_run_latest_metrics_run_key_value", "run_id", "key", "value"),  # 0008: seeks
 )
 
 # Files a run read or wrote, and artifacts it logged: the edges of the lineage graph.

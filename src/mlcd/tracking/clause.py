@@ -198,8 +198,33 @@ def _row_condition(node: Compare | InList | Like, table: Any) -> Any:
 
 
 def _estimate(conn: Any, node: Compare | InList | Like, cap: int) -> int:
-    """Rows matching ``node`` in its key table, counted from the index up to ``cap``."""
+    """Rows matching ``node`` in its key table, counted from the index up to ``cap``.
+
+    On PostgreSQL an exact count stops at ``_PG_EXACT``; a condition with more matches is
+    estimated from a fixed 2% sample of the table's pages instead: counting 25,000 index
+    entries for ``params.model = 'gbm'`` cost more than the search it was planning.
+    """
     table = _key_table(node.field)
+    if conn.dialect.name == "postgresql" and cap > _PG_EXACT:
+        exact = _count(conn, table, node, _PG_EXACT)
+        if exact < _PG_EXACT:
+            return exact
+        sample = sa.tablesample(table, sa.func.system(_PG_SAMPLE_PERCENT), seed=sa.literal(0))
+        found = _count(conn, sample, node, None)
+        # Not capped by the narrower conditions counted before it, as exact counts are (to
+        # bound their cost): a sample costs the same, and the walk's estimate needs it.
+        return max(_PG_EXACT, min(_ESTIMATE_CAP, round(found * 100 / _PG_SAMPLE_PERCENT)))
+    return _count(conn, table, node, cap)
+
+
+#: PostgreSQL: a drive from a condition with at most this many matches reads runs by key.
+_PG_SEEK_RUNS = 10_000
+#: PostgreSQL: exact counts up to here, a page sample beyond.
+_PG_EXACT = 2_000
+_PG_SAMPLE_PERCENT = 2
+
+
+def _count(conn: Any, table: Any, node: Compare | InList | Like, cap: int | None) -> int:
     inner = (
         sa.select(sa.literal(1))
         .select_from(table)
@@ -340,4 +365,13 @@ def planned_where(
     table = _key_table(lead.field).alias("mlcd_d")
     conditions = [table.c.key == lead.field.key, _row_condition(lead, table)]
     conditions += [_probe(keyed[i], table.c.run_id, "mlcd_d.run_id", i, dialect) for i in order[1:]]
+    if dialect == "postgresql" and narrowest <= _PG_SEEK_RUNS:
+        # The matching ids as one array (an InitPlan): PostgreSQL then fetches each run by
+        # its primary key. With ``IN`` it over-estimated the matches and hash-joined a scan
+        # of every run (100,000 runs, 985 candidates: 43-48 ms where the seeks take 11-20;
+        # 5,350 candidates: 214 ms against 93). Wider drives keep ``IN``: PostgreSQL may
+        # then walk the runs itself, which beats 10,000 seeks.
+        found = sa.select(sa.func.array_agg(table.c.run_id)).where(*conditions)
+        ids = sa.func.coalesce(found.scalar_subquery(), sa.literal_column("'{}'"))
+        return sa.and_(t.runs.c.id == sa.any_(ids), *rest)
     return sa.and_(t.runs.c.id.in_(sa.select(table.c.run_id).where(*conditions)), *rest)

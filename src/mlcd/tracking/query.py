@@ -133,24 +133,24 @@ def count(conn: Connection, filter: str | Node | None = None) -> int:
 
 
 def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]:
-    """The same runs with their params, latest metrics and tags filled in."""
+    """The same runs with their params, latest metrics and tags filled in.
+
+    One query (a ``UNION ALL`` of the three tables) per chunk of ids: one round trip, not
+    three. On PostgreSQL the ids travel as one array parameter (``run_id = ANY(:ids)``):
+    a list of 1,000 bound values cost more to build, send and plan than reading the rows.
+    """
     ids = [r.id for r in records]
-    params: dict[str, dict[str, Any]] = {i: {} for i in ids}
-    metrics: dict[str, dict[str, Any]] = {i: {} for i in ids}
-    tags: dict[str, dict[str, Any]] = {i: {} for i in ids}
-    # Chunks keep the IN list under every database's parameter limit.
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        for table, target in (
-            (run_params, params),
-            (run_latest_metrics, metrics),
-            (run_tags, tags),
-        ):
-            result = conn.execute(
-                select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))
-            )
-            for run_id, key, value in result:
-                target[run_id][key] = value
+    found: tuple[dict[str, dict[str, Any]], ...] = ({}, {}, {})
+    for i in ids:
+        for target in found:
+            target[i] = {}
+    # Chunks keep an IN list under every database's parameter limit.
+    size = 50_000 if conn.dialect.name == "postgresql" else 5000
+    for start in range(0, len(ids), size):
+        rows = conn.execute(_data_query(conn, ids[start : start + size]))
+        for which, run_id, key, text, number in rows:
+            found[which][run_id][key] = number if which == 1 else text
+    params, metrics, tags = found
     return [
         RunRecord(
             **{name: getattr(r, name) for name in ATTRIBUTE_COLUMNS},
@@ -160,6 +160,51 @@ def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]
         )
         for r in records
     ]
+
+
+def _data_query(conn: Connection, ids: list[str]) -> Any:
+    """``(0 params | 1 metrics | 2 tags, run_id, key, text value, numeric value)`` rows of
+    the runs ``ids`` (metrics are numbers, params and tags text: two typed columns)."""
+    from sqlalchemy import Float, String, cast, literal, null, union_all
+
+    if conn.dialect.name == "postgresql":
+        return _pg_data_query(ids)
+    no_text, no_number = cast(null(), String), cast(null(), Float)
+    return union_all(
+        select(
+            literal(0), run_params.c.run_id, run_params.c.key, run_params.c.value, no_number
+        ).where(run_params.c.run_id.in_(ids)),
+        select(
+            literal(1),
+            run_latest_metrics.c.run_id,
+            run_latest_metrics.c.key,
+            no_text,
+            run_latest_metrics.c.value,
+        ).where(run_latest_metrics.c.run_id.in_(ids)),
+        select(literal(2), run_tags.c.run_id, run_tags.c.key, run_tags.c.value, no_number).where(
+            run_tags.c.run_id.in_(ids)
+        ),
+    )
+
+
+def _pg_data_query(ids: list[str]) -> Any:
+    """PostgreSQL: the ids as one array parameter, each run's rows read by a primary-key
+    seek (``LATERAL ... OFFSET 0`` keeps the seek: flattened, PostgreSQL chose to scan all
+    100,000 tags rows for 1,000 ids, 24 ms against 1.5 ms)."""
+    from sqlalchemy import String, bindparam, text
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    parts = []
+    for which, table, value in (
+        (0, "run_params", "t.value, NULL::float8"),
+        (1, "run_latest_metrics", "NULL::text, t.value"),
+        (2, "run_tags", "t.value, NULL::float8"),
+    ):
+        parts.append(
+            f"SELECT {which}, t.run_id, t.key, {value} FROM unnest(:ids) AS u(id), "
+            f"LATERAL (SELECT run_id, key, value FROM {table} WHERE run_id = u.id OFFSET 0) AS t"
+        )
+    return text(" UNION ALL ".join(parts)).bindparams(bindparam("ids", ids, type_=ARRAY(String)))
 
 
 def get(conn: Connection, ref: str) -> RunRecord:
