@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
 
-async def _app(scope: Any, receive: Any, send: Any) -> None:  # a bare ASGI app
-    return None
-
-
-def test_loading_the_server_config_freezes_start_up_objects() -> None:
+def test_the_server_freezes_start_up_objects_once_the_lifespan_started() -> None:
     from mlcd.serve.server import ServeConfig
+
+    started: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        message = await receive()
+        started.append(message["type"])
+        assert gc.get_freeze_count() == 0  # not before start-up is complete
+        await send({"type": "lifespan.startup.complete"})
 
     gc.unfreeze()
     try:
-        ServeConfig(_app, port=0).load()
+        config = ServeConfig(app, port=0, lifespan="on")
+        config.load()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.startup"}
+
+        sent: list[str] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        asyncio.run(config.loaded_app({"type": "lifespan"}, receive, send))
+        assert started == ["lifespan.startup"] and sent == ["lifespan.startup.complete"]
         frozen = gc.get_freeze_count()
-        # Everything alive at load (this test process's modules, at least) is frozen...
-        assert frozen > 1000
-        assert frozen >= len(gc.get_objects()) // 2
-        # ...and what comes later is still tracked and collected as usual.
+        assert frozen > 1000 and frozen >= len(gc.get_objects()) // 2
         late: list[Any] = []
-        late.append(late)  # a cycle
+        late.append(late)  # made after start-up: still tracked, collected as usual
         assert any(obj is late for obj in gc.get_objects())
     finally:
         gc.unfreeze()

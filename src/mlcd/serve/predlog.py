@@ -245,8 +245,14 @@ class PredictionLog:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer thread (after importing what it needs: importing pyarrow.parquet
+        at the first write held the GIL for the writer thread while requests waited)."""
         if self._thread is None:
+            if self.folder is not None:
+                import pyarrow.parquet  # noqa: F401
+
+                import mlcd.digest
+                import mlcd.store.predictions  # noqa: F401
             self._thread = threading.Thread(target=self._run, name="mlcd-predlog", daemon=True)
             self._thread.start()
 

@@ -34,9 +34,29 @@ class ServeConfig(uvicorn.Config):
         self.header_timeout_s = header_timeout_s
 
     def load(self) -> None:
-        """Build the app (in each worker process), then :func:`freeze_startup_objects`."""
+        """Build the app (in each worker process); :func:`freeze_startup_objects` once its
+        start-up (the lifespan: the prediction log's imports, the first model load) is done."""
         super().load()
-        freeze_startup_objects()
+        self.loaded_app = _FreezeAfterStartup(self.loaded_app)
+
+
+class _FreezeAfterStartup:
+    """An ASGI wrapper that freezes the GC's view of start-up objects when the app's lifespan
+    startup completes (uvicorn then starts accepting connections)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+
+        async def sent(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                freeze_startup_objects()
+            await send(message)
+
+        return await self.app(scope, receive, sent)  # type: ignore[no-any-return]
 
 
 def freeze_startup_objects() -> None:
