@@ -41,3 +41,30 @@ def test_the_server_freezes_start_up_objects_once_the_lifespan_started() -> None
         assert any(obj is late for obj in gc.get_objects())
     finally:
         gc.unfreeze()
+
+
+def test_a_server_embedded_in_a_thread_leaves_the_process_gc_alone() -> None:
+    import threading
+
+    from mlcd.serve.server import ServeConfig
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    gc.unfreeze()
+    config = ServeConfig(app, port=0, lifespan="on")
+    config.load()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(config.loaded_app({"type": "lifespan"}, receive, send))
+    )
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert gc.get_freeze_count() == 0

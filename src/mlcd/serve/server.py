@@ -42,7 +42,8 @@ class ServeConfig(uvicorn.Config):
 
 class _FreezeAfterStartup:
     """An ASGI wrapper that freezes the GC's view of start-up objects when the app's lifespan
-    startup completes (uvicorn then starts accepting connections)."""
+    startup completes (uvicorn then starts accepting connections), in a server that owns its
+    process."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -52,11 +53,19 @@ class _FreezeAfterStartup:
             return await self.app(scope, receive, send)  # type: ignore[no-any-return]
 
         async def sent(message: Any) -> None:
-            if message["type"] == "lifespan.startup.complete":
+            if message["type"] == "lifespan.startup.complete" and _owns_the_process():
                 freeze_startup_objects()
             await send(message)
 
         return await self.app(scope, receive, sent)  # type: ignore[no-any-return]
+
+
+def _owns_the_process() -> bool:
+    """A server on the main thread owns its process (``mlcd serve``, a worker); one embedded
+    in another program's thread (tests, notebooks) leaves that program's GC alone."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def freeze_startup_objects() -> None:
