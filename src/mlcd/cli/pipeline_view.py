@@ -284,21 +284,29 @@ def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
     snapshot = load_snapshot(root)
     produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
     lazy = _Lazy(root)
+    warmer: threading.Thread | None = None
     try:
-        project = lazy.project
-        # Opening the metadata store (SQLAlchemy, migrations) and asking git for the commit
-        # are mostly Python work; they overlap with hashing and copying, which are not.
+        # Asking git for the commit (a subprocess) starts at once; opening the metadata store
+        # (SQLAlchemy, migrations: Python work that holds the GIL) waits until the config is
+        # loaded, so that copying and hashing (which release it) start as early as they can.
         warm: dict[str, Any] = {}
+        config_loaded = threading.Event()
 
         def warm_up() -> None:
             try:
                 warm["git"] = git_state(root)
-                warm["store"] = project.store
+                config_loaded.wait()
+                if "project" in warm:  # else the project failed to open: reported below
+                    warm["store"] = warm["project"].store
             except Exception:  # opened again below, where the error is reported properly
                 pass
 
         warmer = threading.Thread(target=warm_up, daemon=True)
         warmer.start()
+        try:
+            project = warm["project"] = lazy.project
+        finally:
+            config_loaded.set()
         with StatCache(snapshot.state_dir / "statcache.db") as statcache:
             added = add_data(root, paths, project.objects, statcache, produced)
         warmer.join()
@@ -307,6 +315,8 @@ def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
             store, root, [(p.path, p.digest, p.size) for p, _ in added], warm.get("git")
         )
     finally:
+        if warmer is not None:
+            warmer.join()  # closing the project must not race the store it may be opening
         lazy.close()
     if as_json:
         import json
@@ -388,7 +398,7 @@ def push_objects(
     root = find_root()
     snapshot = load_snapshot(root)
     lazy = _Lazy(root)
-    bar, update = _transfer_progress("pushing")
+    bar, update = (None, None) if as_json else _transfer_progress("pushing")
     try:
         project = lazy.project
         target = project.remote(remote)
@@ -414,7 +424,7 @@ def pull_objects(remote: str | None = None, force: bool = False, as_json: bool =
     root = find_root()
     snapshot = load_snapshot(root)
     lazy = _Lazy(root)
-    bar, update = _transfer_progress("pulling")
+    bar, update = (None, None) if as_json else _transfer_progress("pulling")
     try:
         project = lazy.project
         source = project.remote(remote)

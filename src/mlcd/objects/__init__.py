@@ -75,36 +75,92 @@ def open_object_store(
         ) from exc
 
 
+#: Blobs in flight at once in ``copy_objects`` (each streams: memory grows with this, not
+#: with blob sizes).
+COPY_THREADS = 4
+
+
 def copy_objects(
     source: ObjectStore,
     target: ObjectStore,
     digests: Iterable[Digest],
     progress: Callable[[int, int], None] | None = None,
+    threads: int = COPY_THREADS,
 ) -> list[Digest]:
-    """Copy what ``target`` lacks of ``digests`` (manifests expanded), verifying each blob.
+    """Copy what ``target`` lacks of ``digests`` (manifests expanded), verifying each blob,
+    ``threads`` blobs at a time; a folder's manifest goes only after all its files.
 
     Returns the digests copied. A corrupt source blob raises CorruptObject and copies nothing
-    bad: bytes are verified before they are written to ``target``.
+    bad: bytes are verified before they are written to ``target`` (the first error stops the
+    copies not yet started and is raised once those in flight end).
     """
     wanted: list[Digest] = []
+    manifests: list[Digest] = []
     for digest in digests:
         if digest.is_dir:
             wanted.extend(e.digest for e in source.read_manifest(digest))
-            wanted.append(Digest(digest.hex))
+            manifests.append(Digest(digest.hex))
         else:
             wanted.append(digest)
-    unique = list(dict.fromkeys(wanted))
-    todo = [d for d in unique if not target.has(d)]
-    copied = []
-    for index, digest in enumerate(todo, 1):
-        # Chunk by chunk through a verified temp file where the target stages its writes:
-        # memory stays bounded whatever the blob's size, and nothing unverified is stored.
-        tmp = source.spool(digest, target._spool_dir())
-        try:
-            target._put_spooled(tmp, digest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        copied.append(digest)
-        if progress:
-            progress(index, len(todo))
+    files = [d for d in dict.fromkeys(wanted) if not target.has(d)]
+    listed = set(files)
+    tops = [d for d in dict.fromkeys(manifests) if d not in listed and not target.has(d)]
+    total = len(files) + len(tops)
+    copied: list[Digest] = []
+    for batch in (files, tops):  # every file lands before the manifest that names it
+        _copy_batch(source, target, batch, threads, copied, total, progress)
     return copied
+
+
+def _copy_batch(
+    source: ObjectStore,
+    target: ObjectStore,
+    batch: list[Digest],
+    threads: int,
+    copied: list[Digest],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    if not batch:
+        return
+    if threads <= 1 or len(batch) == 1:
+        for digest in batch:
+            _copy_one(source, target, digest)
+            copied.append(digest)
+            if progress:
+                progress(len(copied), total)
+        return
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(batch))) as pool:
+        futures = {pool.submit(_copy_one, source, target, d): d for d in batch}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    wait(pending)
+                    raise future.exception()  # type: ignore[misc]
+                copied.append(futures[future])
+                if progress:
+                    progress(len(copied), total)
+
+
+def _copy_one(source: ObjectStore, target: ObjectStore, digest: Digest) -> None:
+    """One blob, streamed: verified where it is when the source is a local folder and the
+    target uploads (no temp copy), else chunk by chunk through a verified temp file where the
+    target stages its writes. Memory stays bounded whatever the blob's size."""
+    if isinstance(source, LocalObjectStore) and target._spool_dir() is None:
+        path, before = source.verified_path(digest)
+        target._put_path(path, digest)
+        if not source.unchanged(path, before):  # edited in place while it was uploaded
+            target.delete(digest)
+            raise source._corrupt(digest)
+        return
+    tmp = source.spool(digest, target._spool_dir())
+    try:
+        target._put_spooled(tmp, digest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,13 +7,19 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mlcd.digest import Digest, hash_file
 from mlcd.errors import ObjectError
 from mlcd.objects.base import ObjectStore, not_found
 
 _READ_ONLY = 0o444
+#: Files smaller than this come in with one read, one hash of that buffer and one write.
+_SMALL = 8 * 1024 * 1024
+#: Larger files are copied in-kernel window by window; each window is hashed once written.
+_WINDOW = 16 * 1024 * 1024
+#: Threads that bring a batch of files in (file creation and copies wait on the disk).
+_PUT_THREADS = 8
 
 
 def _fsync_file(path: Path) -> None:
@@ -62,6 +68,119 @@ def _reflink(source: Path, dest: Path) -> bool:
     except OSError:
         dest.unlink(missing_ok=True)
         return False
+
+
+_LIBC: list[Any] = []
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range out now (``sync_file_range``, Linux), so the
+    final fsync finds most of it on disk already; a no-op elsewhere. Not a durability step."""
+    if not _LIBC:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            function = libc.sync_file_range
+            function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            _LIBC.append(function)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
+
+
+def _copy_range(source: int, dest: int, offset: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` between two descriptors, in the kernel where it
+    can (``copy_file_range``), else through a buffer."""
+    done = 0
+    while done < length:
+        try:
+            count = os.copy_file_range(source, dest, length - done, offset + done, offset + done)
+        except OSError:  # another filesystem type, an old kernel: copy through memory
+            count = 0
+            while done < length:
+                chunk = os.pread(source, min(8 * 1024 * 1024, length - done), offset + done)
+                if not chunk:
+                    break
+                _write_all(dest, chunk, offset + done)
+                done += len(chunk)
+        if count == 0 and done < length:
+            raise _changed(None)
+        done += count
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
+
+
+def _changed(path: Path | None) -> ObjectError:
+    return ObjectError(
+        f"{path or 'a file'} changed while it was being stored",
+        hint="stop whatever is writing to it, then retry",
+    )
+
+
+def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+
+
+def _ingest_small(source: int, tmp: Path) -> Digest:
+    """Read the whole file once, hash that buffer, write that buffer: what is kept is what
+    was hashed."""
+    from blake3 import blake3
+
+    parts = []
+    while chunk := os.read(source, _SMALL):
+        parts.append(chunk)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    digest = Digest(blake3(data).hexdigest())
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(out, data)
+    finally:
+        os.close(out)
+    return digest
+
+
+def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
+    """Copy in-kernel window by window, the next window copying in a helper thread while this
+    one is hashed (BLAKE3 on all cores) from the page cache of the copy and starts its way to
+    the disk: one read of the source, and what is kept is what was hashed."""
+    import mmap
+    from concurrent.futures import ThreadPoolExecutor
+
+    from blake3 import blake3
+
+    hasher = blake3(max_threads=blake3.AUTO)
+    out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.ftruncate(out, size)
+        with ThreadPoolExecutor(max_workers=1) as copier:
+            pending = copier.submit(_copy_range, source, out, 0, min(_WINDOW, size))
+            for offset in range(0, size, _WINDOW):
+                length = min(_WINDOW, size - offset)
+                pending.result()
+                following = offset + _WINDOW
+                if following < size:
+                    length_next = min(_WINDOW, size - following)
+                    pending = copier.submit(_copy_range, source, out, following, length_next)
+                _start_writeback(out, offset, length)
+                with mmap.mmap(out, length, offset=offset, access=mmap.ACCESS_READ) as window:
+                    hasher.update(window)
+    finally:
+        os.close(out)
+    return Digest(hasher.hexdigest())
 
 
 def _place(source: Path, dest: Path, link: str) -> bool:
@@ -131,6 +250,50 @@ class LocalObjectStore(ObjectStore):
             if tmp.exists():
                 tmp.unlink()
 
+    def _ingest(self, path: Path) -> tuple[Digest, Path]:
+        """Bring a file whose digest is not known yet into a temp file in the store and hash
+        what was written, in one pass over the source (a reflink is hashed after cloning).
+
+        Raises:
+            ObjectError: the file changed while it was read (its stat moved).
+        """
+        tmp = _unique(self._staging(), "new")
+        try:
+            source = os.open(path, os.O_RDONLY)
+            try:
+                before = os.fstat(source)
+                if self.link == "reflink" and _reflink(path, tmp):
+                    digest = hash_file(tmp)
+                elif before.st_size < _SMALL:
+                    digest = _ingest_small(source, tmp)
+                else:
+                    digest = _ingest_large(source, before.st_size, tmp)
+            finally:
+                os.close(source)
+            if not _same_file(before, os.stat(path)):
+                raise _changed(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return digest, tmp
+
+    def put_file(self, path: str | os.PathLike[str], digest: Digest | None = None) -> Digest:
+        """Store a file. Without a known ``digest`` (copy and reflink modes) the file is read
+        once: copied and hashed in one pass, then made durable and renamed."""
+        path = Path(path)
+        if digest is not None or self.link == "hardlink":
+            return super().put_file(path, digest)
+        if not path.is_file():
+            raise ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
+        digest, tmp = self._ingest(path)
+        try:
+            if not self.has(digest):
+                _fsync_file(tmp)
+                self._commit(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
+
     def _copy_in(self, path: Path, digest: Digest) -> Path:
         """Bring ``path`` into a temp name in the store (copied, cloned or linked) and check
         that what is kept hashes to ``digest``."""
@@ -162,12 +325,18 @@ class LocalObjectStore(ObjectStore):
             path, digest = item
             if not path.is_file():
                 raise ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
+            if digest is None and self.link != "hardlink":
+                digest, tmp = self._ingest(path)  # one pass: copied and hashed together
+                if self.has(digest):
+                    tmp.unlink()
+                    return digest, None
+                return digest, tmp
             digest = digest or hash_file(path)
             return digest, None if self.has(digest) else self._copy_in(path, digest)
 
         staged: list[tuple[Digest, Path | None]] = []
         try:
-            with ThreadPoolExecutor(max_workers=8) as pool:
+            with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
                 for result in pool.map(stage, items):
                     staged.append(result)
             pending = [(digest, tmp) for digest, tmp in staged if tmp is not None]
@@ -221,6 +390,31 @@ class LocalObjectStore(ObjectStore):
             dest.unlink(missing_ok=True)
             raise
         return dest
+
+    def verified_path(self, digest: Digest) -> tuple[Path, os.stat_result]:
+        """The stored file of ``digest``, hashed now, with its stat (for ``unchanged``): to be
+        read in place, e.g. by an upload, without a temp copy.
+
+        Raises:
+            ObjectNotFound: not stored.
+            CorruptObject: it does not hash to ``digest``.
+        """
+        path = self.path_of(digest)
+        try:
+            before = os.stat(path)
+        except FileNotFoundError:
+            raise not_found(self, digest) from None
+        if hash_file(path).hex != digest.hex:
+            raise self._corrupt(digest)
+        return path, before
+
+    @staticmethod
+    def unchanged(path: Path, before: os.stat_result) -> bool:
+        """Whether ``path`` still has the stat it had (a hard-linked object can be edited)."""
+        try:
+            return _same_file(before, os.stat(path))
+        except FileNotFoundError:
+            return False
 
     def verify(self, digest: Digest) -> bool:
         path = self.path_of(digest)

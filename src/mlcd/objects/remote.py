@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from mlcd.digest import Digest
+from mlcd.digest import Digest, hash_file
 from mlcd.errors import ObjectError
 from mlcd.objects.base import STREAM_CHUNK, ObjectStore, not_found
 
@@ -44,11 +46,45 @@ class FsspecObjectStore(ObjectStore):
         self.fs.put_file(str(path), key, **self._upload_options())
 
     def _upload_options(self) -> dict[str, Any]:
-        """s3fs uploads large files in parts of 50 MiB by default, ten in flight: four parts of
-        ``STREAM_CHUNK`` in flight keep a copy's memory at a few chunks whatever the size."""
+        """s3fs uploads large files in parts of 50 MiB by default, ten in flight: two parts of
+        ``STREAM_CHUNK`` in flight keep an upload at 16 MiB whatever the size, so that several
+        uploads at once (``copy_objects`` runs ``COPY_THREADS``) stay within ~150 MB."""
+        return {"chunksize": STREAM_CHUNK, "max_concurrency": 2} if self._is_s3() else {}
+
+    def _download_options(self) -> dict[str, Any]:
+        """One GET streamed in 64 KiB reads (s3fs would split a large blob into ten ranged
+        GETs in flight): parallelism comes from several blobs at once in ``copy_objects``."""
+        return {"max_concurrency": 1} if self._is_s3() else {}
+
+    def _is_s3(self) -> bool:
         protocol = self.fs.protocol
         names = {protocol} if isinstance(protocol, str) else set(protocol)
-        return {"chunksize": STREAM_CHUNK, "max_concurrency": 4} if names & {"s3", "s3a"} else {}
+        return bool(names & {"s3", "s3a"})
+
+    def spool(self, digest: Digest, directory: str | os.PathLike[str] | None = None) -> Path:
+        """One streamed GET into a temp file (the driver writes it as it arrives: memory stays
+        at its buffer), then the file is hashed; a bad blob leaves nothing behind. Ranged reads
+        would cost a request per chunk (and, on servers that slice a whole blob per range,
+        quadratic time).
+
+        Raises:
+            ObjectNotFound: not stored.
+            CorruptObject: the bytes do not hash to ``digest``.
+        """
+        handle, name = tempfile.mkstemp(prefix=".mlcd-", dir=directory)
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            try:
+                self.fs.get_file(self._key(digest), name, **self._download_options())
+            except FileNotFoundError:
+                raise not_found(self, digest) from None
+            if hash_file(tmp).hex != digest.hex:
+                raise self._corrupt(digest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     def _put_data(self, data: bytes, digest: Digest) -> None:
         key = self._key(digest)

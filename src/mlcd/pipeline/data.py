@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import PipelineError, UnsafePath, UsageError
 from mlcd.layout import project_path
-from mlcd.pipeline.statcache import StatCache
+from mlcd.pipeline.statcache import StatCache, walk_files
 from mlcd.pipeline.status import Digests
 
 if TYPE_CHECKING:
@@ -300,22 +300,33 @@ def add_data(
             raise UsageError(f"cannot track '{relative}': no such file or folder")
         _refuse_links_out(root, relative)
         _check_addable(relative, produced, [t for t in tracked if t != relative])
+        # Files the stat cache does not know are read once, by the object store, which copies
+        # and hashes them in one pass; their digests then go into the stat cache.
         if full.is_dir():
-            entries = statcache.dir_entries(full)
-            inner = next((rel for rel, _, _ in entries if rel.endswith(POINTER_SUFFIX)), None)
+            files = walk_files(str(full))
+            inner = next((rel for rel, _ in files if rel.endswith(POINTER_SUFFIX)), None)
             if inner is not None:
                 raise UsageError(
                     f"'{relative}' contains '{relative}/{inner}', the pointer of tracked data",
                     hint="track either the folder or what is inside it (remove the inner "
                     "pointer first)",
                 )
-            known = {rel: Digest(hex_) for rel, hex_, _ in entries}
-            digest = str(objects.put_dir(full, known=known))
-            pointer = Pointer(relative, digest, sum(s for _, _, s in entries), len(entries), source)
+            known = statcache.known_below(full, files)
+            stored = objects.put_dir(full, known={rel: Digest(h) for rel, h in known.items()})
+            entries = objects.read_manifest(stored)
+            for entry in entries:
+                if entry.path not in known:
+                    statcache.record(full / entry.path, entry.digest.hex)
+            digest = str(stored)
+            pointer = Pointer(relative, digest, sum(e.size for e in entries), len(entries), source)
         else:
-            hex_ = statcache.file_digest(full)
-            digest = str(objects.put_file(full, Digest(hex_)))
-            pointer = Pointer(relative, digest, full.stat().st_size, 1, source)
+            st = full.stat()
+            hex_ = statcache.known(full, st)
+            stored = objects.put_file(full, Digest(hex_) if hex_ else None)
+            if hex_ is None:
+                statcache.record(full, stored.hex)
+            digest = str(stored)
+            pointer = Pointer(relative, digest, st.st_size, 1, source)
         statcache.flush()
         pointer_file = root / pointer.pointer_path
         previous = pointer_file.read_text(encoding="utf-8") if pointer_file.exists() else None

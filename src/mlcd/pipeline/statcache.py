@@ -257,6 +257,26 @@ class StatCache:
                 self._pending[path] = (signature(st), now_ns, results[path])
         return results
 
+    def known(self, path: str | os.PathLike[str], st: os.stat_result) -> str | None:
+        """The digest of a file if its stat is unchanged since it was hashed; never reads it
+        (whoever reads it anyway, e.g. the object store, hands the digest to ``record``)."""
+        with self._lock:
+            return self._trusted(self._lookup_one(os.path.abspath(path)), signature(st))
+
+    def known_below(
+        self, path: str | os.PathLike[str], files: list[tuple[str, os.stat_result]]
+    ) -> dict[str, str]:
+        """``relative path -> digest`` of the ``files`` below a folder whose stat is
+        unchanged since they were hashed (one lookup for the folder); never reads them."""
+        base = os.path.abspath(path)
+        with self._lock:
+            found = self._lookup_prefix(base) if files else {}
+            pairs = (
+                (rel, self._trusted(found.get(base + "/" + rel), signature(st)))
+                for rel, st in files
+            )
+            return {rel: digest for rel, digest in pairs if digest is not None}
+
     def file_digest(self, path: str | os.PathLike[str], st: os.stat_result | None = None) -> str:
         """The hex digest of a file, read only if its stat changed since it was last hashed."""
         key = os.path.abspath(path)

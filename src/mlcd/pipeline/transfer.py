@@ -166,18 +166,20 @@ def copy_missing(
     total = len(wanted) + len(manifests)
     failed: dict[str, str] = {}
 
-    def copy(chunk: list[Digest]) -> int:
+    def copy(chunk: list[Digest]) -> int:  # the chunks run in threads: one blob at a time each
         if bad is None:
-            return len(copy_objects(source, target, chunk))
+            return len(copy_objects(source, target, chunk, threads=1))
         count = 0
         for digest in chunk:
             try:
-                count += len(copy_objects(source, target, [digest]))
+                count += len(copy_objects(source, target, [digest], threads=1))
             except ObjectError as exc:
                 failed[digest.hex] = exc.message
         return count
 
-    chunks = [wanted[i : i + _CHUNK] for i in range(0, len(wanted), _CHUNK)]
+    # as many chunks as threads when blobs are few (a handful of large blobs move at once)
+    size = max(1, min(_CHUNK, -(-len(wanted) // _COPY_THREADS)))
+    chunks = [wanted[i : i + size] for i in range(0, len(wanted), size)]
     copied = 0
     if chunks:
         with ThreadPoolExecutor(max_workers=_COPY_THREADS) as pool:
