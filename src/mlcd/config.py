@@ -138,6 +138,8 @@ class Stage(_Section):
     plots: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     always_run: bool = False
+    #: record scikit-learn, XGBoost and LightGBM training without code changes (docs/tracking.md)
+    autolog: bool = False
     wdir: str = "."
     desc: str | None = None
     from_log: list[FromLog] = Field(default_factory=list)

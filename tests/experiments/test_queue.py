@@ -284,3 +284,52 @@ def test_queue_kill_remove_and_unhappy_paths(
     assert calls(tmp_path) == []  # nothing ran
     with Project.open(root) as project, project.store.read() as conn:
         assert queue.entries(conn) == []
+
+
+def test_kill_of_a_running_experiment_stops_it_and_the_worker_goes_on(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    root = _project(make_project, mlcd, tmp_path, env)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**env, "HOLD_DIR": str(hold), "HOLD_LR": "0.7"}
+    _ok(mlcd, root, env, "run", "-S", "train.lr=0.7", "-n", "held", "--queue")
+    _ok(mlcd, root, env, "run", "-S", "train.lr=0.2", "-n", "after", "--queue")
+    start = subprocess.Popen(
+        [sys.executable, "-m", "mlcd.cli.main", "exp", "start", "-j", "1", "--json"],
+        cwd=root,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: (hold / "started").exists(), "the held experiment to start")
+        asked = _ok(mlcd, root, env, "queue", "kill", "held")
+        assert asked["kill_requested"] and asked["status"] == "running"
+        out, err = start.communicate(timeout=300)  # never released: only the kill ends it
+    finally:
+        (hold / "release").touch()
+        if start.poll() is None:
+            start.kill()
+            start.wait()
+    assert start.returncode == 0, err
+    by_name = {e["name"]: e for e in json.loads(out)["entries"]}
+    assert by_name["held"]["status"] == "killed" and by_name["held"]["attempts"] == 1
+    assert by_name["held"]["error"] == "kill requested"
+    assert by_name["after"]["status"] == "done"
+    assert "--- killed: kill requested" in _ok(mlcd, root, env, "queue", "logs", "held")["log"]
+    store = _store(root, env)
+    try:
+        with store.read() as conn:
+            from sqlalchemy import select
+
+            statuses = Counter(
+                conn.execute(
+                    select(runs_table.c.status).where(runs_table.c.kind == "pipeline")
+                ).scalars()
+            )
+    finally:
+        store.dispose()
+    assert statuses == {"finished": 2, "killed": 1}  # the baseline, 'after'; 'held' killed

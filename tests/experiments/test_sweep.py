@@ -238,3 +238,46 @@ def test_register_best_registers_the_best_trials_model_and_judges_it_against_the
     shown_model = json.loads(listed.stdout)
     assert shown_model["aliases"]["champion"] in (1, "1")
     assert git(root, "status", "--porcelain") == ""
+
+
+def test_timeout_budget_skips_the_trials_not_started_in_time(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.experiments.test_queue import HOLDING_TRAIN, _wait_for
+
+    root = make_project(CONFIG, {**FILES, "train.py": HOLDING_TRAIN})
+    git(root, "init", "-q", "-b", "main")
+    assert mlcd(root, "run", env=env_for(tmp_path)).returncode == 0
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**env_for(tmp_path), "HOLD_DIR": str(hold), "HOLD_LR": "0.7"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "mlcd.cli.main", "exp", "sweep", "--grid", "train.lr=0.7,0.2,0.3",
+         "--timeout", "10s", "-n", "timed", "--json"],
+        cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: (hold / "started").exists(), "the first trial to start")
+        started = time.monotonic()  # after the sweep was made: its 10 s are over in 11 s
+        _wait_for(lambda: time.monotonic() > started + 11, "the sweep's 10 s to pass")
+        (hold / "release").touch()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        (hold / "release").touch()
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert sweep.returncode == 0, err
+    shown = json.loads(out)
+    assert [t["name"] for t in shown["trials"]] == ["timed-t0"]
+    assert {p["name"]: p["status"] for p in shown["pending"]} == {
+        "timed-t1": "skipped",
+        "timed-t2": "skipped",
+    }
+    assert shown["sweep"]["status"] == "finished"
