@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -136,8 +137,8 @@ def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]
     """The same runs with their params, latest metrics and tags filled in.
 
     One query (a ``UNION ALL`` of the three tables) per chunk of ids: one round trip, not
-    three. On PostgreSQL the ids travel as one array parameter (``run_id = ANY(:ids)``):
-    a list of 1,000 bound values cost more to build, send and plan than reading the rows.
+    three. On PostgreSQL the ids travel as one array parameter: a list of 1,000 bound
+    values cost more to build, send and plan than reading the rows.
     """
     ids = [r.id for r in records]
     found: tuple[dict[str, dict[str, Any]], ...] = ({}, {}, {})
@@ -147,13 +148,13 @@ def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]
     # Chunks keep an IN list under every database's parameter limit.
     size = 50_000 if conn.dialect.name == "postgresql" else 5000
     for start in range(0, len(ids), size):
-        rows = conn.execute(_data_query(conn, ids[start : start + size]))
-        for which, run_id, key, text, number in rows:
+        for which, run_id, key, text, number in _data_rows(conn, ids[start : start + size]):
             found[which][run_id][key] = number if which == 1 else text
     params, metrics, tags = found
+    attributes = attrgetter(*ATTRIBUTE_COLUMNS)
     return [
         RunRecord(
-            **{name: getattr(r, name) for name in ATTRIBUTE_COLUMNS},
+            *attributes(r),
             params=dict(sorted(params[r.id].items())),
             metrics=dict(sorted(metrics[r.id].items())),
             tags=dict(sorted(tags[r.id].items())),
@@ -162,13 +163,25 @@ def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]
     ]
 
 
+def _data_rows(conn: Connection, ids: list[str]) -> Sequence[Any]:
+    """The rows of :func:`_data_query`, fetched in one call (11,000 rows for 1,000 runs: a
+    third of the client's time went to fetching them one at a time)."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(_data_query(conn, ids)).all()
+    result = conn.exec_driver_sql(_PG_DATA_SQL, {"ids": ids})
+    try:
+        rows: Sequence[Any] = result.cursor.fetchall()  # the driver's tuples, no Row objects
+    finally:
+        result.close()
+    return rows
+
+
 def _data_query(conn: Connection, ids: list[str]) -> Any:
     """``(0 params | 1 metrics | 2 tags, run_id, key, text value, numeric value)`` rows of
-    the runs ``ids`` (metrics are numbers, params and tags text: two typed columns)."""
+    the runs ``ids`` (metrics are numbers, params and tags text: two typed columns); the
+    SQLite form (PostgreSQL: ``_PG_DATA_SQL``)."""
     from sqlalchemy import Float, String, cast, literal, null, union_all
 
-    if conn.dialect.name == "postgresql":
-        return _pg_data_query(ids)
     no_text, no_number = cast(null(), String), cast(null(), Float)
     return union_all(
         select(
@@ -187,24 +200,18 @@ def _data_query(conn: Connection, ids: list[str]) -> Any:
     )
 
 
-def _pg_data_query(ids: list[str]) -> Any:
-    """PostgreSQL: the ids as one array parameter, each run's rows read by a primary-key
-    seek (``LATERAL ... OFFSET 0`` keeps the seek: flattened, PostgreSQL chose to scan all
-    100,000 tags rows for 1,000 ids, 24 ms against 1.5 ms)."""
-    from sqlalchemy import String, bindparam, text
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    parts = []
+#: PostgreSQL: the ids as one array parameter, each run's rows read by a primary-key seek
+#: (``LATERAL ... OFFSET 0`` keeps the seek: flattened, PostgreSQL chose to scan all
+#: 100,000 tags rows for 1,000 ids, 24 ms against 1.5 ms).
+_PG_DATA_SQL = " UNION ALL ".join(
+    f"SELECT {which}, t.run_id, t.key, {value} FROM unnest(%(ids)s::varchar[]) AS u(id), "
+    f"LATERAL (SELECT run_id, key, value FROM {table} WHERE run_id = u.id OFFSET 0) AS t"
     for which, table, value in (
         (0, "run_params", "t.value, NULL::float8"),
         (1, "run_latest_metrics", "NULL::text, t.value"),
         (2, "run_tags", "t.value, NULL::float8"),
-    ):
-        parts.append(
-            f"SELECT {which}, t.run_id, t.key, {value} FROM unnest(:ids) AS u(id), "
-            f"LATERAL (SELECT run_id, key, value FROM {table} WHERE run_id = u.id OFFSET 0) AS t"
-        )
-    return text(" UNION ALL ".join(parts)).bindparams(bindparam("ids", ids, type_=ARRAY(String)))
+    )
+)
 
 
 def get(conn: Connection, ref: str) -> RunRecord:
