@@ -293,6 +293,8 @@ class Monitor(_Section):
     #: a window with fewer values per column is "not enough data", never drift (None: by method)
     min_rows: int | None = Field(default=None, gt=0)
     label_horizon: str = "30d"
+    #: prediction-log segments older than this are dropped by ``mlcd gc`` (None: kept forever)
+    log_retention: str | None = None
     alerts: Alerts = Alerts()
     #: the server's live gauges: rows per version's rolling window (0 turns them off)
     live_window_rows: int = Field(default=10_000, ge=0, le=10_000_000)

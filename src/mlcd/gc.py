@@ -40,6 +40,8 @@ class GcReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     dry_run: bool = False
+    #: prediction-log retention (``monitor.log_retention``): what was dropped, or None
+    log: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class GcReport:
             "corrupt": self.corrupt,
             "missing": self.missing,
             "dry_run": self.dry_run,
+            "log": self.log,
         }
 
 
@@ -113,12 +116,31 @@ def collect_garbage(
     verify: bool = False,
     grace_s: float = DEFAULT_GRACE_S,
     progress: Callable[[int], None] | None = None,
+    log_root: Path | None = None,
+    log_retention: str | None = None,
 ) -> GcReport:
     """Remove unreferenced objects; with ``verify``, also drop objects whose bytes are corrupt.
 
     ``extra_roots`` are files whose digests are references too; for an ``mlcd.lock``, the
-    digests of its outputs.
+    digests of its outputs. With ``log_retention`` (``90d``), prediction-log segments whose
+    newest row is older are dropped too (rows, then files; ``log_root`` is the project root
+    local segment paths are relative to). Data windows keep their own copies in the object
+    store, so continual learning loses nothing.
+
+    Raises:
+        ConfigError: ``log_retention`` is not a duration.
     """
+    log_report = None
+    if log_retention is not None:
+        from mlcd.durations import parse_duration
+        from mlcd.errors import ConfigError
+        from mlcd.logdata.compact import expire_log
+
+        try:
+            seconds = parse_duration(log_retention, ConfigError)
+        except ConfigError as exc:
+            raise ConfigError(f"monitor.log_retention: {exc.message}", hint=exc.hint) from exc
+        log_report = expire_log(store, log_root or Path("."), seconds, dry_run=dry_run).to_dict()
     roots = store_references(store)
     for path in extra_roots:
         if path.is_file():
@@ -127,7 +149,7 @@ def collect_garbage(
             else:
                 roots |= digests_in_text(path.read_text(encoding="utf-8", errors="replace"))
     keep = objects.expand(roots)
-    report = GcReport(referenced=len(keep), dry_run=dry_run)
+    report = GcReport(referenced=len(keep), dry_run=dry_run, log=log_report)
     stored = set()
     cutoff = time.time() - grace_s
     for index, digest in enumerate(objects.iter_digests(), 1):

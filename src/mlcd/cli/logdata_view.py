@@ -36,7 +36,9 @@ def from_log(
     end = parse_since(until, now) if until else None
     snapshot = load_snapshot(root)
     produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
-    with Project.open(root) as project:
+    from mlcd.cli.step_progress import step_progress
+
+    with Project.open(root) as project, step_progress(f"from-log {model}", not as_json) as status:
         declared = project.config.models.get(model)
         column = label or (declared.target if declared and declared.target else None) or "label"
         target = path if path.is_absolute() else Path.cwd() / path
@@ -52,6 +54,7 @@ def from_log(
             stratify=stratify,
             seed=seed,
             label=column,
+            progress=status,
         )
         with StatCache(snapshot.state_dir / "statcache.db") as statcache:
             added = add_data(root, [target], project.objects, statcache, produced)

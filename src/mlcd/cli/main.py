@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "pipeline_cmd",
     "models_cmd",
     "monitor_cmd",
+    "log_cmd",
     "retrain_cmd",
     "ci_cmd",
     "doctor_cmd",

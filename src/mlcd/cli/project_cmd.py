@@ -127,10 +127,20 @@ def gc(
             dry_run=dry_run,
             verify=verify,
             grace_s=grace,
+            log_root=project.root,
+            log_retention=project.config.monitor.log_retention,
         )
 
     def render(out: Any) -> None:
         verb = "would remove" if dry_run else "removed"
+        if report.log is not None:
+            log = report.log
+            out.print(
+                f"prediction log: {'would drop' if dry_run else 'dropped'} {log['segments']} "
+                f"segment(s), {log['rows']} rows, older than monitor.log_retention"
+            )
+            for path in log["paths"][:20] if dry_run else []:
+                out.print(f"  {path}", markup=False, highlight=False)
         out.print(
             f"{report.stored} objects stored, {report.referenced} referenced; "
             f"{verb} {len(report.removed)}; kept {report.kept_recent} recent"

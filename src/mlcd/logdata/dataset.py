@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,40 +127,34 @@ def _labels(conn: Connection, model: str, until: float | None) -> dict[str, tupl
     return {str(r[0]): (r[1], float(r[2])) for r in conn.execute(stmt)}
 
 
-def _read_segment(root: Path, segment: Mapping[str, Any]) -> pa.Table:
-    import pyarrow.parquet as pq
+def _read_segment(
+    root: Path, segment: Mapping[str, Any], since: float | None, until: float | None
+) -> pa.Table:
+    """The answered rows of a segment inside ``[since, until)``, without the columns a dataset
+    drops: projection and filters are pushed down to the Parquet reader."""
+    import pyarrow as pa
 
-    path = root / str(segment["path"])
-    if not path.is_file():
+    from mlcd.errors import MonitorError
+    from mlcd.logdata.segments import SegmentMissing, locate, open_dataset, scan
+
+    location = locate(root, str(segment["path"]))
+    try:
+        dataset = open_dataset(location)
+        columns = [c for c in dataset.schema.names if c not in _DROPPED]
+        batches = list(
+            scan(location, columns, start=since, end=until, status="ok", dataset=dataset)
+        )
+    except SegmentMissing as exc:
         raise UsageError(
             f"prediction log segment {segment['path']} (id {segment['id']}) is registered but "
-            f"missing from {root}",
+            f"missing from {'storage' if location.remote else root}",
             hint="restore the file from a backup, or run from the project root the server "
             "logged into; a dataset is never built from part of the log silently",
-        )
-    try:
-        return pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UsageError(
-            f"prediction log segment {path} cannot be read: {exc}",
-            hint="the file is damaged; move it away and delete its row from "
-            "prediction_segments, or restore it from a backup",
         ) from exc
-
-
-def _answered(table: pa.Table, since: float | None, until: float | None) -> pa.Table:
-    """Rows a model answered for real, inside ``[since, until)``."""
-    import pyarrow.compute as pc
-
-    mask = pc.equal(table.column("status"), "ok") if "status" in table.column_names else None
-    ts = table.column("ts") if "ts" in table.column_names else None
-    for bound, op in ((since, pc.greater_equal), (until, pc.less)):
-        if bound is not None and ts is not None:
-            part = op(ts, bound)
-            mask = part if mask is None else pc.and_(mask, part)
-    if mask is None:
-        return table
-    return table.filter(pc.fill_null(mask, False))
+    except MonitorError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from exc
+    schema = dataset.schema
+    return pa.Table.from_batches(batches, schema=pa.schema([schema.field(c) for c in columns]))
 
 
 def _label_series(values: Sequence[Any]) -> pd.Series:
@@ -187,6 +181,7 @@ def read_log_dataset(
     stratify: str | None = None,
     seed: int = 0,
     label: str = "label",
+    progress: Callable[..., None] | None = None,
 ) -> LogDataset:
     """The prediction log of ``model`` joined with its feedback, as a training table.
 
@@ -203,6 +198,7 @@ def read_log_dataset(
             as many rows of each value as the rarest value has.
         seed: the sample's seed.
         label: the name of the label column (the model's ``target``).
+        progress: ``progress(step, done, total)`` while segments are read (rows).
 
     Returns:
         The dataset with its manifest.
@@ -217,6 +213,7 @@ def read_log_dataset(
     if sample is not None and sample <= 0:
         raise UsageError(f"--sample must be a positive number of rows (got {sample})")
     root = Path(root)
+    say = progress or (lambda *_args: None)
     with store.read() as conn:
         registered = _segments(conn, model, since, until)
         labels = _labels(conn, model, until)
@@ -225,15 +222,17 @@ def read_log_dataset(
     tables: list[pa.Table] = []
     reads: list[SegmentRead] = []
     known = pa.array(list(labels), pa.string())
+    total = sum(int(s["rows"]) for s in registered)
+    done = 0
     for segment in registered:
-        table = _answered(_read_segment(root, segment), since, until)
+        say("reading the prediction log", done, total)
+        table = _read_segment(root, segment, since, until)
+        done += int(segment["rows"])
         if labelled_only and table.num_rows:
             ids = table.column("request_id").cast(pa.string())
             table = table.filter(pc.fill_null(pc.is_in(ids, value_set=known), False))
         if not table.num_rows:
             continue
-        keep_columns = [c for c in table.column_names if c not in _DROPPED]
-        table = table.select(keep_columns)
         tables.append(table)
         reads.append(
             SegmentRead(

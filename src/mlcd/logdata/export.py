@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ def export_log_dataset(
     stratify: str | None = None,
     seed: int = 0,
     label: str = "label",
+    progress: Callable[..., None] | None = None,
 ) -> Export:
     """Build the dataset of :func:`read_log_dataset`, write it to ``path`` and record a
     ``data.from_log`` event with its digest and manifest.
@@ -57,6 +59,7 @@ def export_log_dataset(
         stratify=stratify,
         seed=seed,
         label=label,
+        progress=progress,
     )
     digest = str(write_dataset(dataset, path))
     manifest = dataset.manifest()

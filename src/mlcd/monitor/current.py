@@ -98,7 +98,8 @@ def summarise_window(
                 first = min(first, float(np.nanmin(ts)))
                 last = max(last, float(np.nanmax(ts)))
         if "version" in chunk.columns:
-            versions.update(str(v) for v in chunk["version"].dropna().tolist())
+            counts = chunk["version"].value_counts(dropna=True, sort=False)
+            versions.update({str(v): int(n) for v, n in counts.items()})
         if on_chunk is not None and len(accepted):
             on_chunk(accepted)
         present = [acc for name, acc in accumulators.items() if name in accepted.columns]

@@ -326,21 +326,20 @@ def run_monitor(
         wanted = [*profile.features, *(rules.get("columns") or {}), "ts", "status", "error"]
         wanted = list(dict.fromkeys([*wanted, "version"]))
         reader = LogReader(root, segments, window, version=subject.version, columns=wanted)
-        total = sum(s.rows for s in segments)
-        read = [0]
+        total = reader.total_rows
+        say("reading the prediction log", 0, total)
 
         def counted(chunk: Any) -> None:
             check_contract(chunk)
-            read[0] += len(chunk)
-            say("reading the prediction log", min(read[0], total), total)
+            say("reading the prediction log", min(reader.done_rows, total), total)
 
         summary = summarise_window(
             profile, reader, max_values=settings.max_values, on_chunk=counted
         )
         if reader.missing:
             warnings.append(
-                f"{len(reader.missing)} prediction-log segment(s) registered but missing on "
-                f"disk, skipped: {', '.join(reader.missing[:3])}"
+                f"{len(reader.missing)} prediction-log segment(s) registered but missing from "
+                f"storage, skipped: {', '.join(reader.missing[:3])}"
             )
     if summary.rows == 0:
         warnings.append(f"the current window ({window.describe()}) has no rows")

@@ -180,7 +180,8 @@ class ColumnAccumulator:
         self._m2 = 0.0
         self._parts: list[Floats] = []
         self._stored = 0
-        self._keys: Floats | None = None  # random keys, once the sample cap is passed
+        self._keys: list[Floats] | None = None  # random keys, once the sample cap is passed
+        self._threshold = math.inf  # the largest key of the sample after a shrink
         self._bins: Ints | None = None  # bin counts of values dropped from the sample
         self.categories: dict[str, int] = {}
         self.unseen = 0
@@ -233,21 +234,45 @@ class ColumnAccumulator:
             self._parts.append(finite)
             self._stored += finite.size
             return
-        stored = np.concatenate([*self._parts, finite])
         if self._keys is None:
-            keys = self._rng.random(stored.size)
+            # Past the cap: from now on every value has a random key, and the sample is the
+            # ``cap`` values with the smallest keys.
+            stored = np.concatenate([*self._parts, finite])
+            self._parts, self._keys = [stored], [self._rng.random(stored.size)]
+            self._stored = stored.size
         else:
-            keys = np.concatenate([self._keys, self._rng.random(finite.size)])
+            keys = self._rng.random(finite.size)
+            # A key above the cap-th smallest kept so far can never make the sample: its
+            # value is counted in its bin now and not stored (so most chunks store little).
+            enter = keys < self._threshold
+            if not enter.all():
+                self._drop(finite[~enter])
+                finite, keys = finite[enter], keys[enter]
+            self._parts.append(finite)
+            self._keys.append(keys)
+            self._stored += finite.size
+        if self._stored >= 2 * cap:  # shrink in bulk: amortised, at most 2 x cap values held
+            self._shrink(cap)
+
+    def _shrink(self, cap: int) -> None:
+        """Keep the ``cap`` values with the smallest keys; bin the others."""
+        assert self._keys is not None
+        stored = np.concatenate(self._parts)
+        keys = np.concatenate(self._keys)
         if stored.size > cap:
             order = np.argpartition(keys, cap - 1)
             keep, drop = order[:cap], order[cap:]
-            if self.binning is not None:
-                # Bins count every value: those leaving the sample are counted now, the
-                # kept ones once sorted at the end (cheaper than binning every chunk).
-                counts = np.bincount(self.binning.assign(stored[drop]), minlength=self.binning.size)
-                self._bins = counts if self._bins is None else self._bins + counts
+            self._drop(stored[drop])
             stored, keys = stored[keep], keys[keep]
-        self._parts, self._keys, self._stored = [stored], keys, stored.size
+            self._threshold = float(keys.max())
+        self._parts, self._keys, self._stored = [stored], [keys], stored.size
+
+    def _drop(self, values: Floats) -> None:
+        """Values leaving the sample: their bins count them now (the kept ones are counted
+        once sorted, at the end: cheaper than binning every chunk)."""
+        if self.binning is not None and values.size:
+            counts = np.bincount(self.binning.assign(values), minlength=self.binning.size)
+            self._bins = counts if self._bins is None else self._bins + counts
 
     # ------------------------------------------------------------ categorical
     def _add_categorical(self, series: pd.Series) -> None:
@@ -280,6 +305,8 @@ class ColumnAccumulator:
                 categories=dict(self.categories),
                 unseen=self.unseen,
             )
+        if self._keys is not None and self.max_values is not None:
+            self._shrink(self.max_values)
         values = np.concatenate(self._parts) if self._parts else np.empty(0, dtype=np.float64)
         values.sort()
         has = self.count > 0

@@ -1,8 +1,9 @@
 """The current window: prediction-log segments over a time range or the last N rows, or a file.
 
 The server writes Parquet segments and registers each in ``prediction_segments`` (see
-docs/architecture.md). A window picks the segments that overlap it and streams them in
-chunks of rows (only the columns needed), so its size never has to fit in memory at once.
+docs/architecture.md), on the project's disk or on object storage (``s3://...``). A window
+picks the segments that overlap it and streams them in chunks of rows (only the columns
+needed, time and version filters pushed down), so its size never has to fit in memory.
 """
 
 from __future__ import annotations
@@ -123,7 +124,13 @@ def _segment(row: Any) -> Segment:
 
 @dataclass
 class LogReader:
-    """Streams the rows of a window from its segments, in chunks, filtered by time/version."""
+    """Streams the rows of a window from its segments, in chunks, filtered by time/version.
+
+    Segments are read where they are (a path under ``root`` or an fsspec URL such as
+    ``s3://...``) through pyarrow datasets: only ``columns``, with the window's time range
+    and the version pushed down to the Parquet reader. A thread reads ahead a few chunks
+    (bounded), so storage latency overlaps with the caller's work on the current chunk.
+    """
 
     root: Path
     segments: list[Segment]
@@ -131,72 +138,122 @@ class LogReader:
     version: int | None = None
     columns: list[str] | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
-    #: segment paths registered in the store but not found on disk
+    #: segment paths registered in the store but not found in storage
     missing: list[str] = field(default_factory=list)
+    #: registered rows of the segments read so far (for progress against ``total_rows``)
+    done_rows: int = 0
+    #: chunks read ahead of the caller (each at most ``chunk_rows`` rows)
+    readahead: int = 2
 
-    def _files(self) -> Iterator[tuple[Segment, Any]]:
-        import pyarrow.parquet as pq
+    @property
+    def total_rows(self) -> int:
+        """Registered rows of every segment of the window (before filtering)."""
+        return sum(s.rows for s in self.segments)
 
+    def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
+        """``(record batch or None, registered rows of the segments finished so far)``."""
+        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset, scan
+
+        done = 0
         for segment in self.segments:
-            path = self.root / segment.path
-            if not path.is_file():
+            location = locate(self.root, segment.path)
+            try:
+                dataset = open_dataset(location)
+            except SegmentMissing:
                 if segment.path not in self.missing:
                     self.missing.append(segment.path)
+                done += segment.rows
+                yield None, done
                 continue
-            try:
-                yield segment, pq.ParquetFile(path)
-            except Exception as exc:  # pyarrow raises several types for a damaged file
-                raise MonitorError(
-                    f"prediction log segment {path} cannot be read: {exc}",
-                    hint="the file is damaged; move it away and delete its row from "
-                    "prediction_segments, or restore it from a backup",
-                ) from exc
+            for batch in scan(
+                location,
+                columns,
+                start=self.window.start,
+                end=self.window.end,
+                version=self.version,
+                batch_rows=self.chunk_rows,
+                dataset=dataset,
+            ):
+                yield batch, done
+            done += segment.rows
+            yield None, done
+
+    def _frames(self, cutoff: float, at_cutoff: int) -> Iterator[tuple[Any, int]]:
+        """Batches coalesced into DataFrames of up to ``chunk_rows`` rows (one schema each)."""
+        import pyarrow as pa
+
+        pending: list[Any] = []
+        size = 0
+        done = 0
+
+        def flush() -> Any:
+            table = pa.Table.from_batches(pending)
+            pending.clear()
+            return table.to_pandas()
+
+        for batch, done in self._batches(self.columns):
+            if batch is None:
+                continue
+            if pending and (
+                size + batch.num_rows > self.chunk_rows or batch.schema != pending[0].schema
+            ):
+                frame, size = flush(), 0
+                frame, at_cutoff = self._last_mask(frame, cutoff, at_cutoff)
+                if len(frame):
+                    yield frame, done
+            pending.append(batch)
+            size += batch.num_rows
+        if pending:
+            frame, at_cutoff = self._last_mask(flush(), cutoff, at_cutoff)
+            if len(frame):
+                yield frame, done
+        yield None, done
+
+    def _last_mask(self, frame: Any, cutoff: float, at_cutoff: int) -> tuple[Any, int]:
+        """For ``last N``: keep rows newer than the cutoff and the first ``at_cutoff`` at it."""
+        if self.window.last is None or "ts" not in frame.columns:
+            return frame.reset_index(drop=True), at_cutoff
+        ts = frame["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+        mask = ts >= cutoff
+        equal = np.flatnonzero(ts == cutoff)
+        mask[equal[max(at_cutoff, 0) :]] = False
+        at_cutoff -= min(len(equal), max(at_cutoff, 0))
+        return frame[mask].reset_index(drop=True), at_cutoff
 
     def _cutoff(self) -> tuple[float, int]:
-        """For ``last N``: the N-th newest timestamp and how many rows at it are taken."""
-        parts = []
-        for _segment, handle in self._files():
-            for batch in handle.iter_batches(batch_size=1_000_000, columns=["ts"]):
-                ts = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
-                parts.append(ts[self._time_mask(ts)])
-        stamps = np.concatenate(parts) if parts else np.empty(0)
-        assert self.window.last is not None
-        if stamps.size <= self.window.last:
-            return -math.inf, stamps.size
-        kth = float(np.partition(stamps, stamps.size - self.window.last)[-self.window.last])
-        return kth, self.window.last - int(np.count_nonzero(stamps > kth))
+        """For ``last N``: the N-th newest timestamp and how many rows at it are taken.
 
-    def _time_mask(self, ts: Any) -> Any:
-        mask = np.ones(len(ts), dtype=bool)
-        if self.window.start is not None:
-            mask &= ts >= self.window.start
-        if self.window.end is not None:
-            mask &= ts < self.window.end
-        return mask
+        Keeps at most 2N timestamps in memory, whatever the window's size.
+        """
+        assert self.window.last is not None
+        n = self.window.last
+        top = np.empty(0)
+        count = 0
+        for batch, _done in self._batches(["ts"]):
+            if batch is None or batch.num_columns == 0:
+                continue
+            ts = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+            ts = ts[~np.isnan(ts)]
+            count += ts.size
+            top = np.concatenate([top, ts])
+            if top.size > 2 * n:
+                top = np.partition(top, top.size - n)[-n:]
+        if count <= n:
+            return -math.inf, count
+        kth = float(np.partition(top, top.size - n)[-n])
+        return kth, n - int(np.count_nonzero(top > kth))
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
+        from mlcd.logdata.segments import prefetch
+
         cutoff, at_cutoff = (-math.inf, 0)
         if self.window.last is not None:
             cutoff, at_cutoff = self._cutoff()
-        for _segment, handle in self._files():
-            names = handle.schema_arrow.names
-            wanted = None if self.columns is None else [c for c in self.columns if c in names]
-            for batch in handle.iter_batches(batch_size=self.chunk_rows, columns=wanted):
-                frame = batch.to_pandas()
-                if "ts" in frame.columns:
-                    ts = frame["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
-                    mask = self._time_mask(ts)
-                    if self.window.last is not None:
-                        equal = np.flatnonzero(mask & (ts == cutoff))
-                        mask &= ts >= cutoff
-                        drop = equal[max(at_cutoff, 0) :]
-                        mask[drop] = False
-                        at_cutoff -= min(len(equal), max(at_cutoff, 0))
-                    frame = frame[mask]
-                if self.version is not None and "version" in frame.columns:
-                    frame = frame[frame["version"] == self.version]
-                if len(frame):
-                    yield frame.reset_index(drop=True)
+        self.done_rows = 0
+        for frame, done in prefetch(self._frames(cutoff, at_cutoff), self.readahead):
+            self.done_rows = done
+            if frame is not None:
+                yield frame
 
 
 def iter_file_chunks(

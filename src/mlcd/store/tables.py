@@ -229,6 +229,11 @@ prediction_segments = Table(
     Column("first_at", Float, nullable=False),
     Column("last_at", Float, nullable=False),
     Column("created_at", Float, nullable=False),
+    # "segment" (written by a server) or "daily" (``mlcd log compact`` merged a day's
+    # segments); a daily row lists the paths it replaced, so leftover files of a compaction
+    # that stopped after its commit are found and deleted by the next one.
+    Column("kind", String(16), nullable=False, server_default="segment"),
+    Column("replaces", JSON, nullable=True),
     Index("ix_prediction_segments_model_last", "model", "last_at"),
 )
 

@@ -1,0 +1,248 @@
+"""Prediction-log segments wherever they are: a path under the project or an fsspec URL.
+
+The server registers each segment in ``prediction_segments.path``: a path relative to the
+project root for a local log, the full URL (``s3://bucket/prefix/...``) for a log on object
+storage. Everything that reads the log goes through :func:`locate` and :func:`scan`, so the
+same code reads both: pyarrow datasets over the segment's filesystem (fsspec's, wrapped for
+Arrow), with only the columns asked for and the time/version filters pushed down to the
+Parquet reader (row groups outside the window are skipped from their statistics).
+
+Credentials and endpoints of a remote log come from the environment, as for every fsspec
+user (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcd.errors import ConfigError, MonitorError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+#: fsspec protocol -> the mlcd extra that installs its driver
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
+
+
+def is_url(path: str) -> bool:
+    """Whether a registered segment path is a URL (else a path, relative to the root)."""
+    return "://" in path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A segment file on a filesystem Arrow can read."""
+
+    #: a ``pyarrow.fs.FileSystem``
+    fs: Any
+    #: the path inside ``fs``
+    path: str
+    #: for messages: the URL or the local path
+    display: str
+    remote: bool = False
+
+
+class SegmentMissing(MonitorError):
+    """A registered segment whose file is not there."""
+
+
+_FILESYSTEMS: dict[str, Any] = {}
+_FS_LOCK = threading.Lock()
+
+
+def _remote_fs(url: str) -> tuple[Any, str]:
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        extra = _EXTRAS.get(protocol, protocol)
+        raise ConfigError(
+            f"the prediction log at {url} needs a driver for {protocol}:// ({exc.name or exc})",
+            hint=f"pip install 'mlcd[{extra}]'",
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"cannot read the prediction log at {url}: {exc}",
+            hint="a segment path is a folder path or an fsspec URL (s3://bucket/prefix/...)",
+        ) from exc
+    with _FS_LOCK:
+        wrapped = _FILESYSTEMS.get(protocol)
+        if wrapped is None or wrapped.handler.fs is not fs:
+            wrapped = PyFileSystem(FSSpecHandler(fs))
+            _FILESYSTEMS[protocol] = wrapped
+    return wrapped, path
+
+
+def locate(root: str | Path, path: str) -> Location:
+    """Where a registered segment path points: under ``root``, absolute, or a URL.
+
+    Raises:
+        ConfigError: a URL whose filesystem driver is not installed.
+    """
+    if is_url(path) and not path.startswith("file://"):
+        fs, inner = _remote_fs(path)
+        return Location(fs, inner, path, remote=True)
+    from pyarrow.fs import LocalFileSystem
+
+    local = Path(path.removeprefix("file://"))
+    full = local if local.is_absolute() else Path(root) / local
+    return Location(LocalFileSystem(), str(full), str(full))
+
+
+def _unreachable(location: Location, exc: BaseException) -> MonitorError:
+    return MonitorError(
+        f"prediction log segment {location.display} cannot be read: {type(exc).__name__}: {exc}",
+        hint="check that the storage is reachable and the credentials are set "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for an S3-compatible "
+        "server)"
+        if location.remote
+        else "the file is damaged or unreadable; move it away and delete its row from "
+        "prediction_segments, or restore it from a backup",
+    )
+
+
+def open_dataset(location: Location) -> ds.Dataset:
+    """The segment as a pyarrow dataset (reads the Parquet footer only).
+
+    Raises:
+        SegmentMissing: the file is not there.
+        MonitorError: the storage cannot be reached or the file is not Parquet.
+    """
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset(location.path, filesystem=location.fs, format="parquet")
+    except FileNotFoundError as exc:
+        raise SegmentMissing(
+            f"prediction log segment {location.display} is registered but missing",
+            hint="restore the file from a backup, or delete its row from prediction_segments",
+        ) from exc
+    except Exception as exc:  # driver errors (botocore, aiohttp) and Arrow's own
+        if _is_missing(exc):
+            raise SegmentMissing(
+                f"prediction log segment {location.display} is registered but missing",
+                hint="restore the file, or delete its row from prediction_segments",
+            ) from exc
+        raise _unreachable(location, exc) from exc
+
+
+def _is_missing(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, FileNotFoundError) or "NoSuchKey" in text or "Not Found" in text
+
+
+def filter_expression(
+    names: Sequence[str],
+    start: float | None = None,
+    end: float | None = None,
+    version: int | None = None,
+    status: str | None = None,
+) -> Any:
+    """The pushed-down predicate ``start <= ts < end``, ``version == v``, ``status == s`` on
+    the columns the segment has (None when nothing applies)."""
+    import pyarrow.dataset as ds
+
+    parts = []
+    if "ts" in names:
+        if start is not None:
+            parts.append(ds.field("ts") >= start)
+        if end is not None:
+            parts.append(ds.field("ts") < end)
+    if version is not None and "version" in names:
+        parts.append(ds.field("version") == version)
+    if status is not None and "status" in names:
+        parts.append(ds.field("status") == status)
+    expression = None
+    for part in parts:
+        expression = part if expression is None else expression & part
+    return expression
+
+
+def scan(
+    location: Location,
+    columns: Iterable[str] | None = None,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    version: int | None = None,
+    status: str | None = None,
+    batch_rows: int = 131_072,
+    dataset: ds.Dataset | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The segment's rows in record batches: only ``columns`` (those it has), only rows
+    inside the window, of the version and status asked for.
+
+    Raises:
+        SegmentMissing: the file is not there.
+        MonitorError: the storage cannot be reached or the file is damaged.
+    """
+    data = dataset if dataset is not None else open_dataset(location)
+    names = data.schema.names
+    wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
+    where = filter_expression(names, start, end, version, status)
+    try:
+        for batch in data.to_batches(columns=wanted, filter=where, batch_size=batch_rows):
+            if batch.num_rows:
+                yield batch
+    except FileNotFoundError as exc:
+        raise SegmentMissing(
+            f"prediction log segment {location.display} disappeared while it was read",
+            hint="a concurrent 'mlcd log compact' or 'mlcd gc' retired it: run again",
+        ) from exc
+    except MonitorError:
+        raise
+    except Exception as exc:
+        raise _unreachable(location, exc) from exc
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Run ``items`` in a thread, ``depth`` items ahead of the consumer (bounded memory):
+    reading the next batches from storage overlaps with summarising the current ones.
+    An exception in the producer is raised in the consumer."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            box.put(exc)
+
+    thread = threading.Thread(target=produce, name="mlcd-log-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
