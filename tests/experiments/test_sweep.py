@@ -281,3 +281,63 @@ def test_timeout_budget_skips_the_trials_not_started_in_time(
         "timed-t2": "skipped",
     }
     assert shown["sweep"]["status"] == "finished"
+
+
+# train.py that logs its objective at 12 steps. Under $TRIAL_COUNTER each run is worse than
+# the one before (10, 9, 8, ... whatever its params), so the median pruner must stop the third.
+PRUNED_TRAIN = """
+import json, os, time, yaml
+import mlcd
+lr = yaml.safe_load(open("params.yaml"))["train"]["lr"]
+counter = os.environ.get("TRIAL_COUNTER")
+value = lr * 10
+if counter:
+    n = len(open(counter).read()) if os.path.exists(counter) else 0
+    open(counter, "a").write("x")
+    value = 10.0 - n
+    for step in range(12):
+        mlcd.log_metric("score", value, step=step)
+        mlcd.flush()
+        time.sleep(0.25)
+open("model.txt", "w").write(f"model lr={lr}\\n")
+json.dump({"score": value, "size": 1}, open("metrics.json", "w"))
+"""
+
+
+def test_optuna_sweep_prunes_a_trial_whose_intermediate_values_are_worse(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    import optuna
+
+    from mlcd.experiments.sweep import optuna_storage, study_name
+
+    root = make_project(CONFIG, {**FILES, "train.py": PRUNED_TRAIN})
+    git(root, "init", "-q", "-b", "main")
+    assert mlcd(root, "run", env=env_for(tmp_path)).returncode == 0
+    env = {
+        **env_for(tmp_path),
+        "TRIAL_COUNTER": str(tmp_path / "counter"),
+        "MLCD_EXP_HEARTBEAT_S": "0.3",
+    }
+
+    shown = _sweep(
+        mlcd, root, env,
+        "--optimize", "metrics.score", "--range", "train.lr=0.1:1", "--trials", "3",
+        "--prune-startup", "2", "-n", "pr",
+    )  # fmt: skip
+
+    store = _store(root, env)
+    try:
+        study = optuna.load_study(
+            study_name=study_name(shown["sweep"]["id"]), storage=optuna_storage(store)
+        )
+        states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
+    finally:
+        store.dispose()
+    state = optuna.trial.TrialState
+    assert states == [state.COMPLETE, state.COMPLETE, state.PRUNED]
+    assert [t["metrics"]["score"] for t in shown["trials"]] == [10.0, 9.0]
+    (pending,) = shown["pending"]
+    assert pending["name"] == "pr-t2" and pending["status"] == "pruned"
+    assert pending["error"].startswith("pruned at step")
+    assert shown["sweep"]["status"] == "finished"

@@ -498,6 +498,16 @@ def sweep_command(
         int | None, typer.Option("--jobs", "-j", help="Stages run at once in each trial.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of --random.")] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune/--no-prune",
+            help="--optimize: stop trials whose logged intermediate values are clearly worse.",
+        ),
+    ] = True,
+    prune_startup: Annotated[
+        int, typer.Option("--prune-startup", help="Trials that finish before any is pruned.")
+    ] = 5,
     queue_only: Annotated[
         bool, typer.Option("--queue", help="Only queue the trials ('mlcd exp start' runs them).")
     ] = False,
@@ -548,6 +558,8 @@ def sweep_command(
             jobs=jobs,
             executor=executor,
             timeout_s=timeout_s,
+            prune=prune,
+            prune_startup=prune_startup,
         )
         if queue_only:
             emit(

@@ -266,12 +266,21 @@ def _distribution(optuna: Any, dim: Dimension) -> Any:
     return dists.FloatDistribution(dim.low, dim.high, log=dim.log)
 
 
-def load_study(store: Any, sweep_id: str) -> Any:
+def load_study(store: Any, sweep_id: str, options: dict[str, Any] | None = None) -> Any:
+    """The sweep's study, with the TPE sampler and (unless ``prune`` is off) a median pruner
+    that judges no trial before ``prune_startup`` trials have finished."""
     optuna = _optuna()
+    options = options or {}
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=int(options.get("prune_startup", 5)))
+        if options.get("prune", True)
+        else optuna.pruners.NopPruner()
+    )
     return optuna.load_study(
         study_name=study_name(sweep_id),
         storage=optuna_storage(store),
         sampler=optuna.samplers.TPESampler(),
+        pruner=pruner,
     )
 
 
@@ -279,11 +288,14 @@ def ask(store: Any, sweep_id: str, options: dict[str, Any]) -> tuple[Any, list[s
     """A new trial of the sweep's study, and the ``-S`` settings of its params."""
     optuna = _optuna()
     dims = [Dimension.from_dict(d) for d in options["space"]]
-    trial = load_study(store, sweep_id).ask({d.key: _distribution(optuna, d) for d in dims})
+    study = load_study(store, sweep_id, options)
+    trial = study.ask({d.key: _distribution(optuna, d) for d in dims})
     return trial, _settings({d.key: trial.params[d.key] for d in dims})
 
 
-def tell(services: Services, sweep_id: str, trial: Any, run_id: str | None) -> None:
+def tell(
+    services: Services, sweep_id: str, trial: Any, run_id: str | None, pruned: bool = False
+) -> None:
     """Report a trial's objective (from its run's metrics) to the study; failed without one."""
     from mlcd.store import runs
 
@@ -293,11 +305,73 @@ def tell(services: Services, sweep_id: str, trial: Any, run_id: str | None) -> N
     if run_id is not None and objective:
         with services.store.read() as conn:
             value = runs.latest_metrics_of(conn, run_id).get(objective)
-    study = load_study(services.store, sweep_id)
-    if value is None or not math.isfinite(float(value)):
+    study = trial.study
+    if pruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    elif value is None or not math.isfinite(float(value)):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     else:
         study.tell(trial, float(value))
+
+
+def _running_run_of_this_process(conn: Any) -> str | None:
+    """The pipeline run this process is running (tagged with its host and pid), if any."""
+    import os
+    import socket
+
+    from sqlalchemy import select
+
+    from mlcd.store.tables import run_tags, runs
+
+    host = run_tags.alias("host")
+    return conn.execute(
+        select(runs.c.id)
+        .join(run_tags, run_tags.c.run_id == runs.c.id)
+        .join(host, host.c.run_id == runs.c.id)
+        .where(
+            runs.c.kind == "pipeline",
+            runs.c.status == "running",
+            run_tags.c.key == "mlcd.pid",
+            run_tags.c.value == str(os.getpid()),
+            host.c.key == "mlcd.host",
+            host.c.value == socket.gethostname(),
+        )
+        .order_by(runs.c.started_at.desc())
+        .limit(1)
+    ).scalar()
+
+
+class Pruning:
+    """Pruning of a running trial: reports the intermediate values of the objective that the
+    trial's stages log (``mlcd.log_metric(NAME, value, step=i)``) to the study, and says when
+    the pruner judges the trial clearly worse than the others at the same step.
+
+    Called from the worker's heartbeat thread; returns a reason to stop the trial, or None.
+    """
+
+    def __init__(self, services: Services, sweep_id: str, trial: Any) -> None:
+        self.services, self.trial = services, trial
+        self.metric = _objective_of(services, sweep_id)
+        self.seen: set[int] = set()
+        self.run_id: str | None = None
+
+    def __call__(self) -> str | None:
+        from mlcd.store import runs
+
+        if self.metric is None:
+            return None
+        with self.services.store.read() as conn:
+            self.run_id = self.run_id or _running_run_of_this_process(conn)
+            if self.run_id is None:
+                return None
+            points = runs.metric_history(conn, self.run_id, self.metric)
+        for point in points:
+            if point.step not in self.seen and math.isfinite(point.value):
+                self.seen.add(point.step)
+                self.trial.report(point.value, point.step)
+        if self.seen and self.trial.should_prune():
+            return f"pruned at step {max(self.seen)}"
+        return None
 
 
 def _objective_of(services: Services, sweep_id: str) -> str | None:
@@ -341,6 +415,8 @@ def create_sweep(
     jobs: int | None = None,
     executor: str = "local",
     timeout_s: float | None = None,
+    prune: bool = True,
+    prune_startup: int = 5,
 ) -> dict[str, Any]:
     """Record the sweep's parent run and queue its trials; returns the sweep.
 
@@ -408,6 +484,8 @@ def create_sweep(
             direction=direction,
         )
         options["space"] = [d.to_dict() for d in dims]
+        options["prune"] = prune
+        options["prune_startup"] = prune_startup
     tags = {
         TAG_SWEEP: "1",
         "mlcd.exp.name": name,

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,6 +72,8 @@ class _Heartbeat:
 
     def __init__(self, services: Services, entry_id: str, worker: str) -> None:
         self.services, self.entry_id, self.worker = services, entry_id, worker
+        #: called at each beat; a reason it returns stops the run (a pruned trial)
+        self.check: Callable[[], str | None] | None = None
         self.stop = threading.Event()
         self.reason: str | None = None
         self.thread = threading.Thread(target=self._loop, name="mlcd-exp-heartbeat", daemon=True)
@@ -87,6 +90,15 @@ class _Heartbeat:
                 continue
             if state is None or state:
                 self.reason = "kill requested" if state else "entry taken back by the queue"
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            try:
+                reason = self.check() if self.check is not None else None
+            except Exception as exc:  # pruning is advice: a failure to judge never stops a run
+                print(f"pruning check failed: {exc}", file=sys.stderr, flush=True)
+                reason = None
+            if reason:
+                self.reason = reason
                 os.kill(os.getpid(), signal.SIGINT)
                 return
 
@@ -162,6 +174,8 @@ def run_entry(root: Path, services: Services, entry: dict[str, Any], worker: str
                 if entry["kind"] == "optuna":
                     trial, asked = sweeps.ask(services.store, entry["sweep_id"], options)
                     settings += asked
+                    if options.get("prune", True):
+                        heartbeat.check = sweeps.Pruning(services, entry["sweep_id"], trial)
                     number = trial.number
                     services.store.transact(
                         lambda c: queue.update_entry(c, entry["id"], trial=number)
@@ -190,6 +204,8 @@ def run_entry(root: Path, services: Services, entry: dict[str, Any], worker: str
                 )
         except KeyboardInterrupt:
             status, error = "killed", heartbeat.reason or "interrupted"
+            if error.startswith("pruned"):
+                status = "pruned"
         except MlcdError as exc:
             error = str(exc)
         except Exception as exc:  # the worker survives any one experiment's failure
@@ -197,7 +213,13 @@ def run_entry(root: Path, services: Services, entry: dict[str, Any], worker: str
         finally:
             _restore(saved)
         if trial is not None:
-            sweeps.tell(services, entry["sweep_id"], trial, run_id if status == "done" else None)
+            sweeps.tell(
+                services,
+                entry["sweep_id"],
+                trial,
+                run_id if status == "done" else None,
+                pruned=status == "pruned",
+            )
         out.write(f"--- {status}{': ' + error if error else ''}\n")
     services.store.transact(lambda c: queue.finish(c, entry["id"], worker, status, run_id, error))
     return {"id": entry["id"], "name": entry["name"], "status": status, "run_id": run_id}

@@ -26,7 +26,7 @@ from mlcd.store.tables import exp_queue
 #: Attempts an entry gets: a worker that dies on the first is retried once, then failed.
 MAX_ATTEMPTS = 2
 #: Statuses of an entry that will not change any more.
-ENDED = ("done", "failed", "killed", "skipped")
+ENDED = ("done", "failed", "killed", "skipped", "pruned")
 
 
 def enqueue(
