@@ -46,7 +46,54 @@ _LAZY: dict[str, str] = {
     ),
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = ["__version__", "autolog", *sorted(_LAZY)]
+
+
+def autolog(
+    *,
+    disable: bool = False,
+    libraries: tuple[str, ...] | list[str] | None = None,
+    log_models: bool = True,
+    log_importances: bool = True,
+    log_training_metrics: bool = True,
+    silent: bool = False,
+) -> None:
+    """Record scikit-learn, XGBoost and LightGBM training without changing the training code.
+
+    Every outermost ``fit`` (and ``xgboost.train`` / ``lightgbm.train``) from now on logs the
+    estimator's params, training metrics, per-iteration eval metrics as steps, the fitted
+    model as a package artifact ``model`` (signature from the training data) and feature
+    importances as ``feature_importance.csv``. Inside a stage it logs to the stage's run;
+    inside ``mlcd.start_run`` to that run; elsewhere to a run of its own, ended at exit.
+    Libraries imported later are patched when they are imported. A logging failure is a
+    warning, never an error in ``fit``. See docs/tracking.md, "Autologging".
+
+    Args:
+        disable: turn autologging off again (the original functions come back).
+        libraries: a subset of ``("sklearn", "xgboost", "lightgbm")`` (default: all three).
+        log_models: save the fitted model as a package.
+        log_importances: store feature importances.
+        log_training_metrics: score scikit-learn estimators on their training data.
+        silent: no warnings and no note about the run autologging starts.
+
+    Raises:
+        UsageError: an unknown library name.
+    """
+    # The facade wires two siblings that never import each other: tracking patches the
+    # libraries, and saves through the public (lazily bound) mlcd.save_model.
+    from mlcd.tracking.autolog import autolog as enable
+
+    save_model = __getattr__("save_model")
+
+    enable(
+        disable=disable,
+        libraries=libraries,
+        log_models=log_models,
+        log_importances=log_importances,
+        log_training_metrics=log_training_metrics,
+        silent=silent,
+        save_model=save_model,
+    )
 
 
 def __getattr__(name: str) -> Any:

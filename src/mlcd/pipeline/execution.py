@@ -340,6 +340,7 @@ class Execution:
     ) -> StageResult:
         from mlcd.pipeline.executors import Job
         from mlcd.pipeline.executors.scratch import job_inputs
+        from mlcd.tracking.autolog import autolog_env
 
         assert self.executor is not None
         objects = self.services.objects
@@ -359,6 +360,7 @@ class Execution:
             "MLCD_ARTIFACTS": objects.url,
             **warm_start_env(self.root, objects, spec.inputs),
         }
+        env.update(autolog_env(env))  # MLCD_AUTOLOG: mlcd's sitecustomize first on PYTHONPATH
         cmd = render_cmd(spec.cmd, state.params)
         if spec.contracts:  # what the stage reads, unless a stage of this pipeline wrote it
             written = {p for s in self.snapshot.stages.values() for p in s.produced}

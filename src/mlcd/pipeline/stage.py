@@ -256,7 +256,7 @@ def spec_from_config(
         outs=tuple(outs),
         metrics=metrics,
         plots=plots,
-        env=dict(stage.env),
+        env={**stage.env, **({"MLCD_AUTOLOG": "1"} if stage.autolog else {})},
         always_run=stage.always_run,
         desc=stage.desc,
         inputs=tuple(inputs),
