@@ -295,6 +295,9 @@ class Monitor(_Section):
     label_horizon: str = "30d"
     #: prediction-log segments older than this are dropped by ``mlcd gc`` (None: kept forever)
     log_retention: str | None = None
+    #: where the server writes prediction-log segments: a folder (relative to the project)
+    #: or an fsspec URL (s3://bucket/prefix) shared by every replica; None: <state>/predictions
+    log_location: str | None = None
     alerts: Alerts = Alerts()
     #: the server's live gauges: rows per version's rolling window (0 turns them off)
     live_window_rows: int = Field(default=10_000, ge=0, le=10_000_000)

@@ -123,7 +123,7 @@ def create_app(
         predlog = PredictionLog(
             store,
             project_root or (log_folder.parent if log_folder else Path.cwd()),
-            log_folder if logging_on else None,
+            (monitor.log_location or log_folder) if logging_on else None,
             batch_rows=options.batch_rows,
             flush_interval_s=options.flush_interval_s,
             queue_size=options.queue_size,

@@ -3,18 +3,33 @@
 Requests hand an entry to :meth:`PredictionLog.log`, which only appends to a bounded queue
 and never blocks: when the queue is full the rows are dropped and counted. A writer thread
 drains the queue every ``flush_interval_s`` (or as soon as ``batch_rows`` are waiting),
-writes one segment per model, version and day under
-``<folder>/model=<name>/date=YYYY-MM-DD/<first_ts>-<uuid>.parquet`` (temp file, then rename)
-and registers it in ``prediction_segments``. A segment that cannot be written or registered
-is dropped and counted too; the server keeps answering. Columns: docs/architecture.md.
-The writer also hands every drained batch to ``on_batch`` (the live monitoring gauges),
-so that work stays off the request path as well.
+writes one segment per model, version and day and registers it in ``prediction_segments``.
+A segment that cannot be written or registered is dropped and counted too; the server keeps
+answering. Columns: docs/architecture.md. The writer also hands every drained batch to
+``on_batch`` (the live monitoring gauges), so that work stays off the request path as well.
+
+Where segments go, and what readers (:mod:`mlcd.logdata`) can rely on:
+
+* the location is a local folder (``<state>/predictions`` by default) or any fsspec URL
+  (``monitor.log_location: s3://bucket/prefix``); below it every segment is
+  ``model=<name>/date=YYYY-MM-DD/<first ts ms>-<host>-<pid>-<uuid>.parquet``, so replicas on
+  any number of hosts writing to one location never collide;
+* a segment is immutable and appears whole or not at all: a local one is written to a
+  temporary file, fsynced and renamed; a remote one is one PUT of the finished file;
+* ``prediction_segments.path`` is the path relative to the project root for a local
+  segment (as before: a project folder can move) and the full URL for a remote one;
+  ``digest`` is the BLAKE3 of the file's bytes, ``rows``/``first_at``/``last_at`` its rows;
+* a segment is registered only after it is stored; one that cannot be registered is deleted
+  and its rows counted as dropped, so every registered row is readable and no row is in two
+  segments.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -174,9 +189,10 @@ class PredictionLog:
 
     Args:
         store: where segments are registered (None: files only, for tools without a store).
-        root: the project root; registered paths are relative to it.
-        folder: where segments are written (``<state>/predictions``); None writes no
-            segments (the entries only go to ``on_batch``).
+        root: the project root; registered paths of local segments are relative to it.
+        folder: where segments are written: a folder (``<state>/predictions``; relative to
+            ``root`` when relative) or an fsspec URL (``s3://bucket/prefix``); None writes
+            no segments (the entries only go to ``on_batch``).
         batch_rows: write as soon as this many rows wait.
         flush_interval_s: otherwise write at least this often.
         queue_size: rows that may wait; more are dropped and counted.
@@ -190,7 +206,7 @@ class PredictionLog:
         self,
         store: Store | None,
         root: Path,
-        folder: Path | None,
+        folder: Path | str | None,
         *,
         batch_rows: int = 5000,
         flush_interval_s: float = 2.0,
@@ -201,7 +217,16 @@ class PredictionLog:
     ) -> None:
         self.store = store
         self.root = Path(root)
-        self.folder = Path(folder) if folder is not None else None
+        #: the remote location (an fsspec URL without its trailing slash), or None
+        self.url: str | None = None
+        self.folder: Path | None = None
+        if isinstance(folder, str) and "://" in folder and not folder.startswith("file://"):
+            self.url = folder.rstrip("/")
+        elif folder is not None:
+            local = Path(str(folder).removeprefix("file://"))
+            self.folder = local if local.is_absolute() else self.root / local
+        self._fs: Any = None  # the remote filesystem and the location's path inside it
+        self._base = ""
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self.queue_size = queue_size
@@ -248,7 +273,9 @@ class PredictionLog:
         """Start the writer thread (after importing what it needs: importing pyarrow.parquet
         at the first write held the GIL for the writer thread while requests waited)."""
         if self._thread is None:
-            if self.folder is not None:
+            if self.url is not None:
+                self._remote()  # a missing driver or a malformed URL fails at start-up
+            if self.folder is not None or self.url is not None:
                 import pyarrow.parquet  # noqa: F401
 
                 import mlcd.digest
@@ -303,7 +330,7 @@ class PredictionLog:
                     self._on_batch(batch)
                 except Exception:  # monitoring must never stop the log
                     log.exception("prediction log: the batch observer failed")
-            if len(batch) and self.folder is not None:
+            if len(batch) and (self.folder is not None or self.url is not None):
                 self._write(batch)
         finally:
             with self._lock:
@@ -339,17 +366,63 @@ class PredictionLog:
                     self._on_write(rows)
 
     def _write_segment(self, model: str, version: int | None, day: str, group: Batch) -> None:
-        import pyarrow.parquet as pq
+        from mlcd.digest import hash_bytes, hash_file
 
-        from mlcd.digest import hash_file
-
-        assert self.folder is not None
         table = to_table(group)
         first_at = min(group.ts)
         last_at = max(group.ts)
-        folder = self.folder / f"model={model}" / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{int(first_at * 1000)}-{uuid.uuid4().hex}.parquet"
+        name = f"{int(first_at * 1000)}-{_replica()}-{uuid.uuid4().hex[:16]}.parquet"
+        relative = f"model={model}/date={day}/{name}"
+        if self.url is not None:
+            data = _parquet_bytes(table)
+            digest = str(hash_bytes(data))
+            registered = f"{self.url}/{relative}"
+            self._put(relative, data)
+
+            def forget() -> None:
+                fs, base = self._remote()
+                fs.rm_file(f"{base}/{relative}")
+        else:
+            path = self._write_local(relative, table)
+            digest = str(hash_file(path))
+            try:
+                registered = path.relative_to(self.root).as_posix()
+            except ValueError:
+                registered = path.as_posix()
+
+            def forget() -> None:
+                path.unlink(missing_ok=True)
+
+        if self.store is None:
+            return
+        from mlcd.store import predictions
+
+        try:
+            self.store.transact(
+                lambda conn: predictions.add_segment(
+                    conn,
+                    model=model,
+                    version=version,
+                    path=registered,
+                    rows=table.num_rows,
+                    first_at=first_at,
+                    last_at=last_at,
+                    digest=digest,
+                )
+            )
+        except Exception:
+            try:
+                forget()  # unregistered rows are invisible: count them dropped
+            except Exception as exc:
+                log.warning("prediction log: could not delete %s: %s", registered, exc)
+            raise
+
+    def _write_local(self, relative: str, table: Any) -> Path:
+        import pyarrow.parquet as pq
+
+        assert self.folder is not None
+        path = self.folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp")
         try:
             pq.write_table(table, temp, compression="zstd")
@@ -359,31 +432,68 @@ class PredictionLog:
         finally:
             if temp.exists():
                 temp.unlink()
-        if self.store is None:
-            return
-        try:
-            relative = path.relative_to(self.root).as_posix()
-        except ValueError:
-            relative = path.as_posix()
-        digest = str(hash_file(path))
-        from mlcd.store import predictions
+        return path
 
-        try:
-            self.store.transact(
-                lambda conn: predictions.add_segment(
-                    conn,
-                    model=model,
-                    version=version,
-                    path=relative,
-                    rows=table.num_rows,
-                    first_at=first_at,
-                    last_at=last_at,
-                    digest=digest,
-                )
-            )
-        except Exception:
-            path.unlink(missing_ok=True)  # unregistered rows are invisible: count them dropped
-            raise
+    def _remote(self) -> tuple[Any, str]:
+        """The remote location's fsspec filesystem and its path inside it.
+
+        Raises:
+            ConfigError: no driver for the URL's protocol, or a URL fsspec cannot parse.
+        """
+        if self._fs is None:
+            import fsspec
+
+            from mlcd.errors import ConfigError
+
+            assert self.url is not None
+            protocol = self.url.split("://", 1)[0].lower()
+            try:
+                self._fs, self._base = fsspec.core.url_to_fs(self.url)
+            except ImportError as exc:
+                extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(protocol, protocol)
+                raise ConfigError(
+                    f"the prediction log location {self.url} needs a driver for {protocol}:// "
+                    f"({exc.name or exc})",
+                    hint=f"pip install 'mlcd[{extra}]'",
+                ) from exc
+            except ValueError as exc:
+                raise ConfigError(
+                    f"the prediction log location {self.url} is not a usable URL: {exc}",
+                    hint="monitor.log_location is a folder or an fsspec URL (s3://bucket/prefix)",
+                ) from exc
+            self._base = self._base.rstrip("/")
+        return self._fs, self._base
+
+    def _put(self, relative: str, data: bytes) -> None:
+        """One PUT of a finished segment, retried a few times: a storage hiccup of a few
+        seconds costs no rows (the queue keeps filling meanwhile, up to ``queue_size``)."""
+        fs, base = self._remote()
+        for attempt, pause in enumerate((0.5, 1.0, 2.0, None)):
+            try:
+                fs.pipe_file(f"{base}/{relative}", data)
+                return
+            except Exception as exc:
+                if pause is None:
+                    raise
+                log.info("prediction log: write %d to %s failed (%s); retrying", attempt + 1,
+                         self.url, exc)  # fmt: skip
+                time.sleep(pause)
+
+
+def _replica() -> str:
+    """This process's part of a segment name: host and pid (pids differ per worker)."""
+    host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _parquet_bytes(table: Any) -> bytes:
+    """The table as one zstd-compressed Parquet file, in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def to_table(entries: Batch | Sequence[LogEntry]) -> Any:
