@@ -153,6 +153,9 @@ def validate_document(document: Any, run_id: str, where: str) -> dict[str, Any]:
         raise _bad(run_id, where, "its run id does not match its name")
     if run.get("status") not in _ENDED or not _number(run.get("started_at")):
         raise _bad(run_id, where, "its run has no end status or start time")
+    parent = run.get("parent_id")
+    if parent is not None and not (isinstance(parent, str) and _ID.match(parent)):
+        raise _bad(run_id, where, f"its parent run id {parent!r} is not an id")
     for key in ("params", "tags"):
         if not _strings(document.get(key)):
             raise _bad(run_id, where, f"'{key}' is not a mapping of text")
@@ -227,6 +230,7 @@ def export_experiment(conn: Any, record: RunRecord) -> dict[str, Any]:
                 "name",
                 "kind",
                 "status",
+                "parent_id",
                 "started_at",
                 "ended_at",
                 "git_commit",
@@ -446,13 +450,19 @@ def _insert(conn: Any, document: Mapping[str, Any], remote_url: str) -> bool:
     run_id = run["id"]
     if conn.execute(select(runs_table.c.id).where(runs_table.c.id == run_id)).first():
         return False
+    parent = run.get("parent_id")
+    if (
+        parent
+        and not conn.execute(select(runs_table.c.id).where(runs_table.c.id == parent)).first()
+    ):
+        parent = None  # e.g. a sweep's parent run, which does not travel: the trial stands alone
     conn.execute(
         runs_table.insert().values(
             id=run_id,
             name=run.get("name"),
             kind=str(run.get("kind") or "pipeline"),
             status=run["status"],
-            parent_id=None,
+            parent_id=parent or None,
             started_at=float(run["started_at"]),
             ended_at=run.get("ended_at"),
             git_commit=run.get("git_commit"),
@@ -525,6 +535,7 @@ def pull_experiments(
             report.present.append({"id": run_id, "name": _name(document)})
         else:
             documents.append(document)
+    documents.sort(key=lambda d: float(d["run"]["started_at"]))  # parents before children
     cache_files = RunCacheFiles(remote)
     entries: list[dict[str, Any]] = []
     with store.read() as conn:
