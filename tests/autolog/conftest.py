@@ -97,18 +97,41 @@ class Recorded:
         return target.read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def recorded(open_store: Any) -> Any:
-    """``recorded(root, store_url=None, kind=None)`` -> the project's only run (of ``kind``)."""
+class Runs:
+    """``runs(root, store_url=None, kind=None, name=None)``: the project's only such run."""
 
-    def read(root: Path, store_url: str | None = None, kind: str | None = None) -> Recorded:
-        from mlcd.config import DEFAULT_ARTIFACTS, DEFAULT_STORE
+    def __init__(self, open_store: Any) -> None:
+        self.open_store = open_store
+
+    def _all(self, root: Path, store_url: str | None) -> tuple[Store, list[Any]]:
+        from mlcd.config import DEFAULT_STORE
         from mlcd.tracking.query import search
 
-        store = open_store(store_url or DEFAULT_STORE, root=root)
+        store = self.open_store(store_url or DEFAULT_STORE, root=root)
         with store.read() as conn:
-            found = [r for r in search(conn, None, None, 50) if kind is None or r.kind == kind]
-        assert len(found) == 1, [(r.id, r.kind, r.name) for r in found]
+            return store, search(conn, None, None, 50)
+
+    def __call__(
+        self,
+        root: Path,
+        store_url: str | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+    ) -> Recorded:
+        from mlcd.config import DEFAULT_ARTIFACTS
+
+        store, runs = self._all(root, store_url)
+        found = [
+            r for r in runs if (kind is None or r.kind == kind) and (name is None or r.name == name)
+        ]
+        assert len(found) == 1, [(r.id, r.kind, r.name) for r in runs]
         return Recorded(store, root, found[0].id, DEFAULT_ARTIFACTS)
 
-    return read
+    def count(self, root: Path, store_url: str | None = None) -> int:
+        return len(self._all(root, store_url)[1])
+
+
+@pytest.fixture
+def recorded(open_store: Any) -> Runs:
+    """Reads what runs recorded in a project's store (see ``Runs``)."""
+    return Runs(open_store)

@@ -116,3 +116,30 @@ def test_the_stage_environment_puts_the_site_folder_first() -> None:
     env = autolog_env({"MLCD_AUTOLOG": "1", "PYTHONPATH": "/x"})
     assert env["PYTHONPATH"].split(":") == [str(SITE_DIR), "/x"]
     assert (SITE_DIR / "sitecustomize.py").is_file()
+
+
+def test_fits_in_worker_threads_and_processes_are_nested(tmp_path: Path, recorded) -> None:
+    # As in a stage with autolog: true, every Python started (loky's workers too) turns
+    # autologging on; the workers' fits must not log, in threads or in processes.
+    run_script(
+        DATA
+        + """
+import joblib, mlcd
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+search = lambda: GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2, n_jobs=2)
+with mlcd.start_run("threads"), joblib.parallel_backend("threading", n_jobs=2):
+    search().fit(X, y)
+with mlcd.start_run("processes"):
+    search().fit(X, y)
+""",
+        tmp_path,
+        MLCD_AUTOLOG="1",
+        PYTHONPATH=str(SITE_DIR),
+    )
+    for name in ("threads", "processes"):
+        run = recorded(tmp_path, name=name)
+        assert run.tags["estimator_name"] == "GridSearchCV"
+        assert run.steps("training_score") == [0]
+        assert [a.path for a in run.files if a.role == "artifact"] == ["model"]
+    assert recorded.count(tmp_path) == 2  # no run of a worker's own

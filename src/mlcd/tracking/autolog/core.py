@@ -61,6 +61,14 @@ class Fit:
 
 
 _local = threading.local()
+#: Patched calls in progress in this process, every thread counted: the fits a grid search
+#: or a forest runs in worker threads are nested calls too.
+_active = 0
+_active_lock = threading.Lock()
+#: Set in the environment while an outermost call runs, so that worker processes it starts
+#: (joblib's loky, multiprocessing), which autolog too when a stage's sitecustomize turns it
+#: on, treat their fits as nested.
+OWNER_ENV = "MLCD_AUTOLOG_OWNER"
 
 
 def _calls() -> list[Fit | None]:
@@ -72,19 +80,36 @@ def _calls() -> list[Fit | None]:
 
 @contextlib.contextmanager
 def guarded(library: str, accepts_iterations: bool = False) -> Iterator[Fit | None]:
-    """A ``Fit`` for the outermost patched call of this thread, ``None`` for nested ones.
+    """A ``Fit`` for the outermost patched call, ``None`` for nested ones.
 
     A Pipeline's ``fit`` calling its steps' ``fit``, a grid search cloning and fitting its
-    estimator, LightGBM's ``LGBMClassifier.fit`` calling ``lightgbm.train``: only the outer
-    call logs.
+    estimator (in this thread, in worker threads or in worker processes), LightGBM's
+    ``LGBMClassifier.fit`` calling ``lightgbm.train``: only the outer call logs. The price:
+    two models trained at the same time in two threads of one process log only the first.
     """
+    global _active
     calls = _calls()
-    fit = Fit(library, accepts_iterations) if not calls and settings is not None else None
+    with _active_lock:
+        owner = os.environ.get(OWNER_ENV)
+        outermost = (
+            not calls
+            and _active == 0
+            and settings is not None
+            and (not owner or owner == str(os.getpid()))
+        )
+        _active += 1
+        if outermost:
+            os.environ[OWNER_ENV] = str(os.getpid())
+    fit = Fit(library, accepts_iterations) if outermost else None
     calls.append(fit)
     try:
         yield fit
     finally:
         calls.pop()
+        with _active_lock:
+            _active -= 1
+            if outermost:
+                os.environ.pop(OWNER_ENV, None)
 
 
 def enclosing(library: str) -> Fit | None:
