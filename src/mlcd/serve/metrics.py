@@ -3,12 +3,22 @@
 Each app gets its own registry (several apps can live in one test process). With several
 uvicorn workers, ``multiprocess_dir`` names the folder prometheus-client shares between them
 (``PROMETHEUS_MULTIPROC_DIR``, set before the workers start) and ``/metrics`` sums them.
+``mlcd serve`` removes its folder when it stops; :func:`sweep_stale_folders` removes those of
+servers that could not (killed with SIGKILL, out of memory, a power cut).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import time
+from pathlib import Path
 from typing import Any
+
+#: ``mlcd serve --workers N`` makes its multiprocess folder with this prefix (temp folder).
+FOLDER_PREFIX = "mlcd-metrics-"
+#: prometheus-client's ``<kind>_<pid>.db`` files and the live gauges' ``mlcd_live_<pid>.json``
+_PID_FILE = re.compile(r"_(\d+)\.(?:db|json)$")
 
 #: Latency buckets in seconds: fine below 10 ms, where a single-row prediction lands.
 BUCKETS = (
@@ -143,3 +153,51 @@ class ServeMetrics:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+def sweep_stale_folders(
+    parent: str | os.PathLike[str] | None = None, min_age_s: float = 600.0
+) -> list[Path]:
+    """Remove the multiprocess folders that servers killed without a chance to clean up left
+    in ``parent`` (the temp folder): those older than ``min_age_s`` whose files all belong
+    to processes that are gone (or that hold no file at all). A folder with a live worker's
+    file, or one younger than ``min_age_s`` (a server starting), is kept.
+
+    Returns:
+        The folders removed.
+    """
+    import shutil
+    import tempfile
+
+    removed: list[Path] = []
+    now = time.time()
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            if not folder.is_dir() or now - folder.stat().st_mtime < min_age_s:
+                continue
+            pids = {
+                int(match.group(1))
+                for name in os.listdir(folder)
+                if (match := _PID_FILE.search(name))
+            }
+        except OSError:
+            continue  # removed meanwhile, or not ours to read
+        if any(_running(pid) for pid in pids):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed but not reaped yet, is not)."""
+    from mlcd.store.locks import process_alive
+
+    if not process_alive(pid):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (or gone just now): trust the signal check
+    return stat[stat.rindex(")") + 2 :][:1] != "Z"

@@ -146,6 +146,11 @@ def uvicorn_config(app: Any, settings: Serve, **kwargs: Any) -> ServeConfig:
         settings: ``serve:`` of ``mlcd.yaml`` (host, port, workers, ``header_timeout_s``).
         kwargs: further :class:`uvicorn.Config` options (log level, loop, ...).
     """
+    if settings.workers > 1:
+        from mlcd.serve.metrics import sweep_stale_folders
+
+        for folder in sweep_stale_folders():
+            log.info("removed %s, the metrics folder of a server that was killed", folder)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
