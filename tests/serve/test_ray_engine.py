@@ -286,3 +286,75 @@ def test_flags_that_do_not_go_with_the_engine_are_usage_errors(tmp_path: Path) -
         result = run_cli(["serve", "cancer", *flags], cwd=root)
         assert result.returncode == 2, (flags, result.stderr)
         assert message in result.stderr, (flags, result.stderr)
+
+
+def _running(cluster: RayCluster) -> int:
+    status = _serve_status(cluster)
+    return int(status["replicas"]["mlcd-cancer"].get("RUNNING", 0))
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+@pytest.mark.postgres
+@pytest.mark.xdist_group("ray")
+def test_autoscale_adds_a_replica_under_load_and_removes_it_after(
+    ray_project: Path, ray_cluster: RayCluster, s3_server: S3Server, serve_port: int
+) -> None:
+    """A forest of 300 trees scores 50-row batches slowly enough that eight clients keep
+    more than two requests per replica in flight (Serve's target), until a third replica."""
+    pytest.importorskip("ray.serve")
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mlcd.project import Project
+    from mlcd.registry import register_from_path, save_model, set_alias
+
+    X, y = cancer()
+    forest = RandomForestClassifier(n_estimators=300, random_state=0).fit(X, y)
+    with Project.open(ray_project) as project:
+        save_model(forest, ray_project / "forest", sample_input=X.head(50))
+        version = register_from_path(
+            project.store, project.objects, "cancer", ray_project / "forest"
+        ).version.version
+        set_alias(project.store, "cancer", "champion", version)
+    process = _serve(ray_project, ray_cluster, s3_server, serve_port, "--autoscale", "1:3")
+    output = _Output(process)
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+    lock = threading.Lock()
+    threads: list[threading.Thread] = []
+    batch = X.head(50).to_dict(orient="records")
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    code = client.post(PREDICT, json=batch).status_code
+                except httpx.TransportError:
+                    code = -1
+                with lock:
+                    statuses[code] += 1
+
+    try:
+        output.wait_for("serving cancer@champion on Ray Serve", timeout=300)
+        assert _running(ray_cluster) == 1
+        threads = [threading.Thread(target=client_loop) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        _until(lambda: _running(ray_cluster) >= 2, timeout=240, what="a replica added")
+        peak = _running(ray_cluster)
+        with lock:
+            answered_under_load = statuses[200]
+        stop.set()
+        for thread in threads:
+            thread.join()
+        _until(lambda: _running(ray_cluster) == 1, timeout=300, what="back to one replica")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        text = output.stop()
+
+    assert 2 <= peak <= 3
+    assert answered_under_load > 0
+    assert set(statuses) == {200}, statuses  # new replicas joined only with the model loaded
+    assert "(1 to 3 replicas)" in text
