@@ -239,6 +239,8 @@ class Serve(_Section):
     #: a connection whose request headers are not complete this long after they start is closed
     header_timeout_s: float = Field(default=10.0, gt=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
+    #: how often each serving process exchanges state with the fleet (heartbeat, canary verdict)
+    fleet_interval_s: float = Field(default=2.0, gt=0)
     prediction_log: PredictionLog = PredictionLog()
     #: predict without a token even when bound beyond loopback (feedback always needs one)
     public_predict: bool = False

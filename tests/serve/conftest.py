@@ -178,7 +178,7 @@ def serve(registry: Registry) -> Iterator[Callable[..., Running]]:
         settings: Serve | None = None,
         **kwargs: Any,
     ) -> Running:
-        settings = settings or Serve(poll_interval_s=0.2)
+        settings = settings or Serve(poll_interval_s=0.2, fleet_interval_s=0.2)
         app = create_app(
             registry.source(trusted=trusted),
             ref,

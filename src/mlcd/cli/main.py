@@ -58,6 +58,7 @@ COMMAND_MODULES = (
     "ui_cmd",
     "exp_cmd",
     "exp_share_cmd",
+    "fleet_cmd",
 )
 
 

@@ -29,6 +29,7 @@ from mlcd.config import Monitor, Serve
 from mlcd.serve import oip
 from mlcd.serve import openapi as api
 from mlcd.serve.auth import Authenticator, is_loopback
+from mlcd.serve.fleet import FleetCollector, FleetMember
 from mlcd.serve.gauges import LiveGauges
 from mlcd.serve.holder import ModelHolder, ModelSource
 from mlcd.serve.metrics import ServeMetrics
@@ -131,6 +132,8 @@ def create_app(
             on_write=metrics.log_written.inc,
             on_batch=gauges.observe if gauges is not None else None,
         )
+    if store is not None and guard is not None:
+        guard.local = False  # the fleet decides, from every replica's counters
     service = PredictionService(
         name=name,
         primary=primary,
@@ -141,8 +144,16 @@ def create_app(
         canary=canary_holder,
         canary_spec=canary,
         shadow=shadow_holder,
-        guard=guard,
+        guard=guard or (CanaryGuard(local=False) if store is not None else None),
     )
+    member = (
+        FleetMember(store, service, interval_s=settings.fleet_interval_s)
+        if store is not None
+        else None
+    )
+    if member is not None:
+        service.fleet = member
+        metrics.add_collector(FleetCollector(member))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -150,11 +161,15 @@ def create_app(
             predlog.start()
         for holder in service.holders:
             holder.start()
+        if member is not None:
+            member.start()
         restore = _install_signals(service, drain_grace_s)
         try:
             yield
         finally:
             restore()
+            if member is not None:
+                await asyncio.to_thread(member.stop)
             for holder in service.holders:
                 holder.stop()
             await asyncio.to_thread(service.close)
@@ -283,6 +298,18 @@ def _install_signals(service: PredictionService, grace_s: float) -> Callable[[],
     return restore
 
 
+def _readiness(service: PredictionService) -> bytes:
+    """The readiness body: the flag, the version served and, in a fleet, the store's health."""
+    current = service.primary.current
+    body: dict[str, Any] = {
+        "ready": service.ready,
+        "version": current.version if current is not None else None,
+    }
+    if service.fleet is not None:
+        body.update(service.fleet.health())
+    return orjson.dumps(body)
+
+
 class FastPath:
     """Pure ASGI handling of the predict, feedback and health endpoints, in front of FastAPI.
 
@@ -334,8 +361,7 @@ class FastPath:
                 return
             if scope["path"] == "/v2/health/ready":
                 ready = self.service.ready
-                body = b'{"ready":true}' if ready else b'{"ready":false}'
-                await _send(send, Answer(200 if ready else 400, body, []))
+                await _send(send, Answer(200 if ready else 400, _readiness(self.service), []))
                 return
         await self.app(scope, receive, send)
 
@@ -551,9 +577,22 @@ def _routes(app: FastAPI, service: PredictionService) -> None:
         responses=api.ready_responses(api.READY),
     )
     async def ready() -> Response:
-        """Readiness: 200 once the model is loaded; 400 before, and while draining."""
-        is_ready = service.ready
-        return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 400)
+        """Readiness: 200 once the model is loaded; 400 before, and while draining. The body
+        names the version served and, in a fleet, whether the metadata store answers."""
+        return Response(
+            _readiness(service),
+            status_code=200 if service.ready else 400,
+            media_type="application/json",
+        )
+
+    @app.get("/v1/fleet", tags=["mlcd"], responses={**api.ok(api.FLEET), **api.errors(*api.AUTH)})
+    async def fleet_view() -> Response:
+        """Every replica serving this model (from the shared store): versions, traffic, age."""
+        from mlcd.serve.fleet import fleet_view
+
+        if service.fleet is None:
+            return OrjsonResponse({"model": service.name, "replicas": [], "fleet": False})
+        return OrjsonResponse(await asyncio.to_thread(fleet_view, service.fleet))
 
     @app.get("/v2/models/{name}", tags=["open inference protocol"], responses=_METADATA)
     async def model_metadata(name: str) -> Response:

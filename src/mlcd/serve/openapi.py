@@ -196,7 +196,28 @@ MODEL_METADATA = {
     },
 }
 LIVE = {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
-READY = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+READY = {
+    "type": "object",
+    "required": ["ready"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "version": {"type": ["integer", "null"]},
+        "store": {"type": "string", "enum": ["ok", "unreachable"]},
+        "store_error": {"type": "string"},
+        "store_down_since": {"type": ["number", "null"]},
+        "replica": {"type": "string"},
+    },
+}
+FLEET = {
+    "type": "object",
+    "required": ["model", "replicas"],
+    "properties": {
+        "model": {"type": "string"},
+        "fleet": {"type": "boolean"},
+        "replica": {"type": "string"},
+        "replicas": {"type": "array", "items": {"type": "object"}},
+    },
+}
 MODEL_READY = {
     "type": "object",
     "required": ["name", "ready"],

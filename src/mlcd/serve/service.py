@@ -29,6 +29,7 @@ from mlcd.serve.validation import Inputs, RequestError, check_content_type, pars
 
 if TYPE_CHECKING:
     from mlcd.config import Serve
+    from mlcd.serve.fleet import FleetMember
     from mlcd.serve.metrics import ServeMetrics
     from mlcd.store import Store
 
@@ -89,6 +90,9 @@ class PredictionService:
         self.router = Router(canary_spec.percent if canary_spec else 0.0)
         self.guard = guard or CanaryGuard()
         self.canary_disabled: str | None = None
+        self.fleet: FleetMember | None = None  # set by the app when a store is shared
+        self.answered = 0  # requests answered (200) and failed by the model (5xx): the
+        self.failed = 0  # fleet heartbeat reports them
         self.in_flight = 0
         self.reading = 0  # requests whose body is being received (they count as in flight)
         self.rows_in_flight = 0
@@ -274,6 +278,7 @@ class PredictionService:
         answer = Answer(200, orjson.dumps(document), self._version_headers(served, arm))
         elapsed = time.perf_counter() - started
         self.metrics.observe(served.version, endpoint, 200, elapsed)
+        self.answered += 1
         self.metrics.predicted(served.version, inputs.rows)
         self._log(served, "ok", ids, elapsed, inputs, predictions, proba)
         if self.canary is not None and self.router.percent > 0:
@@ -343,6 +348,7 @@ class PredictionService:
     ) -> Answer:
         elapsed = time.perf_counter() - started
         self.metrics.observe(served.version, endpoint, status, elapsed)
+        self.failed += 1
         # Valid inputs the model could not answer: logged (status error) for whoever debugs it.
         ids, inputs = failed
         self._log(served, "error", ids, elapsed, inputs, None, None, error=message)
@@ -404,13 +410,26 @@ class PredictionService:
         if verdict is not None:
             self._switch_off_canary(verdict)
 
-    def _switch_off_canary(self, verdict: Verdict) -> None:
-        assert self.canary is not None and self.canary_spec is not None
+    def canary_switched_off(self, reason: str) -> None:
+        """Stop sending requests to the canary (its holder keeps following the alias)."""
+        if self.canary_disabled is not None:
+            return
         self.router.percent = 0.0
-        self.canary_disabled = verdict.reason
+        self.canary_disabled = reason
         self.metrics.canary_disabled.inc()
+        canary = self.canary.current if self.canary is not None else None
+        log.warning(
+            "canary %s/%s switched off: %s",
+            self.name,
+            canary.version if canary else None,
+            reason,
+        )
+
+    def _switch_off_canary(self, verdict: Verdict) -> None:
+        """A verdict of the local guard (no store: this process decides alone)."""
+        assert self.canary is not None and self.canary_spec is not None
+        self.canary_switched_off(verdict.reason)
         version = self.canary.current.version if self.canary.current else None
-        log.warning("canary %s/%s switched off: %s", self.name, version, verdict.reason)
         if self.store is None:
             return
         store = self.store

@@ -7,6 +7,7 @@ clearly worse than the primary's is switched off (the server records an audit ev
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import zlib
@@ -75,6 +76,16 @@ class _Window:
         while self.samples and self.samples[0][0] < horizon:
             self.samples.popleft()
 
+    def counts(self) -> tuple[int, int, dict[str, int]]:
+        """(requests, errors, latency histogram): what a replica shares with its fleet."""
+        histogram: dict[str, int] = {}
+        errors = 0
+        for _at, latency_s, error in self.samples:
+            errors += error
+            key = str(bucket_of(latency_s))
+            histogram[key] = histogram.get(key, 0) + 1
+        return len(self.samples), errors, histogram
+
     def summary(self) -> tuple[int, float, float]:
         """(requests, error rate, tail latency in seconds).
 
@@ -90,6 +101,52 @@ class _Window:
         quantile = min(0.99, 1.0 - _TAIL_SAMPLES / n)
         tail = latencies[max(0, min(n - 1, int(quantile * n)))]
         return n, errors / n, tail
+
+
+#: Latency histogram buckets shared by replicas: geometric, 10 % wide, from 50 µs.
+_BUCKET_MIN_S = 5e-5
+_BUCKET_GROWTH = 1.1
+
+
+def bucket_of(latency_s: float) -> int:
+    """The histogram bucket of a latency (bucket i holds latencies up to its upper bound)."""
+    if latency_s <= _BUCKET_MIN_S:
+        return 0
+    return math.ceil(math.log(latency_s / _BUCKET_MIN_S) / math.log(_BUCKET_GROWTH))
+
+
+def bucket_upper(index: int) -> float:
+    """The upper bound in seconds of bucket ``index``."""
+    return _BUCKET_MIN_S * _BUCKET_GROWTH**index
+
+
+def merged_summary(
+    parts: list[tuple[int, int, dict[str, int]]],
+) -> tuple[int, float, float]:
+    """(requests, error rate, tail latency) of several replicas' counters together.
+
+    The same tail rule as one replica's window (p99, or on fewer than 500 requests the
+    highest percentile with 5 requests above it), read off the summed histogram: the upper
+    bound of the bucket holding that rank, so at most 10 % above the exact value.
+    """
+    n = sum(p[0] for p in parts)
+    if n == 0:
+        return 0, 0.0, 0.0
+    errors = sum(p[1] for p in parts)
+    histogram: dict[int, int] = {}
+    for _n, _e, hist in parts:
+        for key, count in hist.items():
+            histogram[int(key)] = histogram.get(int(key), 0) + int(count)
+    quantile = min(0.99, 1.0 - _TAIL_SAMPLES / n)
+    rank = max(0, min(n - 1, int(quantile * n)))
+    seen = 0
+    tail = 0.0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen > rank:
+            tail = bucket_upper(index)
+            break
+    return n, errors / n, tail
 
 
 @dataclass(frozen=True)
@@ -113,6 +170,8 @@ class CanaryGuard:
         error_margin: the canary's error rate may exceed the primary's by at most this much.
         p99_ratio: and its p99 latency may be at most this many times the primary's...
         p99_floor_s: ...plus this floor, so that sub-millisecond noise never trips it.
+        local: decide in :meth:`record` (one process on its own); False when a fleet decides
+            from every replica's counters (see :mod:`mlcd.serve.fleet`).
     """
 
     def __init__(
@@ -123,7 +182,10 @@ class CanaryGuard:
         p99_ratio: float = 2.0,
         p99_floor_s: float = 0.005,
         check_every_s: float = 1.0,
+        local: bool = True,
     ) -> None:
+        self.window_s = window_s
+        self.local = local
         self.min_requests = min_requests
         self.error_margin = error_margin
         self.p99_ratio = p99_ratio
@@ -136,7 +198,7 @@ class CanaryGuard:
         """Add an outcome; returns a verdict when the canary must be switched off now."""
         now = time.monotonic()
         self.arms[arm].add(now, latency_s, error)
-        if now < self._next_check:
+        if not self.local or now < self._next_check:
             return None
         self._next_check = now + self.check_every_s
         return self.check(now)
@@ -146,8 +208,21 @@ class CanaryGuard:
         now = time.monotonic() if now is None else now
         for window in self.arms.values():
             window.trim(now)
-        n_c, err_c, p99_c = self.arms["canary"].summary()
-        n_p, err_p, p99_p = self.arms["primary"].summary()
+        return self.compare(self.arms["canary"].summary(), self.arms["primary"].summary())
+
+    def counts(self) -> dict[str, tuple[int, int, dict[str, int]]]:
+        """Each arm's (requests, errors, histogram) over the window, for the fleet."""
+        now = time.monotonic()
+        for window in self.arms.values():
+            window.trim(now)
+        return {arm: window.counts() for arm, window in self.arms.items()}
+
+    def compare(
+        self, canary_arm: tuple[int, float, float], primary_arm: tuple[int, float, float]
+    ) -> Verdict | None:
+        """The verdict on two arms' (requests, error rate, tail seconds), or None."""
+        n_c, err_c, p99_c = canary_arm
+        n_p, err_p, p99_p = primary_arm
         if n_c < self.min_requests or n_p < self.min_requests:
             return None
         canary = {"requests": n_c, "error_rate": err_c, "p99_ms": p99_c * 1000}

@@ -303,6 +303,53 @@ tokens = Table(
     Column("revoked_at", Float, nullable=True),
 )
 
+# --- fleet state shared by serve replicas (issue 16) ---
+# Every serving process (a "replica": host:pid) says which versions it serves, every few
+# seconds; ``mlcd fleet`` and ``GET /v1/fleet`` read the view from here.
+serve_replicas = Table(
+    "serve_replicas",
+    metadata,
+    Column("model", String(KEY), primary_key=True),
+    Column("replica", String(KEY), primary_key=True),
+    Column("host", String(KEY), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("url", Text, nullable=True),
+    Column("versions", JSON, nullable=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+
+# Each replica's outcomes per canary arm over the guard's window (requests, errors, latency
+# histogram): the fleet's canary verdict sums them, so it is decided once for all replicas.
+serve_canary_stats = Table(
+    "serve_canary_stats",
+    metadata,
+    Column("model", String(KEY), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("replica", String(KEY), primary_key=True),
+    Column("arm", String(16), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("histogram", JSON, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+# A canary version switched off for the whole fleet: the first replica to insert the row
+# records the one ``serve.canary_disabled`` event; the others follow the row.
+serve_canary_off = Table(
+    "serve_canary_off",
+    metadata,
+    Column("model", String(KEY), primary_key=True),
+    Column("alias", String(KEY), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("details", JSON, nullable=True),
+    Column("decided_by", String(KEY), nullable=False),
+    Column("at", Float, nullable=False),
+)
+
 # --- experiment queue (issue 13) ---
 # Experiments waiting for a worker (``mlcd exp run --queue``, sweep trials). A worker claims
 # one with a conditional UPDATE (queued -> running) and heartbeats while it runs; a worker that
