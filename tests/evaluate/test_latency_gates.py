@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcd.ci.report import verdict_line
+from mlcd.ci.result import CiOptions, CiResult, ModelCheck
 from mlcd.errors import GateInconclusive, exit_code
 from mlcd.evaluate import check_gates, evaluate, parse_gates, promote
 from mlcd.evaluate.latency import measure, paired_noise
@@ -240,6 +242,30 @@ def test_a_noisy_model_near_its_budget_is_refused_judgement_and_the_alias_stays(
     spread = first.latency["candidate"]["noise"]["latency_p99_ms"]
     assert spread > 1.0, first.latency  # the blocks disagree: a noisy measurement
 
+    gates = [f"latency_p99_ms <= {p99 + spread / 10:.3f}", "size_mb <= 50"]
+    judged = evaluate(
+        world.store,
+        world.objects,
+        "churn",
+        version,
+        data=numeric_test,
+        target="churned",
+        gates=gates,
+        against="nobody",
+        resamples=0,
+        cache_dir=world.cache,
+        trusted=True,
+    )
+    assert judged.status == "inconclusive", judged.verdict.summary()
+    # mlcd ci: an inconclusive model is neither a pass nor a gate failure.
+    check = ModelCheck("churn", version, evaluation=judged)
+    result = CiResult(root=tmp_path, options=CiOptions(), models=[check])
+    assert check.status == "inconclusive" and result.verdict == "inconclusive"
+    assert result.gate_failures == [] and not result.passed
+    assert verdict_line(result).startswith("## ⚠️ mlcd ci inconclusive (no gate failed)")
+    with pytest.raises(GateInconclusive, match=r"^inconclusive: churn/"):
+        result.check()
+
     with pytest.raises(GateInconclusive) as raised:
         promote(
             world.store,
@@ -247,7 +273,7 @@ def test_a_noisy_model_near_its_budget_is_refused_judgement_and_the_alias_stays(
             "churn",
             version,
             "champion",
-            gates=[f"latency_p99_ms <= {p99 + spread / 10:.3f}", "size_mb <= 50"],
+            gates=gates,
             data=numeric_test,
             target="churned",
             against="nobody",
@@ -306,3 +332,53 @@ def test_a_model_over_its_budget_still_fails_under_a_cpu_hog(world: World) -> No
         loaded = world.evaluate(good, [f"latency_p50_ms <= {budget:.4f}"])
 
     assert loaded.verdict.status == "failed", loaded.verdict.summary()
+
+
+@pytest.mark.slow
+def test_mlcd_evaluate_exits_3_on_an_inconclusive_gate(project: Path, tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mlcd.project import Project
+    from tests.conftest import run_cli
+
+    frame = churn_frame(1500)
+    numeric = frame.select_dtypes("number")
+    features = numeric.drop(columns="churned")
+    data = project / "data" / "test.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    numeric.to_parquet(data)
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, frame["churned"])
+    save_model(
+        JitteryModel(model), project / "jittery", sample_input=features.head(50), trusted=True
+    )
+    with Project.open(project) as opened:
+        register_from_path(opened.store, opened.objects, "churn", project / "jittery")
+        first = evaluate(
+            opened.store,
+            opened.objects,
+            "churn",
+            1,
+            data=data,
+            target="churned",
+            resamples=0,
+            cache_dir=tmp_path / "cache",
+            trusted=True,
+        )
+    p99 = first.candidate.metrics["latency_p99_ms"]
+    spread = first.latency["candidate"]["noise"]["latency_p99_ms"]
+    with open(project / "mlcd.yaml", "a", encoding="utf-8") as out:
+        out.write(
+            "models:\n  churn:\n    path: jittery\n    target: churned\n"
+            "    eval_data: data/test.parquet\n"
+            f"gates:\n  champion:\n    - latency_p99_ms <= {p99 + spread / 10:.3f}\n"
+        )
+    root = str(Path(__file__).resolve().parents[2])  # the pickled model's class lives in tests/
+    done = run_cli(
+        ["evaluate", "churn", "--candidate", "1", "--trust", "--resamples", "0"],
+        cwd=project,
+        env={"PYTHONPATH": root},
+    )
+
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "inconclusive: churn/1 could not be judged" in done.stderr
+    assert "## ⚠️ INCONCLUSIVE: churn/1" in done.stdout
