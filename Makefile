@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo bench clean
+.PHONY: install lint test test-fast demo sweep bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,13 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py $(DEMO_ARGS)
 
+# A 3x3 grid sweep of the churn model (learning rate x depth, 2 workers) in .sweep/; not part of demo.
+sweep: $(STAMP)
+	$(BIN)/python examples/sweep.py $(SWEEP_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .demo .sweep .pytest_cache .mypy_cache .ruff_cache
