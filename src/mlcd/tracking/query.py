@@ -9,8 +9,7 @@ through the API are rows of the same tables, so every query covers both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from operator import attrgetter
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -151,10 +150,9 @@ def load_data(conn: Connection, records: Sequence[RunRecord]) -> list[RunRecord]
         for which, run_id, key, text, number in _data_rows(conn, ids[start : start + size]):
             found[which][run_id][key] = number if which == 1 else text
     params, metrics, tags = found
-    attributes = attrgetter(*ATTRIBUTE_COLUMNS)
     return [
-        RunRecord(
-            *attributes(r),
+        replace(
+            r,
             params=dict(sorted(params[r.id].items())),
             metrics=dict(sorted(metrics[r.id].items())),
             tags=dict(sorted(tags[r.id].items())),
