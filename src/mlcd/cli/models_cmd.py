@@ -1,7 +1,8 @@
 """Registry and evaluation commands: ``mlcd models ...`` and ``mlcd evaluate``.
 
 Exit codes: 0 ok; 1 a gate failed (the alias did not move); 2 usage or configuration error
-(``--force`` without ``--reason``, evaluation on training data, bad references); 3 runtime.
+(``--force`` without ``--reason``, evaluation on training data, bad references); 3 runtime,
+or a latency gate too noisy to judge (inconclusive: the alias did not move either).
 """
 
 from __future__ import annotations
@@ -446,7 +447,8 @@ def evaluate(
     trust: TrustOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a candidate against the champion on held-out data; exit 1 if a gate fails."""
+    """Score a candidate against the champion on held-out data; exit 1 if a gate fails, 3 if
+    a latency gate was too noisy to judge."""
     from mlcd import plotlyjs
     from mlcd.errors import GateFailed, UsageError
     from mlcd.evaluate import evaluate as run_evaluation
