@@ -3,7 +3,10 @@
 One LogisticRegression on scikit-learn's breast-cancer data (30 float features). Each server
 answers single-row requests from `wrk` on 127.0.0.1 with 16 connections for 20 s (the load
 the anchors' own docs use), and with 1 connection for the low-load overhead; the floor is the
-in-process `predict_proba` time of one row. Each anchor runs from its own venv under
+in-process `predict_proba` time of one row. mlcd and MLServer get the same body on the same
+protocol (OIP v2, one [1, 30] FP64 tensor); each server's predictions for the first 20 rows
+are checked against the model's. wrk is closed-loop (a slow answer delays the next request);
+bench_serve_curve.py measures the tail at fixed rates instead. Each anchor runs from its own venv under
 /work/bench-venvs (created when missing): MLServer 1.7 (`mlserver` + `mlserver-sklearn`, its
 Open Inference Protocol endpoint, `parallel_workers: 0`) and MLflow 3 (`mlflow models serve
 --env-manager local`). mlcd runs with its prediction log ON, one worker per core.
@@ -173,8 +176,10 @@ def start_mlcd(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/v2/health/ready", process)
-    body = [X.iloc[0].to_dict()]
-    return process, f"{base}/v1/models/bc/predict", body
+    # The same Open Inference Protocol body as MLServer's: like with like.
+    body = {"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64",
+                        "data": X.iloc[0].tolist()}]}  # fmt: skip
+    return process, f"{base}/v2/models/bc/infer", body
 
 
 def start_mlserver(
@@ -247,6 +252,29 @@ def start_mlflow(work: Path, X: Any, y: Any) -> tuple[subprocess.Popen[bytes], s
     return process, f"{base}/invocations", body
 
 
+def check_answers(url: str, X: Any, y: Any, rows: int = 20) -> None:
+    """The server's OIP ``predict`` output for the first rows equals the model's."""
+    import httpx
+    from sklearn.linear_model import LogisticRegression
+
+    expected = LogisticRegression(max_iter=5000).fit(X.to_numpy(), y).predict(X.to_numpy()[:rows])
+    for i in range(rows):
+        body = {"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64",
+                            "data": X.iloc[i].tolist()}]}  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:  # a second worker may still be loading (503)
+            answer = httpx.post(url, json=body, timeout=10)
+            if answer.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        answer.raise_for_status()
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        if outputs["predict"][0] != int(expected[i]):
+            raise RuntimeError(
+                f"{url}: row {i} answered {outputs['predict']}, expected {expected[i]}"
+            )
+
+
 def floor(X: Any, y: Any) -> dict[str, float]:
     """In-process time of one row: the model alone, and mlcd's validation + model path."""
     import timeit
@@ -309,6 +337,8 @@ def main() -> None:
             for name in names:  # alternate the servers in every round
                 process, url, body = starters[name]()
                 try:
+                    if name in ("mlcd", "mlserver"):
+                        check_answers(url, X, y)
                     wrk(url, body, CONNECTIONS, 2, work)  # warm-up
                     loaded = wrk(url, body, CONNECTIONS, seconds, work)
                     idle = wrk(url, body, 1, max(3, seconds // 2), work)

@@ -218,14 +218,15 @@ def oip_body(row: list[float]) -> dict[str, Any]:
                         "data": row}]}  # fmt: skip
 
 
-def predictions(url: str, X: Any, rows: int) -> list[Any]:
-    """The server's ``predict`` output for each of the first ``rows`` rows (one request each)."""
+def predictions(url: str, X: Any, rows: int) -> tuple[list[Any], int]:
+    """The server's ``predict`` output for each of the first ``rows`` rows (one request each),
+    and how many requests it answered with 200 (readiness probes included)."""
     import httpx
 
     out = []
     with httpx.Client(timeout=10) as client:
         # Every worker ready: a worker still loading answers 503 (readiness saw another one).
-        deadline, streak = time.monotonic() + 120, 0
+        deadline, streak, answered = time.monotonic() + 120, 0, 0
         while streak < 20 and time.monotonic() < deadline:
             fresh = httpx.Client(timeout=10)  # a new connection may land on another worker
             try:
@@ -233,6 +234,7 @@ def predictions(url: str, X: Any, rows: int) -> list[Any]:
             finally:
                 fresh.close()
             streak = streak + 1 if ok else 0
+            answered += ok
             if not ok:
                 time.sleep(0.2)
         for i in range(rows):
@@ -240,7 +242,46 @@ def predictions(url: str, X: Any, rows: int) -> list[Any]:
             answer.raise_for_status()
             outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
             out.append(outputs["predict"][0])
-    return out
+    return out, answered + rows
+
+
+def start_mlcd(
+    work: Path, X: Any, y: Any, workers: int, label: str, src: str | None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`mlcd serve bc --workers N` (log on) from the installed package, or from the source
+    tree ``src`` (``PYTHONPATH``, to compare commits); its project is made by the same code."""
+    bench = _bench_serve()
+    env = {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
+    root = work / f"project-{label}"
+    if not (root / "mlcd.yaml").exists():
+        frame = work / "xy.parquet"
+        X.assign(target=y).to_parquet(frame)
+        code = (
+            "import subprocess, sys, pandas as pd\n"
+            "from sklearn.linear_model import LogisticRegression\n"
+            "from mlcd.project import Project\n"
+            "from mlcd.registry import register_from_path, save_model, set_alias\n"
+            f"root = {str(root)!r}\n"
+            "subprocess.run([sys.executable, '-m', 'mlcd.cli.main', 'init', root], check=True,"
+            " capture_output=True)\n"
+            f"d = pd.read_parquet({str(frame)!r}); X = d.drop(columns='target')\n"
+            "m = LogisticRegression(max_iter=5000).fit(X, d['target'])\n"
+            "with Project.open(root) as p:\n"
+            "    save_model(m, root + '/pkg', sample_input=X.head(100))\n"
+            "    v = register_from_path(p.store, p.objects, 'bc', root + '/pkg').version\n"
+            "    set_alias(p.store, 'bc', 'champion', v.version)\n"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    port = bench.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlcd.cli.main", "serve", "bc", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning"],
+        cwd=root, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    bench.wait_http(f"{base}/v2/health/ready", process)
+    return process, f"{base}/v2/models/bc/infer", root
 
 
 def logged_rows(root: Path) -> int:
@@ -266,11 +307,21 @@ def main() -> None:
     parser.add_argument("--no-saturate", action="store_true",
                         help="run every rate even after a server failed one")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="500,1000 for 5 s, one round")
+    parser.add_argument(
+        "--mlcd-src",
+        default="",
+        help="LABEL=SRC,...: also run mlcd from these source trees (e.g. an older commit's "
+        "`git archive REV src`), as servers named mlcd@LABEL (add them to --only)",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in ("500,1000" if args.quick else args.rates).split(",")]
     seconds = 5.0 if args.quick else args.seconds
     rounds = 1 if args.quick else args.rounds
     names = args.only.split(",")
+    sources: dict[str, str | None] = {"mlcd": None}
+    for item in filter(None, args.mlcd_src.split(",")):
+        label, _sep, src = item.partition("=")
+        sources[f"mlcd@{label}"] = str(Path(src).resolve())
     cpu = args.client_cpu or None
     bench = _bench_serve()
     X, y = bench.data()
@@ -286,22 +337,21 @@ def main() -> None:
     try:
         for round_ in range(rounds):
             for name in names:
-                if name == "mlcd":
-                    process, _url, _body = bench.start_mlcd(work, X, y, args.workers)
-                    port = _url.split(":")[2].split("/")[0]
-                    url = f"http://127.0.0.1:{port}/v2/models/bc/infer"
-                    before = logged_rows(work / "mlcd")
+                if name in sources:
+                    label = name.replace("@", "-")
+                    process, url, root = start_mlcd(work, X, y, args.workers, label, sources[name])
+                    before = logged_rows(root)
                 else:
                     process, url, _body = bench.start_mlserver(work, X, y)
                 sent = 0
                 try:
-                    answers[name] = predictions(url, X, args.check_rows)
-                    sent += args.check_rows + 20
+                    answers[name], checked = predictions(url, X, args.check_rows)
+                    sent += checked
                     warm = run_client(url, body_file, 500, 2, cpu)
-                    sent += warm["answered"]
+                    sent += warm["ok"]
                     for rate in rates:
                         row = run_client(url, body_file, rate, seconds, cpu)
-                        sent += row["answered"]
+                        sent += row["ok"]
                         row.update(bench="serve_curve", server=name, round=round_)
                         row.pop("first_answer", None)
                         print(json.dumps(row), flush=True)
@@ -311,10 +361,10 @@ def main() -> None:
                             break  # past saturation: higher rates only queue
                 finally:
                     bench.stop(process)
-                if name == "mlcd":
-                    logged = logged_rows(work / "mlcd") - before
-                    check = {"bench": "serve_curve", "what": "log", "round": round_,
-                             "answered": sent, "logged": logged}  # fmt: skip
+                if name in sources:
+                    logged = logged_rows(root) - before
+                    check = {"bench": "serve_curve", "what": "log", "server": name,
+                             "round": round_, "answered": sent, "logged": logged}  # fmt: skip
                     log_checks.append(check)
                     print(json.dumps(check), flush=True)
     finally:
@@ -322,7 +372,7 @@ def main() -> None:
     same = len({json.dumps(a) for a in answers.values()}) == 1
     print(f"\npredictions on the first {args.check_rows} rows identical across servers: {same}")
     for check in log_checks:
-        print(f"mlcd log, round {check['round']}: answered {check['answered']}, "
+        print(f"{check['server']} log, round {check['round']}: answered {check['answered']}, "
               f"logged {check['logged']}")  # fmt: skip
     print(f"\n{'server':9} {'rate':>6} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'p99.9 ms':>9} {'errors':>7} {'rounds':>6}")  # fmt: skip
