@@ -29,7 +29,12 @@ grew (``st_blocks``, hard-linked inodes counted once).
 Every experiment's metrics are compared between the tools (same scripts, same params: same
 numbers), so both did the same work.
 
+A second scenario, ``grid``, queues the 8 in one command each: ``mlcd exp sweep --grid
+evaluate.threshold=16,32,...,128 --parallel 2`` (queues and runs them) against
+``dvc exp run --queue -S evaluate.threshold=16,32,...,128`` + ``dvc queue start -j 2``.
+
 Usage: python benchmarks/bench_experiments.py [--quick] [--reps N] [--dir DIR] [--link MODE]
+       [--scenario each|grid|both]
 """
 
 from __future__ import annotations
@@ -252,18 +257,27 @@ def _dvc_failed(root: Path, env: dict[str, str]) -> bool:
     return "Failed" in status
 
 
-def scenario(tool: str, root: Path) -> dict[str, Any]:
-    """Queue 8 experiments and run them with 2 workers; runs in the measuring process."""
+def scenario(tool: str, root: Path, kind: str) -> dict[str, Any]:
+    """Queue 8 experiments and run them with 2 workers; runs in the measuring process.
+
+    ``kind`` is ``each`` (one queueing command per experiment) or ``grid`` (one command
+    queues all 8: ``mlcd exp sweep --grid`` runs them too, ``dvc exp run --queue -S K=A,B,..``
+    only queues them).
+    """
     env = _env()
     start = time.perf_counter()
-    for index, threshold in enumerate(THRESHOLDS):
-        setting = f"evaluate.threshold={threshold}"
-        if tool == "mlcd":
-            run(
-                [_bin("mlcd"), "exp", "run", "--queue", "-S", setting, "-n", f"t{index}"], root, env
-            )
-        else:
-            run([_bin("dvc"), "exp", "run", "--queue", "-S", setting, "-n", f"t{index}"], root, env)
+    values = ",".join(str(t) for t in THRESHOLDS)
+    if kind == "grid" and tool == "mlcd":
+        grid = f"evaluate.threshold={values}"
+        run([_bin("mlcd"), "exp", "sweep", "--grid", grid, "--parallel", str(WORKERS)], root, env)
+        return {"wall": time.perf_counter() - start, "queue": 0.0}
+    if kind == "grid":
+        run([_bin("dvc"), "exp", "run", "--queue", "-S", f"evaluate.threshold={values}"], root, env)
+    else:
+        for index, threshold in enumerate(THRESHOLDS):
+            name = f"t{index}"
+            setting = f"evaluate.threshold={threshold}"
+            run([_bin(tool), "exp", "run", "--queue", "-S", setting, "-n", name], root, env)
     queued = time.perf_counter() - start
     if tool == "mlcd":
         run([_bin("mlcd"), "exp", "start", "-j", str(WORKERS)], root, env)
@@ -278,16 +292,15 @@ def scenario(tool: str, root: Path) -> dict[str, Any]:
             if time.perf_counter() - start > 3600:
                 sys.exit("DVC's queue did not finish within an hour")
             time.sleep(0.2)
-    wall = time.perf_counter() - start
-    return {"wall": wall, "queue": queued}
+    return {"wall": time.perf_counter() - start, "queue": queued}
 
 
-def measure(tool: str, root: Path) -> None:
+def measure(tool: str, root: Path, kind: str) -> None:
     """The measuring process: a child subreaper running ``scenario``, then reaping everything."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
         sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed: Linux is needed")
-    result = scenario(tool, root)
+    result = scenario(tool, root, kind)
     deadline = time.monotonic() + 300
     while True:  # adopted orphans (DVC's detached workers) are reaped here, I/O and all
         try:
@@ -328,14 +341,16 @@ def metrics_of(tool: str, root: Path, env: dict[str, str]) -> dict[float, dict[s
     return found
 
 
-def one_rep(tool: str, base: Path, data: Path, link: str, env: dict[str, str]) -> dict[str, Any]:
+def one_rep(
+    tool: str, kind: str, base: Path, data: Path, link: str, env: dict[str, str]
+) -> dict[str, Any]:
     root = base / f"{tool}-project"
     if root.exists():
         shutil.rmtree(root)
     setup(tool, root, data, link, env)
     before = disk_usage(root)
     done = subprocess.run(
-        [sys.executable, __file__, "--measure", tool, "--dir", str(root)],
+        [sys.executable, __file__, "--measure", tool, "--scenario", kind, "--dir", str(root)],
         env=env,
         capture_output=True,
         text=True,
@@ -366,12 +381,19 @@ def main() -> None:
         default="copy",
         help="how both tools place cached files in workspaces (mlcd cache.link, dvc cache.type)",
     )
+    parser.add_argument(
+        "--scenario",
+        choices=["each", "grid", "both"],
+        default="both",
+        help="each: one queueing command per experiment; grid: one command for all 8",
+    )
     parser.add_argument("--measure", choices=["mlcd", "dvc"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        measure(args.measure, args.dir)
+        measure(args.measure, args.dir, args.scenario)
         return
     reps, mib = (1, 64) if args.quick else (args.reps, args.data_mib)
+    kinds = ["each", "grid"] if args.scenario == "both" else [args.scenario]
 
     import compileall
 
@@ -385,44 +407,50 @@ def main() -> None:
         data = base / "raw.bin"
         print(f"{mib} MiB of data in {base}; link mode {args.link}", file=sys.stderr)
         make_data(data, mib)
-        results: dict[str, list[dict[str, Any]]] = {"mlcd": [], "dvc": []}
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for rep in range(reps):
-            order = ["mlcd", "dvc"] if rep % 2 == 0 else ["dvc", "mlcd"]
-            for tool in order:
-                results[tool].append(one_rep(tool, base, data, args.link, env))
-                last = results[tool][-1]
-                print(
-                    f"  rep {rep + 1}/{reps} {tool}: {last['wall']:.1f} s "
-                    f"(queueing {last['queue']:.1f} s), wrote {last['write_bytes'] / MiB:.0f} MiB "
-                    f"({last['cancelled_write_bytes'] / MiB:.0f} MiB cancelled), "
-                    f"project grew {last['grew'] / MiB:.0f} MiB",
-                    file=sys.stderr,
-                )
-            mine, theirs = results["mlcd"][-1]["metrics"], results["dvc"][-1]["metrics"]
-            if mine != theirs:
-                sys.exit(f"the tools disagree on the metrics:\nmlcd {mine}\ndvc  {theirs}")
-        summary: dict[str, Any] = {}
-        for tool, runs in results.items():
-            summary[tool] = {
-                "wall_s": median([r["wall"] for r in runs]),
-                "queue_s": median([r["queue"] for r in runs]),
-                "write_mib": median([r["write_bytes"] / MiB for r in runs]),
-                "cancelled_mib": median([r["cancelled_write_bytes"] / MiB for r in runs]),
-                "grew_mib": median([r["grew"] / MiB for r in runs]),
-                "walls": [round(r["wall"], 2) for r in runs],
-            }
-        report(
-            "experiments",
-            dvc=dvc_version,
-            data_mib=mib,
-            link=args.link,
-            reps=reps,
-            experiments=EXPERIMENTS,
-            workers=WORKERS,
-            mlcd=summary["mlcd"],
-            dvc_result=summary["dvc"],
-            speedup=summary["dvc"]["wall_s"] / summary["mlcd"]["wall_s"],
-        )
+            for kind in kinds:
+                order = ["mlcd", "dvc"] if rep % 2 == 0 else ["dvc", "mlcd"]
+                for tool in order:
+                    last = one_rep(tool, kind, base, data, args.link, env)
+                    results.setdefault((kind, tool), []).append(last)
+                    print(
+                        f"  rep {rep + 1}/{reps} {kind} {tool}: {last['wall']:.1f} s "
+                        f"(queueing {last['queue']:.1f} s), "
+                        f"wrote {last['write_bytes'] / MiB:.0f} MiB "
+                        f"({last['cancelled_write_bytes'] / MiB:.0f} MiB cancelled), "
+                        f"project grew {last['grew'] / MiB:.0f} MiB",
+                        file=sys.stderr,
+                    )
+                mine = results[(kind, "mlcd")][-1]["metrics"]
+                theirs = results[(kind, "dvc")][-1]["metrics"]
+                if mine != theirs:
+                    sys.exit(f"the tools disagree on the metrics:\nmlcd {mine}\ndvc  {theirs}")
+        for kind in kinds:
+            summary: dict[str, Any] = {}
+            for tool in ("mlcd", "dvc"):
+                runs = results[(kind, tool)]
+                summary[tool] = {
+                    "wall_s": median([r["wall"] for r in runs]),
+                    "queue_s": median([r["queue"] for r in runs]),
+                    "write_mib": median([r["write_bytes"] / MiB for r in runs]),
+                    "cancelled_mib": median([r["cancelled_write_bytes"] / MiB for r in runs]),
+                    "grew_mib": median([r["grew"] / MiB for r in runs]),
+                    "walls": [round(r["wall"], 2) for r in runs],
+                }
+            report(
+                "experiments",
+                scenario=kind,
+                dvc_version=dvc_version,
+                data_mib=mib,
+                link=args.link,
+                reps=reps,
+                experiments=EXPERIMENTS,
+                workers=WORKERS,
+                mlcd=summary["mlcd"],
+                dvc=summary["dvc"],
+                speedup=summary["dvc"]["wall_s"] / summary["mlcd"]["wall_s"],
+            )
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
