@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlcd.serve")
 
-#: Environment passed on to the replicas: object-store clients, tokens, thread limits.
-_REPLICA_ENV = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_", "BOTO_", "MLCD_", "OMP_")
+#: Environment passed on to the replicas: object-store and PostgreSQL clients (``PGPASSWORD``
+#: keeps a password out of the store URL), tokens, thread limits.
+_REPLICA_ENV = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_", "BOTO_", "PG", "MLCD_", "OMP_")
 #: Where Serve runs its HTTP proxies: ``EveryNode`` (Ray's default), ``HeadOnly``, ``Disabled``.
 PROXY_ENV = "MLCD_RAY_PROXY"
 #: CPUs each replica reserves (default 1).
