@@ -316,7 +316,10 @@ def add_data(
             entries = objects.read_manifest(stored)
             for entry in entries:
                 if entry.path not in known:
-                    statcache.record(full / entry.path, entry.digest.hex)
+                    try:
+                        statcache.record(full / entry.path, entry.digest.hex)
+                    except FileNotFoundError:  # removed since it was stored: nothing to learn
+                        pass
             digest = str(stored)
             pointer = Pointer(relative, digest, sum(e.size for e in entries), len(entries), source)
         else:
@@ -324,7 +327,10 @@ def add_data(
             hex_ = statcache.known(full, st)
             stored = objects.put_file(full, Digest(hex_) if hex_ else None)
             if hex_ is None:
-                statcache.record(full, stored.hex)
+                try:
+                    statcache.record(full, stored.hex)
+                except FileNotFoundError:  # removed since it was stored
+                    pass
             digest = str(stored)
             pointer = Pointer(relative, digest, st.st_size, 1, source)
         statcache.flush()
