@@ -74,10 +74,15 @@ async def _open_loop(
     first_body: list[bytes] = []
     done_at = [0.0]
 
-    async def acquire() -> _Conn:
+    async def acquire() -> tuple[_Conn, bool]:
+        """A connection, and whether it was used before (keep-alive)."""
         nonlocal opened
-        if idle:
-            return idle.pop()
+        while idle:
+            conn = idle.pop()
+            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+                return conn, True
+            conn.writer.close()  # the server closed it while idle (its keep-alive timeout)
+            opened -= 1
         if opened < max_conns:
             opened += 1
             try:
@@ -85,10 +90,10 @@ async def _open_loop(
             except OSError:
                 opened -= 1
                 raise
-            return _Conn(reader, writer)
+            return _Conn(reader, writer), False
         future: asyncio.Future[_Conn] = loop.create_future()
         waiters.append(future)
-        return await future
+        return await future, True
 
     def release(conn: _Conn) -> None:
         while waiters:
@@ -98,25 +103,41 @@ async def _open_loop(
                 return
         idle.append(conn)
 
+    async def exchange(conn: _Conn) -> tuple[int, bytes]:
+        conn.writer.write(request)
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await conn.reader.readexactly(length)
+
     async def one(scheduled: float) -> None:
         nonlocal opened
         conn = None
         try:
-            conn = await acquire()
-            conn.writer.write(request)
-            head = await conn.reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            answer = await conn.reader.readexactly(length)
+            for attempt in (1, 2):
+                conn, reused = await acquire()
+                try:
+                    status, answer = await exchange(conn)
+                    break
+                except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                    # A kept-alive connection the server closed just as the request went out
+                    # (nothing of an answer came back): what any HTTP client retries.
+                    conn.writer.close()
+                    opened -= 1
+                    conn = None
+                    empty = not getattr(exc, "partial", b"")
+                    if not (reused and empty and attempt == 1):
+                        raise
             finished = clock()
             latencies.append(finished - scheduled)
             done_at[0] = max(done_at[0], finished)
             statuses[status] = statuses.get(status, 0) + 1
             if not first_body:
                 first_body.append(answer)
+            assert conn is not None
             release(conn)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             key = type(exc).__name__
