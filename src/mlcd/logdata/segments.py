@@ -56,9 +56,28 @@ _FILESYSTEMS: dict[str, Any] = {}
 _FS_LOCK = threading.Lock()
 
 
+def _handler(fs: Any) -> Any:
+    """Arrow's adapter for an fsspec filesystem, reading without fsspec's read-ahead cache:
+    Arrow asks for exactly the column chunks it needs (and coalesces them), so a cache
+    would fetch the projected-out columns too, and hold them in memory."""
+    from pyarrow.fs import FSSpecHandler
+
+    class Handler(FSSpecHandler):  # type: ignore[misc]
+        def open_input_file(self, path: str) -> Any:
+            from pyarrow import PythonFile
+
+            try:  # no separate existence check: opening a missing file raises anyway
+                handle = self.fs.open(path, mode="rb", cache_type="none")
+            except TypeError:  # a filesystem without cache types
+                handle = self.fs.open(path, mode="rb")
+            return PythonFile(handle, mode="r")
+
+    return Handler(fs)
+
+
 def _remote_fs(url: str) -> tuple[Any, str]:
     import fsspec
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
+    from pyarrow.fs import PyFileSystem
 
     protocol = url.split("://", 1)[0].lower()
     try:
@@ -77,7 +96,7 @@ def _remote_fs(url: str) -> tuple[Any, str]:
     with _FS_LOCK:
         wrapped = _FILESYSTEMS.get(protocol)
         if wrapped is None or wrapped.handler.fs is not fs:
-            wrapped = PyFileSystem(FSSpecHandler(fs))
+            wrapped = PyFileSystem(_handler(fs))
             _FILESYSTEMS[protocol] = wrapped
     return wrapped, path
 
@@ -190,7 +209,12 @@ def scan(
     wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
     where = filter_expression(names, start, end, version, status)
     try:
-        for batch in data.to_batches(columns=wanted, filter=where, batch_size=batch_rows):
+        # A small read-ahead: the caller's own thread reads ahead too (``prefetch``).
+        batches = data.to_batches(
+            columns=wanted, filter=where, batch_size=batch_rows, batch_readahead=2,
+            fragment_readahead=1,
+        )  # fmt: skip
+        for batch in batches:
             if batch.num_rows:
                 yield batch
     except FileNotFoundError as exc:

@@ -251,7 +251,9 @@ class ColumnAccumulator:
             self._parts.append(finite)
             self._keys.append(keys)
             self._stored += finite.size
-        if self._stored >= 2 * cap:  # shrink in bulk: amortised, at most 2 x cap values held
+        # Shrink at once the first time (the threshold then filters most values out), later
+        # in bulk: at most 1.25 x cap values are held, and the cost is amortised.
+        if self._threshold == math.inf or self._stored >= cap + cap // 4:
             self._shrink(cap)
 
     def _shrink(self, cap: int) -> None:
@@ -260,11 +262,16 @@ class ColumnAccumulator:
         stored = np.concatenate(self._parts)
         keys = np.concatenate(self._keys)
         if stored.size > cap:
-            order = np.argpartition(keys, cap - 1)
-            keep, drop = order[:cap], order[cap:]
-            self._drop(stored[drop])
+            # The cap-th smallest key, then a mask: cheaper than sorting indices.
+            kth = float(np.partition(keys, cap - 1)[cap - 1])
+            keep = keys <= kth
+            if int(np.count_nonzero(keep)) != cap:  # tied keys: pick exactly ``cap``
+                order = np.argpartition(keys, cap - 1)
+                keep = np.zeros(keys.size, dtype=bool)
+                keep[order[:cap]] = True
+            self._drop(stored[~keep])
             stored, keys = stored[keep], keys[keep]
-            self._threshold = float(keys.max())
+            self._threshold = kth
         self._parts, self._keys, self._stored = [stored], [keys], stored.size
 
     def _drop(self, values: Floats) -> None:

@@ -1,0 +1,197 @@
+"""``mlcd monitor`` over a prediction log on S3 (moto on 127.0.0.1): time and peak memory.
+
+The log is generated straight with pyarrow (not through a server): ``--files`` Parquet files
+of ``--rows / --files`` rows each (by default 40 files of 500,000 rows, what ``mlcd log
+compact`` leaves for 20 days of two versions), registered in the project's store with their
+``s3://`` URLs as the server registers them. Columns: the server's (request_id, ts, model,
+version, status, error, latency_ms), 8 numeric features, one categorical, prediction, proba.
+Then ``mlcd monitor NAME --since 30d --json`` runs in a subprocess; its wall time and peak
+RSS (``wait4``) are measured. ``--local`` also runs it over a local copy of the same files.
+
+    nice -n 5 .venv/bin/python benchmarks/bench_log_s3.py --rows 2000000
+    nice -n 5 .venv/bin/python benchmarks/bench_log_s3.py --rows 20000000 --local
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import report
+
+DAY = 86400.0
+FEATURES = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    binary = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("moto_server did not start")
+
+
+def _table(n: int, seed: int, start: float, span: float, version: int):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    columns = {
+        "request_id": pa.array(np.char.add(f"s{seed}-", np.arange(n).astype(str))),
+        "ts": np.sort(start + rng.uniform(0, span, n)),
+        "model": pa.array(["bench"] * n),
+        "version": np.full(n, version, dtype=np.int64),
+        "status": pa.array(np.where(rng.uniform(size=n) < 0.01, "rejected", "ok")),
+        "error": pa.nulls(n, pa.string()),
+        "latency_ms": rng.uniform(1, 5, n),
+    }
+    for i in range(FEATURES):
+        columns[f"x{i}"] = rng.standard_normal(n) + (0.3 if version == 2 and i < 2 else 0.0)
+    columns["city"] = pa.array(rng.choice(["paris", "lyon", "nice", "lille"], n))
+    columns["prediction"] = (columns["x0"] > 0).astype(np.int64)
+    columns["proba"] = 1 / (1 + np.exp(-columns["x0"]))
+    return pa.table(columns)
+
+
+def _init(parent: Path, name: str) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "mlcd.cli.main", "init", name], cwd=parent, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return parent / name
+
+
+def _generate(s3_root: Path, local_root: Path | None, url: str, rows: int, files: int) -> float:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from mlcd.store import Store
+    from mlcd.store.predictions import add_segment
+
+    stores = [Store(f"sqlite:///{s3_root / '.mlcd' / 'mlcd.db'}")]
+    if local_root is not None:
+        stores.append(Store(f"sqlite:///{local_root / '.mlcd' / 'mlcd.db'}"))
+    now = time.time()
+    per = rows // files
+    started = time.perf_counter()
+    for index in range(files):
+        version = 1 + index % 2
+        day_start = now - 20 * DAY + (index // 2) * (20 * DAY / (files / 2))
+        table = _table(per, index, day_start, 20 * DAY / (files / 2) - 1, version)
+        day = time.strftime("%Y-%m-%d", time.gmtime(day_start))
+        name = f"model=bench/date={day}/daily-{day}-v{version}-{uuid.uuid4().hex[:16]}.parquet"
+        ts = table.column("ts").to_numpy()
+        targets = [f"{url}/{name}"]
+        with fsspec.open(targets[0], "wb") as out:
+            pq.write_table(table, out, compression="zstd", row_group_size=131_072)
+        if local_root is not None:
+            relative = f".mlcd/predictions/{name}"
+            (local_root / relative).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, local_root / relative, compression="zstd", row_group_size=131_072)
+            targets.append(relative)
+        for store, path in zip(stores, targets, strict=False):
+            store.transact(
+                lambda conn, path=path, v=version, a=float(ts[0]), b=float(ts[-1]): add_segment(
+                    conn, model="bench", version=v, path=path, rows=per, first_at=a, last_at=b,
+                    kind="daily",
+                )
+            )  # fmt: skip
+    for store in stores:
+        store.dispose()
+    return time.perf_counter() - started
+
+
+def _monitor(root: Path) -> dict[str, float]:
+    argv = [sys.executable, "-m", "mlcd.cli.main", "monitor", "bench", "--reference",
+            "ref.parquet", "--since", "30d", "--json"]  # fmt: skip
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=root, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"mlcd monitor failed: {err.read().decode()[-2000:]}")
+        data = json.loads(out.read())
+    return {
+        "seconds": round(seconds, 2),
+        "elapsed_s": round(float(data["elapsed_s"]), 2),
+        "rows": int(data["window"]["rows"]),
+        "peak_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "rows_per_s": round(int(data["window"]["rows"]) / seconds),
+        "drifted": len(data["drift"]["drifted"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--local", action="store_true", help="also monitor a local copy")
+    args = parser.parse_args()
+    moto, endpoint = _start_moto()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
+    )  # fmt: skip
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="mlcd-bench")
+        with tempfile.TemporaryDirectory(prefix="mlcd-bench-log-") as folder:
+            parent = Path(folder)
+            s3_root = _init(parent, "s3")
+            local_root = _init(parent, "local") if args.local else None
+            generated = _generate(
+                s3_root, local_root, "s3://mlcd-bench/predictions", args.rows, args.files
+            )
+            reference = _table(200_000, 999, time.time() - 40 * DAY, DAY, 1).drop_columns(
+                ["request_id", "ts", "model", "version", "status", "error", "latency_ms"]
+            )
+            import pyarrow.parquet as pq
+
+            for root in [s3_root, *([local_root] if local_root else [])]:
+                pq.write_table(reference, root / "ref.parquet")
+            s3 = _monitor(s3_root)
+            report("log_s3.monitor", where="s3", files=args.files, generate_s=round(generated, 1),
+                   **s3)  # fmt: skip
+            if local_root is not None:
+                local = _monitor(local_root)
+                report("log_s3.monitor", where="local", files=args.files, **local)
+    finally:
+        moto.terminate()
+        moto.wait(30)
+
+
+if __name__ == "__main__":
+    main()
