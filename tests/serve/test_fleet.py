@@ -180,10 +180,12 @@ def fleet(
 
 
 def _configure(folder: Path, store: str, artifacts: str) -> None:
+    log = artifacts.rsplit("/", 1)[0] + "/predictions"  # the fleet's log, on S3 too
     with open(folder / "mlcd.yaml", "a", encoding="utf-8") as out:
         out.write(
             f"\nstore: {store}\nartifacts: {artifacts}\n"
             "serve:\n  poll_interval_s: 0.5\n  fleet_interval_s: 0.5\n"
+            f"monitor:\n  log_location: {log}\n"
         )
 
 
@@ -316,9 +318,12 @@ def test_an_alias_move_reaches_every_replica_with_no_failed_request(fleet: Fleet
     print(f"every replica served v{v2} {switched_s:.2f} s after the move (poll interval 0.5 s)")
 
     # The fleet view, from any replica: three live replicas, each on v2, with their traffic.
-    view = httpx.get(fleet.replicas[0].url + "/v1/fleet", timeout=10).json()
-    alive = [r for r in view["replicas"] if r["alive"]]
-    assert len(alive) == 3 and {r["versions"]["primary"] for r in alive} == {v2}
+    def view_on_v2() -> bool:
+        view = httpx.get(fleet.replicas[0].url + "/v1/fleet", timeout=10).json()
+        alive = [r for r in view["replicas"] if r["alive"]]
+        return len(alive) == 3 and {r["versions"]["primary"] for r in alive} == {v2}
+
+    _until(view_on_v2, what="the fleet view to show three live replicas on the new version")
     _until(
         lambda: (
             sum(
@@ -338,6 +343,32 @@ def test_an_alias_move_reaches_every_replica_with_no_failed_request(fleet: Fleet
     import json
 
     assert len([r for r in json.loads(listed.stdout)["replicas"] if r["alive"]]) == 3
+
+    # Stopped cleanly, the replicas have flushed their logs to S3: one row per answered request.
+    for replica in fleet.replicas:
+        replica.process.send_signal(signal.SIGTERM)
+    for replica in fleet.replicas:
+        replica.process.wait(60)
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from mlcd.store import predictions
+
+    with fleet.project() as project, project.store.read() as conn:
+        segments = predictions.segments(conn, model="cancer")
+    assert segments and all(s["path"].startswith("s3://") for s in segments)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    logged = pd.concat(
+        [
+            pq.read_table(s["path"].removeprefix("s3://"), filesystem=fs).to_pandas()
+            for s in segments
+        ]
+    )
+    ok = logged[logged["status"] == "ok"]
+    assert len(ok) == load.count() and ok["request_id"].is_unique
+    names = [s["path"].rsplit("/", 1)[1] for s in segments]
+    for replica in fleet.replicas:  # every replica wrote its own segments, none collided
+        assert any(f"-{replica.process.pid}-" in name for name in names), names
 
 
 def test_a_failing_canary_is_switched_off_once_for_the_fleet(fleet: Fleet) -> None:
@@ -405,4 +436,6 @@ def test_a_replica_that_loses_the_store_keeps_serving_and_says_so(fleet: Fleet) 
     for replica in fleet.replicas:
         code = replica.process.wait(60)
         # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
-        assert code in (0, -signal.SIGTERM), (replica.folder / "serve.log").read_text(encoding="utf-8")
+        assert code in (0, -signal.SIGTERM), (replica.folder / "serve.log").read_text(
+            encoding="utf-8"
+        )
