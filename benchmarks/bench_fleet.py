@@ -119,6 +119,15 @@ def start_serve(root: Path, *extra: str, env: dict[str, str] | None = None) -> t
     except RuntimeError:
         sys.stderr.write(log.read_text(encoding="utf-8"))
         raise
+    # With several workers the first ready answer may come from one while another still
+    # loads (and answers 503): wait until 40 readiness probes in a row say ready.
+    import httpx
+
+    streak, deadline = 0, time.monotonic() + 600
+    while streak < 40 and time.monotonic() < deadline:
+        ok = httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200
+        streak = streak + 1 if ok else 0
+        time.sleep(0 if ok else 0.2)
     return process, f"{base}/v1/models/bc/predict"
 
 
