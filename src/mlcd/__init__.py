@@ -80,10 +80,12 @@ def autolog(
         UsageError: an unknown library name.
     """
     # The facade wires two siblings that never import each other: tracking patches the
-    # libraries, and saves through the public (lazily bound) mlcd.save_model.
+    # libraries, and saves through the public mlcd.save_model, bound at the first save (a
+    # stage's sitecustomize calls this in every Python the stage starts: keep it light).
     from mlcd.tracking.autolog import autolog as enable
 
-    save_model = __getattr__("save_model")
+    def save_model(*args: Any, **kwargs: Any) -> Any:
+        return __getattr__("save_model")(*args, **kwargs)
 
     enable(
         disable=disable,

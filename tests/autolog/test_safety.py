@@ -114,8 +114,8 @@ def test_an_unknown_library_is_a_usage_error() -> None:
 def test_the_stage_environment_puts_the_site_folder_first() -> None:
     assert autolog_env({"PYTHONPATH": "/x"}) == {}
     env = autolog_env({"MLCD_AUTOLOG": "1", "PYTHONPATH": "/x"})
-    assert env["PYTHONPATH"].split(":") == [str(SITE_DIR), "/x"]
-    assert (SITE_DIR / "sitecustomize.py").is_file()
+    assert env["PYTHONPATH"].split(":") == [SITE_DIR, "/x"]
+    assert (Path(SITE_DIR) / "sitecustomize.py").is_file()
 
 
 def test_fits_in_worker_threads_and_processes_are_nested(tmp_path: Path, recorded) -> None:
@@ -135,7 +135,7 @@ with mlcd.start_run("processes"):
 """,
         tmp_path,
         MLCD_AUTOLOG="1",
-        PYTHONPATH=str(SITE_DIR),
+        PYTHONPATH=SITE_DIR,
     )
     for name in ("threads", "processes"):
         run = recorded(tmp_path, name=name)

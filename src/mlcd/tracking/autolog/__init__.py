@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from mlcd.errors import UsageError
 from mlcd.tracking.autolog import core, hooks
 
-#: The folder put first on ``PYTHONPATH`` of an autologged stage.
-SITE_DIR = Path(__file__).with_name("site")
+#: The folder put first on ``PYTHONPATH`` of an autologged stage (a string: no pathlib
+#: import in every Python the stage starts).
+SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
 #: Library -> module that patches it.
 LIBRARIES = {
     "sklearn": "mlcd.tracking.autolog.sklearn",
@@ -105,4 +105,4 @@ def autolog_env(env: Mapping[str, str]) -> dict[str, str]:
     if not requested(env):
         return {}
     existing = env.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(SITE_DIR), existing) if p)}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (SITE_DIR, existing) if p)}

@@ -13,21 +13,18 @@ the user opens later is not its child, and receives the fits made inside it.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+# Kept light (no dataclasses, tempfile, csv at import): a stage's sitecustomize imports this
+# in every Python the stage starts.
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What ``mlcd.autolog`` records (see its arguments)."""
 
     log_models: bool = True
@@ -48,16 +45,21 @@ MAX_PARAM_CHARS = 500
 MAX_SPARSE_ROWS = 10_000
 
 
-@dataclass
 class Fit:
-    """One outermost autologged call (a ``fit`` or a ``train``) and what it logged so far."""
+    """One outermost autologged call (a ``fit`` or a ``train``) and what it logged so far.
 
-    library: str
-    #: a boosting estimator whose inner ``train`` may log the per-iteration metrics
-    accepts_iterations: bool = False
-    session: Any = None
-    steps_logged: bool = False
-    suffix: str | None = None
+    ``accepts_iterations``: a boosting estimator whose inner ``train`` may log the
+    per-iteration metrics.
+    """
+
+    __slots__ = ("accepts_iterations", "library", "session", "steps_logged", "suffix")
+
+    def __init__(self, library: str, accepts_iterations: bool = False) -> None:
+        self.library = library
+        self.accepts_iterations = accepts_iterations
+        self.session: Any = None
+        self.steps_logged = False
+        self.suffix: str | None = None
 
 
 _local = threading.local()
@@ -260,6 +262,9 @@ def log_model(fit: Fit, model: Any, X: Any) -> None:
     it as the run's artifact ``model`` (``model-2``... for later fits in the same run)."""
     if saver is None or settings is None or not settings.log_models:
         return
+    import tempfile
+    from pathlib import Path
+
     session = fit.session
     sample = training_sample(X)
     with tempfile.TemporaryDirectory(prefix="mlcd-autolog-") as folder:
@@ -276,6 +281,9 @@ def log_importances(
     """A CSV table ``feature,<kind>...`` (most important first) as ``feature_importance.csv``."""
     if settings is None or not settings.log_importances or not features:
         return
+    import csv
+    import io
+
     kinds = list(columns)
     values = [[float(columns[k][i]) for k in kinds] for i in range(len(features))]
     order = sorted(range(len(features)), key=lambda i: -values[i][0] if kinds else 0.0)
