@@ -236,3 +236,18 @@ def test_a_worker_names_the_input_it_cannot_fetch(s3_server: S3Server, tmp_path:
         f"s3://{bucket}/objects on "
     )
     assert f"object {missing} is not in s3://{bucket}/objects" in result.error
+
+
+def test_a_ray_address_nobody_answers_is_a_config_error(tmp_path: Path) -> None:
+    from tests.conftest_ray import free_port
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "mlcd.yaml").write_text("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n")
+    address = f"127.0.0.1:{free_port()}"
+
+    result = run_cli(["run", "--executor", "ray"], cwd=root, env={"RAY_ADDRESS": address})
+
+    assert result.returncode == 2, result.stderr
+    assert f"no Ray cluster answers at RAY_ADDRESS={address}" in result.stderr
+    assert not (root / "a.txt").exists()

@@ -67,6 +67,34 @@ def _run_scratch(task: ScratchTask) -> ScratchResult:
     return run_in_scratch(task, node=ray.get_runtime_context().get_node_id())
 
 
+def init_ray(ray: Any) -> bool:
+    """Connect to the cluster in ``RAY_ADDRESS`` (a Ray instance of its own without it);
+    True when this call connected, False when Ray already was.
+
+    Raises:
+        ConfigError: ``RAY_ADDRESS`` is a ``host:port`` nobody listens on (Ray itself would
+            retry for minutes).
+    """
+    import socket
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address and "://" not in address and address not in ("auto", "local"):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+                pass
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"no Ray cluster answers at RAY_ADDRESS={address} ({exc})",
+                hint="start one (ray start --head), correct RAY_ADDRESS, or unset it to use "
+                "a Ray instance started for this command",
+            ) from exc
+    ray.init(log_to_driver=False, configure_logging=False, include_dashboard=False)
+    return True
+
+
 def files_mode(objects: ObjectStore | None) -> str:
     """``store`` or ``shared``: how tasks get at the stage's files (see the module doc).
 
@@ -103,9 +131,7 @@ class RayExecutor(Executor):
         self.mode = files_mode(objects)
         self._objects = objects
         self._ray = ray
-        self._started_here = not ray.is_initialized()
-        if self._started_here:
-            ray.init(log_to_driver=False, configure_logging=False, include_dashboard=False)
+        self._started_here = init_ray(ray)
         self._shared = ray.remote(_run_command)
         self._scratch = ray.remote(_run_scratch)
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="mlcd-ray")
