@@ -61,10 +61,13 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
 
 def _table(n: int, seed: int, start: float, span: float, version: int):  # type: ignore[no-untyped-def]
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     rng = np.random.default_rng(seed)
     columns = {
-        "request_id": pa.array(np.char.add(f"s{seed}-", np.arange(n).astype(str))),
+        "request_id": pc.binary_join_element_wise(
+            f"s{seed}-", pc.cast(pa.array(np.arange(n)), pa.string()), ""
+        ),
         "ts": np.sort(start + rng.uniform(0, span, n)),
         "model": pa.array(["bench"] * n),
         "version": np.full(n, version, dtype=np.int64),

@@ -233,3 +233,19 @@ def test_bad_retention_and_unknown_model_are_clear_errors(tmp_path: Path, local_
     result = run_cli(["gc"], cwd=root)
     assert result.returncode == 2 and "monitor.log_retention" in result.stderr
     assert "7d" in result.stderr
+
+
+@pytest.mark.s3
+def test_retention_drops_old_segments_and_their_files_on_s3(remote_log: Log) -> None:
+    now = time.time()
+    old = remote_log.write("churn", 1, traffic(100, 1, now - 100 * DAY, 60))
+    recent = remote_log.write("churn", 1, traffic(100, 2, now - DAY, 60))
+    planned = expire_log(remote_log.store, remote_log.root, 90 * DAY, dry_run=True)
+    assert planned.to_dict()["paths"] == [old] and planned.deleted_files == 0
+    assert len(_segments(remote_log)) == 2
+    done = expire_log(remote_log.store, remote_log.root, 90 * DAY)
+    assert done.deleted_files == 1
+    assert [s["path"] for s in _segments(remote_log)] == [recent]
+    for path, kind in ((old, "NotFound"), (recent, "File")):
+        location = locate(remote_log.root, path)
+        assert location.fs.get_file_info(location.path).type.name == kind

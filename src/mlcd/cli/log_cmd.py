@@ -61,11 +61,11 @@ def compact(
             ]  # fmt: skip
             out.print(table("log compact", ["model", "version", "day", "segments", "rows",
                                             "status"], rows))  # fmt: skip
-        verb = "would merge" if dry_run else "merged"
+        days = report.days if dry_run else report.compacted
         out.print(
-            f"{verb} {data['segments_retired'] if not dry_run else sum(d.segments for d in report.days)} "
-            f"segment(s) into {len(report.compacted) if not dry_run else len(report.days)} daily "
-            f"file(s); {data['deleted_files']} replaced file(s) deleted",
+            f"{'would merge' if dry_run else 'merged'} {sum(d.segments for d in days)} "
+            f"segment(s) into {len(days)} daily file(s); "
+            f"{data['deleted_files']} replaced file(s) deleted",
             markup=False,
             highlight=False,
         )
