@@ -341,3 +341,22 @@ def test_optuna_sweep_prunes_a_trial_whose_intermediate_values_are_worse(
     assert pending["name"] == "pr-t2" and pending["status"] == "pruned"
     assert pending["error"].startswith("pruned at step")
     assert shown["sweep"]["status"] == "finished"
+
+
+def test_sweep_queued_then_run_by_exp_start_ends_its_parent_run(
+    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    root = _project(make_project, mlcd, tmp_path, env)
+
+    made = _sweep(mlcd, root, env, "--grid", "train.lr=0.4,0.5", "--queue", "-n", "later")
+    assert made["trials"] == 2 and calls(tmp_path) == []
+    started = mlcd(root, "exp", "start", "-j", "2", "--json", env=env)
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["counts"] == {"done": 2}
+
+    shown = mlcd(root, "exp", "show", "--sweep", "later", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    sweep = json.loads(shown.stdout)
+    assert sweep["sweep"]["status"] == "finished" and len(sweep["trials"]) == 2
+    assert len(_children(root, env, made["sweep_id"])) == 2

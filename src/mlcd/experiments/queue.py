@@ -119,6 +119,8 @@ def start_workers(
     ids = [e["id"] for e in waiting]
     with services.store.read() as conn:
         ended = [e for e in queue.entries(conn, sweep_id=sweep_id) if e["id"] in set(ids)]
+    if sweep_id is None:  # 'exp start' on trials queued by 'exp sweep --queue'
+        _finish_sweeps(services, {e["sweep_id"] for e in ended if e.get("sweep_id")})
     counts: dict[str, int] = {}
     for entry in ended:
         counts[entry["status"]] = counts.get(entry["status"], 0) + 1
@@ -128,6 +130,19 @@ def start_workers(
         "counts": counts,
         "entries": [entry_view(e) for e in ended],
     }
+
+
+def _finish_sweeps(services: Services, sweep_ids: set[str]) -> None:
+    """End the parent run of each sweep none of whose trials is queued or running any more."""
+    from mlcd.experiments.sweep import finish_sweep
+    from mlcd.store import queue, runs
+
+    for sweep_id in sorted(sweep_ids):
+        with services.store.read() as conn:
+            waiting = queue.entries(conn, ("queued", "running"), sweep_id)
+            status = runs.get_run(conn, sweep_id)["status"]
+        if not waiting and status == "running":
+            finish_sweep(services, sweep_id)
 
 
 def entry_view(entry: dict[str, Any]) -> dict[str, Any]:
