@@ -29,6 +29,10 @@ import pytest
 #: Enough for the small objects these tests move; Ray's default is 30 % of the machine's RAM.
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 STARTUP_S = 180.0
+#: Set for the nodes and every driver. Auth explicitly off: a local ``ray.init()`` (another
+#: test) leaves a token in ~/.ray/auth_token, which would turn it on for ``ray start --head``
+#: but not for drivers given an address.
+_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def free_port() -> int:
@@ -86,7 +90,7 @@ class RayCluster:
     @property
     def env(self) -> dict[str, str]:
         """What a process needs to use the cluster as its driver."""
-        return {"RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0"}
+        return {"RAY_ADDRESS": self.address, **_RAY_ENV}
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +161,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     for folder in (head_dir, worker_dir, temp_dir):
         folder.mkdir()
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **_RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     common = [
         "--block",

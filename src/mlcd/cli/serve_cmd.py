@@ -64,6 +64,20 @@ def serve(
         Path | None, typer.Option(help="The certificate's PEM private key (with --ssl-certfile).")
     ] = None,
     directory: Annotated[Path, typer.Option("--dir", "-C", help="Project folder.")] = Path("."),
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="uvicorn (processes on this machine) or ray (a Ray Serve deployment on the "
+            "cluster in RAY_ADDRESS)."
+        ),
+    ] = "uvicorn",
+    replicas: Annotated[
+        int | None, typer.Option(help="--engine ray: how many replicas (default 1).")
+    ] = None,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: MIN:MAX replicas, added and removed with the load."),
+    ] = None,
 ) -> None:
     """Serve a registered model over HTTP, following its alias as it moves."""
     from mlcd.errors import UsageError
@@ -92,6 +106,13 @@ def serve(
     _check_followed(project, name, _aliases(canary_spec, shadow))
     project.close()
     _note_auth(settings)
+    if engine != "uvicorn" or replicas is not None or autoscale is not None:
+        _serve_on_ray(
+            project, ref, name, settings, engine, replicas, autoscale, workers, tls,
+            [canary_spec.alias, canary_spec.percent] if canary_spec else None,
+            shadow, not no_log, trust,
+        )  # fmt: skip
+        return
 
     spec: dict[str, Any] = {
         "root": str(project.root),
@@ -125,6 +146,56 @@ def serve(
             import shutil
 
             shutil.rmtree(spec["metrics_dir"], ignore_errors=True)
+
+
+def _serve_on_ray(
+    project: Any,
+    ref: str,
+    name: str,
+    settings: Any,
+    engine: str,
+    replicas: int | None,
+    autoscale: str | None,
+    workers: int | None,
+    tls: dict[str, str],
+    canary: list[Any] | None,
+    shadow: str | None,
+    log: bool,
+    trust: bool,
+) -> None:
+    """``--engine ray``: check the flags that go with it, then hand over to Ray Serve."""
+    from mlcd.cli.output import err_console
+    from mlcd.errors import UsageError
+    from mlcd.serve import ray_engine
+
+    if engine != "ray":
+        if engine != "uvicorn":
+            raise UsageError(f"--engine {engine!r}: use uvicorn or ray")
+        raise UsageError("--replicas and --autoscale go with --engine ray")
+    if workers is not None:
+        raise UsageError("--workers is for --engine uvicorn", hint="use --replicas N with Ray")
+    if tls:
+        raise UsageError(
+            "--engine ray does not serve HTTPS itself",
+            hint="terminate TLS in front of the Ray Serve proxy (a load balancer, an ingress)",
+        )
+    scaling = ray_engine.Scaling.parse(replicas, autoscale)
+    spec = {
+        "name": name,
+        "ref": ref,
+        "root": str(project.root),
+        "store": project.store.url,
+        "artifacts": project.objects.url,
+        "canary": canary,
+        "shadow": shadow,
+        "log": log,
+        "trust": trust,
+        "settings": settings.model_dump(),
+        "monitor": project.config.monitor.model_dump(),
+    }
+    ray_engine.run(
+        spec, scaling, os.environ, announce=lambda t: err_console().print(t, markup=False)
+    )
 
 
 def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, str]:

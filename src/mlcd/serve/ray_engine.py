@@ -111,8 +111,9 @@ def replica_env(environ: Mapping[str, str]) -> dict[str, str]:
 def build_app(spec: Mapping[str, Any]) -> FastAPI:
     """The app of one replica, from what ``mlcd serve`` resolved (runs in the replica).
 
-    The prediction log goes to the project's folder when this node sees it (one machine, a
-    shared filesystem); elsewhere the replica serves without it and says so in its log.
+    The prediction log goes to ``monitor.log_location`` when it is remote (S3), else to the
+    project's folder when this node sees it (one machine, a shared filesystem); elsewhere
+    the replica serves without it and says so in its log.
     """
     import tempfile
 
@@ -130,13 +131,16 @@ def build_app(spec: Mapping[str, Any]) -> FastAPI:
     source = RegistrySource(store, objects, cache, trusted=bool(spec["trust"]))
     canary = CanarySpec(spec["canary"][0], float(spec["canary"][1])) if spec["canary"] else None
     root = Path(spec["root"])
+    location = str(spec["monitor"].get("log_location") or "")
+    remote_log = "://" in location and not location.startswith("file://")
     log_folder = None
     if spec["log"]:
-        if root.is_dir():
+        if remote_log or root.is_dir():  # monitor.log_location, else the project's folder
             log_folder = root / ".mlcd" / "predictions"
         else:
             log.warning(
-                "the project folder %s is not on this node: this replica keeps no prediction log",
+                "the project folder %s is not on this node and monitor.log_location is not "
+                "remote: this replica keeps no prediction log",
                 root,
             )
     app = create_app(
