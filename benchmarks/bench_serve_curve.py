@@ -13,6 +13,9 @@ row 0 of scikit-learn's breast-cancer data) with the same LogisticRegression: `m
 in its own venv under /work/bench-venvs, see bench_serve.py). Rounds alternate the servers;
 within a round each server runs every rate step, a fresh server per round.
 
+Each step also reports the server's CPU time per answered request (all its processes, from
+/proc): on a shared machine that is steadier than the latencies.
+
 Checks: the predictions of both servers agree on the first ``--check-rows`` rows; mlcd's log
 holds exactly one row per request it answered (warm-up and checks included).
 
@@ -234,6 +237,30 @@ def _bench_serve() -> Any:
     return bench_serve
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and every process below it (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents.setdefault(int(fields[1]), []).append(int(name))
+        times[int(name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(parents.get(current, []))
+    return total
+
+
 def oip_body(row: list[float]) -> dict[str, Any]:
     return {"inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64",
                         "data": row}]}  # fmt: skip
@@ -371,7 +398,11 @@ def main() -> None:
                     warm = run_client(url, body_file, 500, 2, cpu)
                     sent += warm["ok"]
                     for rate in rates:
+                        cpu_before = tree_cpu_s(process.pid)
                         row = run_client(url, body_file, rate, seconds, cpu)
+                        row["server_cpu_us"] = round(
+                            (tree_cpu_s(process.pid) - cpu_before) / max(1, row["ok"]) * 1e6, 1
+                        )
                         sent += row["ok"]
                         row.update(bench="serve_curve", server=name, round=round_)
                         row.pop("first_answer", None)
@@ -396,7 +427,7 @@ def main() -> None:
         print(f"{check['server']} log, round {check['round']}: answered {check['answered']}, "
               f"logged {check['logged']}")  # fmt: skip
     print(f"\n{'server':9} {'rate':>6} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p99.9 ms':>9} {'errors':>7} {'rounds':>6}")  # fmt: skip
+          f"{'p99.9 ms':>9} {'errors':>7} {'rounds':>6} {'CPU µs/req':>10}")  # fmt: skip
     for name in names:
         saturation = 0.0
         for rate in rates:
@@ -409,7 +440,8 @@ def main() -> None:
 
             errors = sum(r["errors"] for r in runs)
             print(f"{name:9} {rate:6.0f} {med('achieved_rps'):9.0f} {med('p50_ms'):8.2f} "
-                  f"{med('p99_ms'):8.2f} {med('p999_ms'):9.2f} {errors:7d} {len(runs):6d}")  # fmt: skip
+                  f"{med('p99_ms'):8.2f} {med('p999_ms'):9.2f} {errors:7d} {len(runs):6d} "
+                  f"{med('server_cpu_us'):10.0f}")  # fmt: skip
             if (
                 len(runs) == rounds
                 and not errors
