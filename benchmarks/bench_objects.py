@@ -11,7 +11,9 @@ handling. With ``--dvc PATH``, the commands are compared as commands: ``mlcd dat
 S3 (``--s3 MIB``): one blob of MIB MiB through moto's server on 127.0.0.1: ``mlcd data add``,
 ``mlcd push``, then ``mlcd pull`` into an empty cache, each a real CLI process whose peak RSS
 (``VmHWM``) is reported; then 8 blobs of 64 MiB pushed at once. moto keeps blobs in its own
-memory and assembles uploads in Python: the speed is moto's, the memory is mlcd's.
+memory and assembles uploads in Python: the speed is moto's, the memory is mlcd's. moto's
+completion of a multipart upload holds about four copies of the blob (``--s3 5120`` was
+OOM-killed at 21 GB on a 24 GB machine): keep MIB under a fifth of the free memory.
 
 Usage: python benchmarks/bench_objects.py [--reps 3] [--dir /tmp] [--quick] [--dvc PATH]
        python benchmarks/bench_objects.py --s3 5120 [--dir /tmp]

@@ -16,7 +16,7 @@ DIR_SUFFIX = ".dir"
 _THREADED_FROM = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
 #: Large files are hashed through memory maps of this size (a multiple of the page size).
-_WINDOW = 16 * 1024 * 1024
+_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, order=True)

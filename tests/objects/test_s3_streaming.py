@@ -2,8 +2,10 @@
 ``mlcd push`` / ``mlcd pull`` (real CLI processes, peak RSS measured by the kernel), and
 several blobs move at once, each verified by digest. S3 is moto's server on 127.0.0.1.
 
-``MLCD_S3_STREAM_MIB`` sets the blob size (default 1024: five times the 200 MB bound;
-``benchmarks/bench_objects.py --s3`` runs 5 GiB), ``MLCD_S3_PEAK_MB`` the bound.
+``MLCD_S3_STREAM_MIB`` sets the blob size (default 1024: five times the 200 MB bound),
+``MLCD_S3_PEAK_MB`` the bound. moto (in this process) assembles a multipart upload in memory,
+about four times the blob: 1 GiB costs it ~4-5 GB; 5 GiB was killed by the kernel at 21 GB on
+a 24 GB machine, so larger sizes are for ``benchmarks/bench_objects.py --s3`` on a big host.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNCACHE_FOLDER", "RunCacheFiles", "TransferReport", "pull", "push", "validate_entry"]
 
-_COPY_THREADS = 8
+_COPY_THREADS = 4
 _CHUNK = 64
 
 
