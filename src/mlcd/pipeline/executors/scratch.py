@@ -152,6 +152,31 @@ def _store_environ(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+#: Stores opened by this worker process, by URL, options and store settings: Ray reuses a
+#: worker for many tasks, and an S3 client costs a second or so to set up.
+_STORES: dict[tuple[str, str, str], ObjectStore] = {}
+
+
+def _open_store(task: ScratchTask) -> ObjectStore:
+    """The task's object store (call with the task's store settings in the environment)."""
+    import json
+
+    from mlcd.objects import open_object_store
+
+    settings = sorted((k, v) for k, v in task.env.items() if k.startswith(_STORE_ENV))
+    key = (
+        task.store_url,
+        json.dumps(dict(task.store_options), sort_keys=True, default=str),
+        json.dumps(settings),
+    )
+    if key not in _STORES:
+        options = dict(task.store_options)
+        if "://" in task.store_url:  # a client of its own, made with these settings
+            options.setdefault("skip_instance_cache", True)
+        _STORES[key] = open_object_store(task.store_url, **options)
+    return _STORES[key]
+
+
 def run_in_scratch(task: ScratchTask, node: str = "") -> ScratchResult:
     """Fetch the inputs into a new scratch folder, run the command there, put back what it
     wrote and its log; the folder is removed. Runs on a worker.
@@ -167,7 +192,6 @@ def run_in_scratch(task: ScratchTask, node: str = "") -> ScratchResult:
 
     from mlcd.digest import Digest
     from mlcd.errors import MlcdError
-    from mlcd.objects import open_object_store
     from mlcd.objects.base import safe_join
 
     base = os.environ.get(SCRATCH_ENV) or None
@@ -180,10 +204,7 @@ def run_in_scratch(task: ScratchTask, node: str = "") -> ScratchResult:
     started = time.time()
     try:
         with _store_environ(task.env):
-            options = dict(task.store_options)
-            if "://" in task.store_url:  # a client made now, with this task's settings
-                options.setdefault("skip_instance_cache", True)
-            store = open_object_store(task.store_url, **options)
+            store = _open_store(task)
             for path, digest in task.inputs.items():
                 try:
                     store.get_file(Digest.parse(digest), safe_join(work, path))
