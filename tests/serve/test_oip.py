@@ -22,7 +22,8 @@ def test_server_metadata_and_health(cancer_server: tuple[Running, pd.DataFrame, 
     live = server.client.get("/v2/health/live")
     assert (live.status_code, live.json()) == (200, {"live": True})
     ready = server.client.get("/v2/health/ready")
-    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert (ready.status_code, ready.json()["ready"]) == (200, True)
+    assert ready.json()["version"] == 1  # which version this server (replica) serves
     model_ready = server.client.get("/v2/models/cancer/ready")
     assert (model_ready.status_code, model_ready.json()) == (200, {"name": "cancer", "ready": True})
     assert server.client.get("/v2/models/cancer/versions/1/ready").status_code == 200
@@ -176,7 +177,7 @@ def test_not_ready_until_a_model_is_loaded(registry: Registry, serve: Any) -> No
     server = serve("cancer@champion", wait=False)  # the alias does not exist yet
     assert server.client.get("/v2/health/live").status_code == 200
     ready = server.client.get("/v2/health/ready")
-    assert (ready.status_code, ready.json()) == (400, {"ready": False})
+    assert (ready.status_code, ready.json()["ready"], ready.json()["version"]) == (400, False, None)
     assert server.client.get("/v2/models/cancer/ready").json() == {"name": "cancer", "ready": False}
     tensor = {"name": "x", "shape": [1, 30], "datatype": "FP64", "data": X.iloc[0].tolist()}
     refused = server.client.post(INFER, json={"inputs": [tensor]})
