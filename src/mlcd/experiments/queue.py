@@ -109,7 +109,7 @@ def start_workers(
     try:
         # Poll every worker rather than wait() on one: a worker killed meanwhile must be reaped
         # at once, or it stays a zombie whose pid looks alive to the others' recovery.
-        while any(p.poll() is None for p in processes):
+        while [p for p in processes if p.poll() is None]:  # a list: poll (reap) every one
             time.sleep(0.2)
     finally:
         for process in processes:

@@ -145,11 +145,24 @@ def finish(
     return result.rowcount == 1
 
 
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but was not reaped by its parent yet (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] == "Z"
+
+
 def _dead(worker: str | None) -> bool:
     from mlcd.store.locks import process_alive
 
     host, _sep, pid = (worker or "").partition(":")
-    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not process_alive(int(pid)) or _zombie(int(pid))
 
 
 def recover(conn: Connection, stale_s: float) -> list[dict[str, Any]]:
