@@ -93,3 +93,22 @@ def test_data_add_records_what_the_store_hashed(tmp_path: Path) -> None:
         assert [changed for _, changed in again] == [False, False]
         assert cache.dir_digest(root / "data" / "raw") == added[0][0].digest
     assert objects.has(Digest.parse(added[0][0].digest))
+
+
+def test_a_large_file_from_another_filesystem_is_stored_through_the_fallback(
+    tmp_path: Path,
+) -> None:
+    """``copy_file_range`` refuses most pairs of different filesystems (tmpfs → ext4 here):
+    the windowed copy falls back to reading and writing, with the same digest."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temp folder")
+    source = shm / f"mlcd-test-{os.getpid()}.bin"
+    try:
+        source.write_bytes(os.urandom(2 * _WINDOW + 777))
+        expected = hash_file(source)
+        store = LocalObjectStore(tmp_path / "objects")
+        assert store.put_file(source) == expected
+        assert hash_file(store.path_of(expected)) == expected
+    finally:
+        source.unlink(missing_ok=True)
