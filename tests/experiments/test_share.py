@@ -153,7 +153,7 @@ def test_exp_pull_refuses_a_document_with_an_unsafe_params_path(
 
     pulled = mlcd(second, "exp", "pull", "--all")
 
-    assert pulled.returncode == 1
+    assert pulled.returncode == 2  # an unsafe path, as 'mlcd pull' reports one
     assert "outside.yaml" in pulled.stderr and "refused" in pulled.stderr
     assert exp_json(mlcd, second, tmp_path, "show")["experiments"] == []
     assert not (tmp_path / "outside.yaml").exists()

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.digest import Digest
-from mlcd.errors import CheckFailed, ConfigError, MlcdError, ObjectError, UsageError
+from mlcd.errors import (
+    CheckFailed,
+    ConfigError,
+    MlcdError,
+    ObjectError,
+    UnsafePath,
+    UsageError,
+)
 from mlcd.experiments.apply import find_experiment
 from mlcd.experiments.run import LOCK_ARTIFACT, PARAMS_PREFIX, TAG_EXP, TAG_NAME
 from mlcd.layout import project_path_problem
@@ -144,8 +151,6 @@ def validate_document(document: Any, run_id: str, where: str) -> dict[str, Any]:
         ObjectError: wrong format, id or shape, or a bad digest.
         UnsafePath: a params file path outside the project.
     """
-    from mlcd.errors import UnsafePath
-
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise _bad(run_id, where, f"it is not a {FORMAT} document")
     run = document.get("run")
@@ -312,10 +317,11 @@ class ShareReport:
         if not self.skipped:
             return None
         names = "; ".join(f"{s['name']}: {s['reason']}" for s in self.skipped[:5])
-        return CheckFailed(
-            f"{len(self.skipped)} experiment(s) not {verb}: {names}",
-            hint="the others were; fix what is said and run the command again",
-        )
+        message = f"{len(self.skipped)} experiment(s) not {verb}: {names}"
+        hint = "the others were; fix what is said and run the command again"
+        if any(s.get("unsafe") for s in self.skipped):  # exit 2, as 'mlcd pull' does
+            return UnsafePath(message, hint=hint)
+        return CheckFailed(message, hint=hint)
 
 
 def push_experiments(
@@ -529,7 +535,10 @@ def pull_experiments(
         try:
             document = files.get(run_id)
         except MlcdError as exc:
-            report.skipped.append({"id": run_id, "name": run_id, "reason": exc.message})
+            unsafe = isinstance(exc, UnsafePath)
+            report.skipped.append(
+                {"id": run_id, "name": run_id, "reason": exc.message, "unsafe": unsafe}
+            )
             continue
         if run_id in here:
             report.present.append({"id": run_id, "name": _name(document)})
