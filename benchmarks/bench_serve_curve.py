@@ -17,7 +17,8 @@ Each step also reports the server's CPU time per answered request (all its proce
 /proc): on a shared machine that is steadier than the latencies.
 
 Checks: the predictions of both servers agree on the first ``--check-rows`` rows; mlcd's log
-holds exactly one row per request it answered (warm-up and checks included).
+holds exactly one row per request it answered with 200 (its own ``/metrics`` count: warm-up,
+checks and requests the client gave up on included).
 
 The client runs in its own process, pinned to one core with ``taskset`` (``--client-cpu``),
 so on a 2-core machine the servers share the cores with it: the figures are for a server
@@ -26,6 +27,12 @@ with about one free core plus a share of the other.
     .venv/bin/python benchmarks/bench_serve_curve.py [--rates 500,1000,2000,3000,4000]
         [--seconds 15] [--rounds 2] [--only mlcd,mlserver] [--quick]
     .venv/bin/python benchmarks/bench_serve_curve.py client URL BODYFILE RATE SECONDS
+    [PYTHONPATH=SRC] .venv/bin/python benchmarks/bench_serve_curve.py writer
+
+``writer`` measures the prediction log in process (of the installed mlcd, or of the source tree
+on ``PYTHONPATH``): thread CPU per row to build a segment's Arrow table from 4,000 single-row
+entries like the server's, Parquet encoding, and how many GC-tracked objects 5,000 queued
+entries leave behind (what a full collection must walk).
 
 Prints one JSON line per measurement, then the table (medians over rounds).
 """
@@ -332,6 +339,28 @@ def start_mlcd(
     return process, f"{base}/v2/models/bc/infer", root
 
 
+def served_ok(url: str) -> int:
+    """Requests the server answered with 200, from its own ``/metrics`` (all workers), once
+    nothing is in flight any more (requests the client gave up on may still be queued)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = url.split("/v2/", 1)[0]
+    deadline = time.monotonic() + 60
+    while True:
+        total, in_flight = 0.0, 0.0
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "mlcd_serve_in_flight_requests":
+                    in_flight += sample.value
+                elif sample.name == "mlcd_serve_requests_total":
+                    total += sample.value if sample.labels.get("status") == "200" else 0.0
+        if in_flight <= 0 or time.monotonic() > deadline:
+            return int(total)
+        time.sleep(0.5)
+
+
 def logged_rows(root: Path) -> int:
     from mlcd.project import Project
     from mlcd.store import predictions as segments
@@ -340,9 +369,67 @@ def logged_rows(root: Path) -> int:
         return int(segments.logged_rows(conn, "bc"))
 
 
+def writer_main() -> None:
+    """``writer``: the prediction log's own costs, in this process (one JSON line)."""
+    import gc
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import mlcd
+    from mlcd.serve.predlog import LogEntry, PredictionLog, to_table
+
+    names = [f"f{j}" for j in range(30)]
+    rng = np.random.default_rng(0)
+
+    def entry(i: int) -> LogEntry:  # what PredictionService._log hands over for one row
+        matrix = rng.random((1, 30))
+        return LogEntry(
+            "bc", 1, time.time(), 0.5, "ok", [f"{i:x}"],
+            {n: matrix[:, j] for j, n in enumerate(names)}, np.array([1]), np.array([0.7]),
+            matrix=matrix,
+        )  # fmt: skip
+
+    entries = [entry(i) for i in range(4000)]
+    to_table(entries)  # imports
+    build, encode = [], []
+    for _ in range(5):
+        started = time.thread_time()
+        table = to_table(entries)
+        build.append(time.thread_time() - started)
+        started = time.thread_time()
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        encode.append(time.thread_time() - started)
+    work = Path(tempfile.mkdtemp(prefix="mlcd-bench-writer-"))
+    try:
+        log = PredictionLog(None, work, work / "p", batch_rows=10**9, queue_size=10**9)
+        for i in range(200):
+            log.log(entry(i))
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(5000):
+            log.log(entry(i))
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({
+        "bench": "serve_curve", "what": "writer", "mlcd": str(Path(mlcd.__file__).parent),
+        "table_us_per_row": round(statistics.median(build) / 4000 * 1e6, 2),
+        "parquet_us_per_row": round(statistics.median(encode) / 4000 * 1e6, 2),
+        "segment_bytes": sink.tell(),
+        "gc_tracked_objects_per_queued_entry": round(max(grown, 0) / 5000, 2),
+    }), flush=True)  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         client_main(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "writer":
+        writer_main()
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="500,1000,2000,3000,4000")
@@ -411,12 +498,17 @@ def main() -> None:
                         failed = row["errors"] or (row["p99_ms"] or 1e9) > P99_LIMIT_MS
                         if failed and not args.no_saturate:
                             break  # past saturation: higher rates only queue
+                    if name in sources:
+                        served = served_ok(url)
                 finally:
-                    bench.stop(process)
+                    bench.stop(process)  # the log is flushed when the server stops
                 if name in sources:
                     logged = logged_rows(root) - before
+                    # "served" is the server's own count; "received" the 200s the client got
+                    # (fewer when it gave up on requests the server still answered).
                     check = {"bench": "serve_curve", "what": "log", "server": name,
-                             "round": round_, "answered": sent, "logged": logged}  # fmt: skip
+                             "round": round_, "received": sent, "served": served,
+                             "logged": logged}  # fmt: skip
                     log_checks.append(check)
                     print(json.dumps(check), flush=True)
     finally:
@@ -424,7 +516,8 @@ def main() -> None:
     same = len({json.dumps(a) for a in answers.values()}) == 1
     print(f"\npredictions on the first {args.check_rows} rows identical across servers: {same}")
     for check in log_checks:
-        print(f"{check['server']} log, round {check['round']}: answered {check['answered']}, "
+        print(f"{check['server']} log, round {check['round']}: served {check['served']} "
+              f"(per its /metrics; the client received {check['received']}), "
               f"logged {check['logged']}")  # fmt: skip
     print(f"\n{'server':9} {'rate':>6} {'achieved':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'p99.9 ms':>9} {'errors':>7} {'rounds':>6} {'CPU µs/req':>10}")  # fmt: skip
