@@ -11,9 +11,11 @@ from typing import Annotated
 import typer
 
 from mlcd import __version__
+from mlcd.cli.lazy import COMMANDS, LazyGroup
 
 app = typer.Typer(
     name="mlcd",
+    cls=LazyGroup,
     help="Continuous integration and delivery for machine learning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -40,7 +42,8 @@ def _root(
     """Continuous integration and delivery for machine learning."""
 
 
-#: Command modules under mlcd.cli, each with a ``register(app)``; add yours to the tuple.
+#: Command modules under mlcd.cli, each with a ``register(app)``; add yours to the tuple, and
+#: its commands to ``mlcd.cli.lazy.COMMANDS`` so that they are built only when used.
 COMMAND_MODULES = (
     "project_cmd",
     "events_cmd",
@@ -63,10 +66,13 @@ COMMAND_MODULES = (
 
 
 def _register() -> None:
+    """Register now only the modules ``COMMANDS`` does not cover (the rest load on use)."""
     import importlib
 
+    lazy = {module for modules, _ in COMMANDS.values() for module in modules}
     for name in COMMAND_MODULES:
-        importlib.import_module(f"mlcd.cli.{name}").register(app)
+        if name not in lazy:
+            importlib.import_module(f"mlcd.cli.{name}").register(app)
 
 
 _register()
