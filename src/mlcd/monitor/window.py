@@ -144,39 +144,88 @@ class LogReader:
     done_rows: int = 0
     #: chunks read ahead of the caller (each at most ``chunk_rows`` rows)
     readahead: int = 2
+    #: small segments read at once (each at most ``chunk_rows`` rows)
+    parallel: int = 8
 
     @property
     def total_rows(self) -> int:
         """Registered rows of every segment of the window (before filtering)."""
         return sum(s.rows for s in self.segments)
 
-    def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
-        """``(record batch or None, registered rows of the segments finished so far)``."""
+    def _read_small(self, segment: Segment, columns: list[str] | None) -> list[Any] | None:
+        """A small segment's batches, read whole (None when its file is missing)."""
         from mlcd.logdata.segments import SegmentMissing, locate, open_dataset, scan
 
+        location = locate(self.root, segment.path)
+        try:
+            dataset = open_dataset(location)
+        except SegmentMissing:
+            return None
+        window = self.window
+        return list(
+            scan(location, columns, start=window.start, end=window.end, version=self.version,
+                 batch_rows=self.chunk_rows, dataset=dataset)
+        )  # fmt: skip
+
+    def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
+        """``(record batch or None, registered rows of the segments finished so far)``, in
+        segment order. Small segments (a server writes one every few seconds) are read whole,
+        ``parallel`` at a time, so the storage's latency per file is paid concurrently; large
+        ones (daily files) are streamed in batches."""
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        from mlcd.logdata.segments import scan
+
         done = 0
-        for segment in self.segments:
-            location = locate(self.root, segment.path)
-            try:
-                dataset = open_dataset(location)
-            except SegmentMissing:
-                if segment.path not in self.missing:
-                    self.missing.append(segment.path)
+        ahead: deque[tuple[Segment, Future[list[Any] | None] | None]] = deque()
+        todo = iter(self.segments)
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="mlcd-log-read") as pool:
+
+            def refill() -> None:
+                while len(ahead) < self.parallel:  # bounded: at most ``parallel`` read whole
+                    segment = next(todo, None)
+                    if segment is None:
+                        return
+                    small = segment.rows <= self.chunk_rows
+                    job = pool.submit(self._read_small, segment, columns) if small else None
+                    ahead.append((segment, job))
+
+            refill()
+            while ahead:
+                segment, job = ahead.popleft()
+                if job is not None:
+                    batches = job.result()
+                    refill()
+                    if batches is None:
+                        self._missing(segment)
+                    for batch in batches or ():
+                        yield batch, done
+                else:
+                    for batch in self._stream(segment, columns, scan):
+                        yield batch, done
+                    refill()
                 done += segment.rows
                 yield None, done
-                continue
-            for batch in scan(
-                location,
-                columns,
-                start=self.window.start,
-                end=self.window.end,
-                version=self.version,
-                batch_rows=self.chunk_rows,
-                dataset=dataset,
-            ):
-                yield batch, done
-            done += segment.rows
-            yield None, done
+
+    def _stream(self, segment: Segment, columns: list[str] | None, scan: Any) -> Iterator[Any]:
+        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
+
+        location = locate(self.root, segment.path)
+        try:
+            dataset = open_dataset(location)
+        except SegmentMissing:
+            self._missing(segment)
+            return
+        window = self.window
+        yield from scan(
+            location, columns, start=window.start, end=window.end, version=self.version,
+            batch_rows=self.chunk_rows, dataset=dataset,
+        )  # fmt: skip
+
+    def _missing(self, segment: Segment) -> None:
+        if segment.path not in self.missing:
+            self.missing.append(segment.path)
 
     def _frames(self, cutoff: float, at_cutoff: int) -> Iterator[tuple[Any, int]]:
         """Batches coalesced into DataFrames of up to ``chunk_rows`` rows (one schema each)."""
