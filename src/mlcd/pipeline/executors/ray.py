@@ -91,7 +91,14 @@ def init_ray(ray: Any) -> bool:
                 hint="start one (ray start --head), correct RAY_ADDRESS, or unset it to use "
                 "a Ray instance started for this command",
             ) from exc
-    ray.init(log_to_driver=False, configure_logging=False, include_dashboard=False)
+    # Without RAY_ADDRESS, a Ray of its own: ray.init() alone would join whichever Ray
+    # instance it finds running on this machine.
+    ray.init(
+        address=None if address else "local",
+        log_to_driver=False,
+        configure_logging=False,
+        include_dashboard=False,
+    )
     return True
 
 
