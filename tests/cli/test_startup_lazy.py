@@ -99,3 +99,23 @@ def test_unknown_command_still_suggests_the_close_one() -> None:
     out = _mlcd("statu")
     assert out.returncode == 2
     assert "No such command 'statu'. Did you mean 'status'?" in out.stderr
+
+
+def test_every_listed_command_builds_and_shows_its_help() -> None:
+    probe = (
+        "import contextlib, io, json\nfrom mlcd.cli.lazy import COMMANDS\n"
+        "from mlcd.cli.main import main\nresults = {}\n"
+        "for name in COMMANDS:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        code = main([name, '--help'])\n"
+        "    results[name] = [code, out.getvalue().splitlines()[0]]\n"
+        "print('@@' + json.dumps(results))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout.rpartition("@@")[2])
+    assert list(results) == list(COMMANDS)
+    for name, (code, usage) in results.items():
+        assert code == 0, name
+        assert usage.startswith(f"Usage: mlcd {name} "), (name, usage)
