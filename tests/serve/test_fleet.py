@@ -45,9 +45,9 @@ def _until(condition: Any, timeout: float = 60.0, what: str = "condition") -> No
 class Relay:
     """A TCP relay to PostgreSQL: ``cut()`` closes every connection and refuses new ones."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], port: int = 0) -> None:
         self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self.listener.getsockname()[1])
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
@@ -439,3 +439,43 @@ def test_a_replica_that_loses_the_store_keeps_serving_and_says_so(fleet: Fleet) 
         assert code in (0, -signal.SIGTERM), (replica.folder / "serve.log").read_text(
             encoding="utf-8"
         )
+
+
+def test_the_prediction_log_keeps_what_it_writes_during_a_store_outage(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Segments written while the store is away are registered once it answers again."""
+    from urllib.parse import urlsplit
+
+    from mlcd.serve.predlog import LogEntry, PredictionLog
+    from mlcd.store import Store, predictions
+
+    parts = urlsplit(pg_url)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    relay = Relay(target)
+    port = relay.port
+    store = Store(pg_url.replace(f":{parts.port}/", f":{port}/"))
+    log = PredictionLog(store, tmp_path, tmp_path / "predictions", flush_interval_s=0.1)
+    log.start()
+    try:
+
+        def entry(i: int) -> LogEntry:
+            ids = [f"r{i}-{k}" for k in range(3)]
+            return LogEntry("m", 1, time.time(), 1.0, "ok", ids, {"x": [1.0, 2.0, 3.0]}, [0, 1, 0])
+
+        log.log(entry(0))
+        assert log.flush() and log.written_rows == 3
+        relay.cut()  # the database goes away
+        for i in range(1, 5):
+            log.log(entry(i))
+            assert log.flush()
+        assert (log.pending_rows, log.dropped_rows) == (12, 0)
+        relay = Relay(target, port)  # ...and comes back on the same address
+        _until(lambda: log.flush() and log.pending_rows == 0, what="the kept segments registered")
+        assert (log.written_rows, log.dropped_rows) == (15, 0)
+        with Store(pg_url).read() as conn:
+            assert predictions.logged_rows(conn, "m") == 15
+    finally:
+        log.close()
+        relay.cut()
+        store.dispose()

@@ -258,7 +258,9 @@ class AuthGate:
         if path == "/v1/feedback":
             return ("feedback",) if method == "POST" else None
         if path == "/v1/fleet":  # like model metadata: open where predict is open
-            return None if self.open_predict else ("predict", "read")
+            if self.open_predict or method not in ("GET", "HEAD"):
+                return None
+            return ("predict", "read")
         if self.open_predict or not path.startswith(("/v1/models/", "/v2/models/")):
             return None
         if method == "POST" and scoring:

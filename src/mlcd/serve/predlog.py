@@ -19,9 +19,12 @@ Where segments go, and what readers (:mod:`mlcd.logdata`) can rely on:
 * ``prediction_segments.path`` is the path relative to the project root for a local
   segment (as before: a project folder can move) and the full URL for a remote one;
   ``digest`` is the BLAKE3 of the file's bytes, ``rows``/``first_at``/``last_at`` its rows;
-* a segment is registered only after it is stored; one that cannot be registered is deleted
-  and its rows counted as dropped, so every registered row is readable and no row is in two
-  segments.
+* a segment is registered only after it is stored, so every registered row is readable and
+  no row is in two segments. One that cannot be registered because the store does not answer
+  (a database outage) is kept and its registration retried before each later write, oldest
+  first, so an outage loses no row; past ``max_pending`` waiting segments (or when the server
+  stops before the store is back) the oldest file is kept on storage but its rows count as
+  dropped and the warning names it.
 """
 
 from __future__ import annotations
@@ -214,8 +217,12 @@ class PredictionLog:
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int], None] | None = None,
         on_batch: Callable[[Batch], None] | None = None,
+        max_pending: int = 10_000,
     ) -> None:
         self.store = store
+        self.max_pending = max_pending
+        #: stored segments whose registration waits for the store: (register, rows, where)
+        self._pending: list[tuple[Callable[[], None], int, str]] = []
         self.root = Path(root)
         #: the remote location (an fsspec URL without its trailing slash), or None
         self.url: str | None = None
@@ -244,6 +251,7 @@ class PredictionLog:
         self.written_rows = 0
         self.dropped_rows = 0
         self.segments_written = 0
+        self.pending_rows = 0
 
     # ------------------------------------------------------------------ producer side
     def log(self, entry: LogEntry) -> bool:
@@ -308,6 +316,17 @@ class PredictionLog:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._register_pending()
+        for _register, rows, where in self._pending:
+            log.warning(
+                "prediction log: %s (%d rows) is stored but not registered: the metadata "
+                "store did not answer before the server stopped",
+                where,
+                rows,
+            )
+            self._count_dropped(rows)
+        self._pending.clear()
+        self.pending_rows = 0
 
     # ------------------------------------------------------------------ writer side
     def _run(self) -> None:
@@ -319,7 +338,57 @@ class PredictionLog:
                 if self._stop and not len(self._queue):
                     return
 
+    def _count_dropped(self, rows: int) -> None:
+        with self._lock:
+            self.dropped_rows += rows
+        if self._on_drop is not None:
+            self._on_drop(rows)
+
+    def _count_written(self, rows: int) -> None:
+        with self._lock:
+            self.written_rows += rows
+            self.segments_written += 1
+        if self._on_write is not None:
+            self._on_write(rows)
+
+    def _register_pending(self) -> None:
+        """Retry the waiting registrations, oldest first; stop at the first that fails."""
+        if not self._pending:
+            return
+        while self._pending:
+            register, rows, _where = self._pending[0]
+            try:
+                register()
+            except Exception:
+                return
+            self._pending.pop(0)
+            self.pending_rows -= rows
+            self._count_written(rows)
+        log.info("prediction log: every segment kept during the store outage is registered")
+
+    def _keep_pending(self, register: Callable[[], None], rows: int, where: str) -> None:
+        if not self._pending:
+            log.warning(
+                "prediction log: the metadata store does not answer; segments are kept and "
+                "registered once it does"
+            )
+        self._pending.append((register, rows, where))
+        self.pending_rows += rows
+        while len(self._pending) > self.max_pending:
+            _register, old_rows, old_where = self._pending.pop(0)
+            self.pending_rows -= old_rows
+            log.warning(
+                "prediction log: %s (%d rows) stays unregistered: more than %d segments "
+                "wait for the store",
+                old_where,
+                old_rows,
+                self.max_pending,
+            )
+            self._count_dropped(old_rows)
+
     def _drain(self) -> None:
+        if self._pending:
+            self._register_pending()
         with self._lock:
             batch = self._queue
             self._queue = Batch()
@@ -351,21 +420,16 @@ class PredictionLog:
             group = batch.select(indices)
             rows = sum(group.rows)
             try:
-                self._write_segment(model, version, day, group)
-            except Exception as exc:  # a full disk or a down store must not stop serving
+                registered = self._write_segment(model, version, day, group)
+            except Exception as exc:  # a full disk must not stop serving
                 log.warning("prediction log: dropped %d rows of %s: %s", rows, model, exc)
-                with self._lock:
-                    self.dropped_rows += rows
-                if self._on_drop is not None:
-                    self._on_drop(rows)
+                self._count_dropped(rows)
             else:
-                with self._lock:
-                    self.written_rows += rows
-                    self.segments_written += 1
-                if self._on_write is not None:
-                    self._on_write(rows)
+                if registered:
+                    self._count_written(rows)
 
-    def _write_segment(self, model: str, version: int | None, day: str, group: Batch) -> None:
+    def _write_segment(self, model: str, version: int | None, day: str, group: Batch) -> bool:
+        """Store one segment and register it; False when its registration waits (outage)."""
         from mlcd.digest import hash_bytes, hash_file
 
         table = to_table(group)
@@ -394,11 +458,13 @@ class PredictionLog:
                 path.unlink(missing_ok=True)
 
         if self.store is None:
-            return
+            return True
         from mlcd.store import predictions
 
-        try:
-            self.store.transact(
+        store = self.store
+
+        def register() -> None:
+            store.transact(
                 lambda conn: predictions.add_segment(
                     conn,
                     model=model,
@@ -408,14 +474,24 @@ class PredictionLog:
                     first_at=first_at,
                     last_at=last_at,
                     digest=digest,
-                )
+                ),
+                attempts=2,
             )
-        except Exception:
+
+        try:
+            register()
+        except Exception as exc:
+            from mlcd.errors import StoreError
+
+            if isinstance(exc, StoreError):  # the database did not answer or refused
+                self._keep_pending(register, table.num_rows, registered)
+                return False
             try:
                 forget()  # unregistered rows are invisible: count them dropped
-            except Exception as exc:
-                log.warning("prediction log: could not delete %s: %s", registered, exc)
+            except Exception as exc2:
+                log.warning("prediction log: could not delete %s: %s", registered, exc2)
             raise
+        return True
 
     def _write_local(self, relative: str, table: Any) -> Path:
         import pyarrow.parquet as pq
