@@ -158,3 +158,29 @@ def test_a_location_without_a_driver_fails_at_start_with_a_hint(tmp_path: Path) 
         log.start()
     assert "nosuchproto://bucket/predictions" in caught.value.message
     assert caught.value.hint
+
+
+def test_feedback_finds_request_ids_in_a_log_on_s3_after_a_restart(
+    registry: Registry, serve: Callable[..., Running], s3_log: str
+) -> None:
+    """A replica that did not answer the request (or restarted) looks the id up in the log."""
+    X, _ = cancer()
+    registry.register("cancer", cancer_model(), X.head(100))
+    first = serve(monitor=Monitor(log_location=s3_log))
+    ids = [
+        first.client.post("/v1/models/cancer/predict", json=[X.iloc[i].to_dict()]).json()[
+            "request_ids"
+        ][0]
+        for i in range(3)
+    ]
+    assert first.service.predlog.flush()
+    other = serve(monitor=Monitor(log_location=s3_log))
+    assert not other.service.issued.known(ids)  # not in this server's memory
+    response = other.client.post(
+        "/v1/feedback", json=[{"request_id": i, "label": 1} for i in ids], headers=other.auth
+    )
+    assert response.status_code == 200, response.text
+    unknown = other.client.post(
+        "/v1/feedback", json=[{"request_id": "never-answered", "label": 1}], headers=other.auth
+    )
+    assert unknown.status_code in (404, 422), unknown.text

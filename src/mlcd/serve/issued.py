@@ -86,11 +86,13 @@ def _ok_rows(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = Path(segment["path"])
-    path = path if path.is_absolute() else root / path
-    try:
-        table = pq.read_table(path, columns=["request_id", "status"])
-    except (OSError, ValueError):
+    from mlcd.errors import MlcdError
+    from mlcd.logdata.segments import locate
+
+    try:  # a relative path under the project, or a URL (a fleet's log on S3)
+        where = locate(root, str(segment["path"]))
+        table = pq.read_table(where.path, columns=["request_id", "status"], filesystem=where.fs)
+    except (OSError, ValueError, MlcdError):
         return []
     mask = pc.equal(table["status"], "ok")
     if only is not None:
