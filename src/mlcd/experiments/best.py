@@ -28,7 +28,7 @@ def _restore_trial(root: Path, services: Services, run_id: str, workspace: Path)
     from mlcd.digest import Digest
     from mlcd.errors import PipelineError
     from mlcd.experiments.run import LOCK_ARTIFACT, PARAMS_PREFIX
-    from mlcd.experiments.workspace import build_workspace
+    from mlcd.experiments.workspace import build_workspace, stage_paths
     from mlcd.pipeline.lockfile import LOCK_FILE, parse_lock
     from mlcd.pipeline.outputs import restore_outputs
     from mlcd.pipeline.snapshot import load_snapshot
@@ -42,8 +42,7 @@ def _restore_trial(root: Path, services: Services, run_id: str, workspace: Path)
     if lock_ref is None:
         raise PipelineError(f"the best trial (run {run_id[:12]}) kept no mlcd.lock")
     main = load_snapshot(root)
-    produced = [p for spec in main.stages.values() for p in spec.produced]
-    deps = [d for spec in main.stages.values() for d in spec.deps]
+    produced, deps = stage_paths(main.stages.values())
     build_workspace(root, workspace, produced, deps)
     for ref in refs:
         if ref.path.startswith(PARAMS_PREFIX):

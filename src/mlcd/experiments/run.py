@@ -18,7 +18,7 @@ from typing import Any
 
 from mlcd.errors import PipelineError, UsageError
 from mlcd.experiments.overrides import Override, parse_overrides, write_overrides
-from mlcd.experiments.workspace import build_workspace
+from mlcd.experiments.workspace import build_workspace, stage_paths
 from mlcd.layout import STATE_DIR
 from mlcd.pipeline.plan import Reporter, RunOptions, RunResult, Services
 
@@ -153,8 +153,7 @@ def run_experiment(
         shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     try:
-        produced = [p for spec in main.stages.values() for p in spec.produced]
-        deps = [d for spec in main.stages.values() for d in spec.deps]
+        produced, deps = stage_paths(main.stages.values())
         build_workspace(root, workspace, produced, deps)
         texts = write_overrides(workspace, overrides)
         snapshot = load_snapshot(workspace)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from mlcd.layout import STATE_DIR
 
@@ -53,6 +54,32 @@ def _walk(root: Path, relative: str = "") -> list[str]:
             if (Path(folder) / name).is_symlink():
                 found.append(f"{here}/{name}" if here else name)
     return found
+
+
+def source_files(inputs: Iterable[Any]) -> list[str]:
+    """Project files that stage sources read by a relative URL (``sqlite:///warehouse.db``):
+    the workspace needs them too, since mlcd resolves such URLs against the project root."""
+    found = []
+    prefix = "sqlite:///"
+    for item in inputs:
+        url = str(item.get("url") or "")
+        if url.startswith(prefix):
+            file = url[len(prefix) :].split("?")[0]
+            if file and not file.startswith(":memory:") and _inside(file) and "${" not in file:
+                found.append(file)
+        elif url.startswith("file://") and _inside(url[len("file://") :]):
+            found.append(url[len("file://") :])
+    return found
+
+
+def stage_paths(stages: Iterable[Any]) -> tuple[list[str], list[str]]:
+    """(what the stages write, what they read) for :func:`build_workspace`: deps and the
+    files their sources name by a relative URL."""
+    stages = list(stages)
+    produced = [p for spec in stages for p in spec.produced]
+    deps = [d for spec in stages for d in spec.deps]
+    deps += source_files(i for spec in stages for i in spec.inputs)
+    return produced, deps
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:
