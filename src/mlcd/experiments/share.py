@@ -14,17 +14,14 @@ experiment is an experiment like any other (``exp show``, ``exp apply``, ``exp b
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcd.digest import Digest
 from mlcd.errors import (
     CheckFailed,
-    ConfigError,
     MlcdError,
     ObjectError,
     UnsafePath,
@@ -33,6 +30,7 @@ from mlcd.errors import (
 from mlcd.experiments.apply import find_experiment
 from mlcd.experiments.run import LOCK_ARTIFACT, PARAMS_PREFIX, TAG_EXP, TAG_NAME
 from mlcd.layout import project_path_problem
+from mlcd.pipeline.cachefiles import RemoteDocuments
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -59,72 +57,21 @@ _STAGE_FIELDS = (
 _ENDED = ("finished", "failed", "killed")
 
 
-class ExperimentFiles:
-    """Experiment documents as ``exp/<run id>.json`` next to a remote's objects.
-
-    Works on a local folder and on any fsspec filesystem (``s3://``, ``memory://``, ...).
-    """
+class ExperimentFiles(RemoteDocuments):
+    """Experiment documents as ``exp/<run id>.json`` next to a remote's objects."""
 
     def __init__(self, objects: ObjectStore) -> None:
-        from mlcd.objects import LocalObjectStore
-
-        self.url = objects.url
-        if isinstance(objects, LocalObjectStore):
-            self.fs: Any = None
-            self.base = str(objects.root / EXP_FOLDER)
-        elif hasattr(objects, "fs") and hasattr(objects, "base"):
-            self.fs = objects.fs
-            self.base = f"{objects.base}/{EXP_FOLDER}"
-        else:
-            raise ConfigError(
-                f"the remote {objects.url} cannot hold experiments",
-                hint="use a folder or an fsspec URL (s3://, gs://, ...) as the remote",
-            )
-
-    def _path(self, run_id: str) -> str:
-        return f"{self.base}/{run_id}.json"
-
-    def list(self) -> set[str]:
-        """Run ids of the documents stored."""
-        if self.fs is None:
-            names = os.listdir(self.base) if os.path.isdir(self.base) else []
-        elif self.fs.exists(self.base):
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.base, detail=False)]
-        else:
-            names = []
-        ids = (n[: -len(".json")] for n in names if n.endswith(".json"))
-        return {i for i in ids if _ID.match(i)}
+        super().__init__(objects, EXP_FOLDER, "experiments", _ID)
 
     def get(self, run_id: str) -> dict[str, Any]:
         """One document, checked (``ObjectError`` or ``UnsafePath`` if it is not sound)."""
-        try:
-            if self.fs is None:
-                data = Path(self._path(run_id)).read_bytes()
-            else:
-                data = bytes(self.fs.cat_file(self._path(run_id)))
-            document = json.loads(data)
-        except (OSError, ValueError) as exc:
-            raise ObjectError(
-                f"experiment {run_id} on {self.url} cannot be read: {exc}",
-                hint="push it again from a clone that has it, or delete the file",
-            ) from exc
+        document = self.read(run_id, f"experiment {run_id}")
         return validate_document(document, run_id, self.url)
 
     def put(self, document: Mapping[str, Any]) -> None:
         """Write a document (atomically on a local folder)."""
         data = json.dumps(dict(document), sort_keys=True, indent=1).encode("utf-8")
-        path = self._path(str(document["run"]["id"]))
-        if self.fs is None:
-            os.makedirs(self.base, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.makedirs(self.base, exist_ok=True)
-            self.fs.pipe_file(path, data)
+        self.write(str(document["run"]["id"]), data)
 
 
 def _bad(run_id: str, where: str, problem: str) -> ObjectError:

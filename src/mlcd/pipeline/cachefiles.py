@@ -22,65 +22,73 @@ if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
 
 RUNCACHE_FOLDER = "runcache"
-_NAME = re.compile(r"^[0-9a-f]{64}\.json$")
+_KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
-class RunCacheFiles:
-    """Run-cache entries as ``runcache/<fingerprint>.json`` files next to a remote's objects.
+class RemoteDocuments:
+    """JSON documents as ``<folder>/<key>.json`` next to a remote's objects: on a local folder
+    (written atomically) or any fsspec filesystem (``s3://``, ``memory://``, ...).
 
-    Works on a local folder and on any fsspec filesystem (``s3://``, ``memory://``, ...).
+    Args:
+        objects: the remote's object store.
+        folder: the folder beside its objects.
+        what: what the documents are, for messages ("run-cache entries").
+        key: the pattern a document's key must match to be listed.
     """
 
-    def __init__(self, objects: ObjectStore) -> None:
+    def __init__(self, objects: ObjectStore, folder: str, what: str, key: re.Pattern[str]) -> None:
         from mlcd.objects import LocalObjectStore
 
         self.url = objects.url
+        self.what = what
+        self._key = key
         if isinstance(objects, LocalObjectStore):
             self.fs: Any = None
-            self.base = str(objects.root / RUNCACHE_FOLDER)
+            self.base = str(objects.root / folder)
         elif hasattr(objects, "fs") and hasattr(objects, "base"):
             self.fs = objects.fs
-            self.base = f"{objects.base}/{RUNCACHE_FOLDER}"
+            self.base = f"{objects.base}/{folder}"
         else:
             raise ConfigError(
-                f"the remote {objects.url} cannot hold run-cache entries",
+                f"the remote {objects.url} cannot hold {what}",
                 hint="use a folder or an fsspec URL (s3://, gs://, ...) as the remote",
             )
 
-    def _path(self, fingerprint: str) -> str:
-        return f"{self.base}/{fingerprint}.json"
+    def _path(self, key: str) -> str:
+        return f"{self.base}/{key}.json"
 
     def list(self) -> set[str]:
-        """Fingerprints of the entries stored."""
+        """The keys of the documents stored."""
         if self.fs is None:
-            if not os.path.isdir(self.base):
-                return set()
-            names = os.listdir(self.base)
-        else:
-            if not self.fs.exists(self.base):
-                return set()
+            names = os.listdir(self.base) if os.path.isdir(self.base) else []
+        elif self.fs.exists(self.base):
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.base, detail=False)]
-        return {n[: -len(".json")] for n in names if _NAME.match(n)}
+        else:
+            names = []
+        keys = (n[: -len(".json")] for n in names if n.endswith(".json"))
+        return {k for k in keys if self._key.match(k)}
 
-    def get(self, fingerprint: str) -> dict[str, Any]:
-        """One entry, checked for shape (a malformed entry raises ``ObjectError``)."""
+    def read(self, key: str, label: str) -> Any:
+        """One document's JSON; ``label`` names it in the error.
+
+        Raises:
+            ObjectError: it cannot be read or is not JSON.
+        """
         try:
             if self.fs is None:
-                data = Path(self._path(fingerprint)).read_bytes()
+                data = Path(self._path(key)).read_bytes()
             else:
-                data = bytes(self.fs.cat_file(self._path(fingerprint)))
-            entry = json.loads(data)
+                data = bytes(self.fs.cat_file(self._path(key)))
+            return json.loads(data)
         except (OSError, ValueError) as exc:
             raise ObjectError(
-                f"run-cache entry {fingerprint} on {self.url} cannot be read: {exc}",
+                f"{label} on {self.url} cannot be read: {exc}",
                 hint="push it again from a clone that has it, or delete the file",
             ) from exc
-        return validate_entry(entry, fingerprint, self.url)
 
-    def put(self, entry: Mapping[str, Any]) -> None:
-        """Write an entry (atomically on a local folder)."""
-        data = json.dumps(dict(entry), sort_keys=True, default=str).encode()
-        path = self._path(str(entry["fingerprint"]))
+    def write(self, key: str, data: bytes) -> None:
+        """Store a document (atomically on a local folder)."""
+        path = self._path(key)
         if self.fs is None:
             os.makedirs(self.base, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
@@ -92,6 +100,23 @@ class RunCacheFiles:
         else:
             self.fs.makedirs(self.base, exist_ok=True)
             self.fs.pipe_file(path, data)
+
+
+class RunCacheFiles(RemoteDocuments):
+    """Run-cache entries as ``runcache/<fingerprint>.json`` files next to a remote's objects."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        super().__init__(objects, RUNCACHE_FOLDER, "run-cache entries", _KEY)
+
+    def get(self, fingerprint: str) -> dict[str, Any]:
+        """One entry, checked for shape (a malformed entry raises ``ObjectError``)."""
+        entry = self.read(fingerprint, f"run-cache entry {fingerprint}")
+        return validate_entry(entry, fingerprint, self.url)
+
+    def put(self, entry: Mapping[str, Any]) -> None:
+        """Write an entry (atomically on a local folder)."""
+        data = json.dumps(dict(entry), sort_keys=True, default=str).encode()
+        self.write(str(entry["fingerprint"]), data)
 
 
 def validate_entry(entry: Any, fingerprint: str, where: str) -> dict[str, Any]:
