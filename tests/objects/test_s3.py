@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +13,6 @@ from mlcd.objects import LocalObjectStore, copy_objects, open_object_store
 
 # One worker runs them all under pytest-xdist (--dist loadgroup): one moto server, not one each.
 pytestmark = [pytest.mark.s3, pytest.mark.xdist_group("s3")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -129,9 +108,21 @@ def test_copies_stream_in_bounded_memory(s3_url: str, s3_endpoint: str, tmp_path
     local = LocalObjectStore(tmp_path / "local")
     digest = local.put_file(blob)
     result = subprocess.run(
-        [sys.executable, "-c", _COPY_AND_MEASURE, str(tmp_path / "local"), str(tmp_path / "back"),
-         s3_url, s3_endpoint, digest.hex],
-        capture_output=True, text=True, check=True, timeout=300, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-c",
+            _COPY_AND_MEASURE,
+            str(tmp_path / "local"),
+            str(tmp_path / "back"),
+            s3_url,
+            s3_endpoint,
+            digest.hex,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env=os.environ.copy(),
     )
     before, after_push, after_pull = (float(x) for x in result.stdout.split())
     blob_mib = size / 1024 / 1024

@@ -86,6 +86,7 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                s.close()
 
     def cut(self) -> None:
         self.open = False
@@ -129,19 +130,6 @@ class Fleet:
         from mlcd.project import Project
 
         return Project.open(self.publisher)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -473,8 +461,12 @@ def test_the_prediction_log_keeps_what_it_writes_during_a_store_outage(
         relay = Relay(target, port)  # ...and comes back on the same address
         _until(lambda: log.flush() and log.pending_rows == 0, what="the kept segments registered")
         assert (log.written_rows, log.dropped_rows) == (15, 0)
-        with Store(pg_url).read() as conn:
-            assert predictions.logged_rows(conn, "m") == 15
+        direct = Store(pg_url)
+        try:
+            with direct.read() as conn:
+                assert predictions.logged_rows(conn, "m") == 15
+        finally:
+            direct.dispose()
     finally:
         log.close()
         relay.cut()

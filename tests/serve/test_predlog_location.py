@@ -4,9 +4,8 @@ server on 127.0.0.1), named so that replicas never collide, registered with thei
 from __future__ import annotations
 
 import os
-import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,6 @@ from mlcd.config import Monitor
 from mlcd.errors import ConfigError
 from mlcd.serve.predlog import LogEntry, PredictionLog
 from mlcd.store import predictions
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
