@@ -125,6 +125,15 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
             raise ImportError("No module named 's3fs'", name="s3fs")
         return real_import(name, *args, **kwargs)
 
+    # As on a machine without s3fs, even after an earlier test in this process imported it:
+    # forget the module and fsspec's cached class too.
+    import sys
+
+    import fsspec  # noqa: F401  (loads fsspec.registry, the module: fsspec.registry is a view)
+
+    for name in [m for m in sys.modules if m == "s3fs" or m.startswith("s3fs.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_s3fs)
     with pytest.raises((ConfigError, Exception), match=r"mlcd\[s3\]"):
         open_object_store("s3://bucket/prefix")
