@@ -251,3 +251,51 @@ def test_a_ray_address_nobody_answers_is_a_config_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"no Ray cluster answers at RAY_ADDRESS={address}" in result.stderr
     assert not (root / "a.txt").exists()
+
+
+def test_a_sweep_runs_its_trials_on_the_cluster_through_s3(
+    ray_cluster: RayCluster, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """``mlcd exp sweep --executor ray``: every trial's stages are Ray tasks in scratch
+    folders; each trial's outputs are in S3 by the digests its run recorded."""
+    from mlcd.digest import Digest
+    from mlcd.project import Project
+    from mlcd.store import runs
+
+    bucket = s3_server.bucket()
+    root = _project(tmp_path, bucket)
+    (root / ".gitignore").write_text("/.mlcd/\n/work/\n/model.json\n/metrics.json\n")
+    env = _env(ray_cluster, s3_server)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=root,
+            check=True,
+        )
+
+    result = run_cli(
+        ["exp", "sweep", "--grid", "scale=10,20", "--objective", "metrics.mean", "-n", "on-ray",
+         "--executor", "ray", "--parallel", "2", "--json"],
+        cwd=root,
+        env=env,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert not (root / "model.json").exists()  # the work tree was not touched
+    shown = run_cli(["exp", "show", "--sweep", "on-ray", "--json"], cwd=root, env=env)
+    assert shown.returncode == 0, shown.stderr
+    trials = json.loads(shown.stdout)["trials"]
+    assert len(trials) == 2
+    store = _s3_store(f"s3://{bucket}/objects", s3_server)
+    means = set()
+    with Project.open(root) as project, project.store.read() as conn:
+        for trial in trials:
+            outputs = [a for a in runs.artifacts_of(conn, trial["id"]) if a.role == "output"]
+            for ref in outputs:
+                assert store.has(Digest.parse(ref.digest)), ref.path
+            model = next(a for a in outputs if a.path == "model.json")
+            means.add(json.loads(store.get_bytes(Digest.parse(model.digest)))["mean"])
+            log = next(a for a in outputs if a.path == "work/train.cwd")
+            ran_in = store.get_bytes(Digest.parse(log.digest)).decode()
+            assert "mlcd-train-" in ran_in and not ran_in.startswith(str(root))
+    assert means == {25.0, 50.0}  # scale 10 and 20: each trial's own outputs
