@@ -103,8 +103,10 @@ def register(root: Path, X: Any, y: Any) -> None:
         set_alias(project.store, "bc", "champion", version.version)
 
 
-def start_serve(root: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[Any, str]:
-    port = free_port()
+def start_serve(
+    root: Path, *extra: str, env: dict[str, str] | None = None, port: int | None = None
+) -> tuple[Any, str]:
+    port = port or free_port()
     log = root / f"serve-{port}.log"
     with open(log, "w", encoding="utf-8") as out:
         process = subprocess.Popen(
@@ -207,8 +209,12 @@ def main() -> None:
                 make_project(folder, store, artifacts)
                 replicas.append(folder)
 
-            def measure(name: str, starts: list[tuple[Path, tuple[str, ...], dict[str, str]]]):
-                started = [start_serve(root, *extra, env=e) for root, extra, e in starts]
+            def measure(
+                name: str,
+                starts: list[tuple[Path, tuple[str, ...], dict[str, str]]],
+                port: int | None = None,
+            ) -> None:
+                started = [start_serve(root, *extra, env=e, port=port) for root, extra, e in starts]
                 try:
                     urls = [url for _p, url in started]
                     load(urls, body, 2, work)  # warm-up
@@ -234,10 +240,12 @@ def main() -> None:
                     measure(name, starts)
             if args.ray:
                 with ray_head(work) as ray_env:
+                    # Serve's HTTP port is fixed when Serve first starts on a cluster: one port
+                    port = free_port()
                     for _round in range(args.rounds):
                         for n in (1, 2):
                             engine = ("--engine", "ray", "--replicas", str(n))
-                            measure(f"ray-{n}", [(publisher, engine, {**env, **ray_env})])
+                            measure(f"ray-{n}", [(publisher, engine, {**env, **ray_env})], port)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
