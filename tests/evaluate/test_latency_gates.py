@@ -300,7 +300,9 @@ def test_a_noisy_model_near_its_budget_is_refused_judgement_and_the_alias_stays(
 # ---------------------------------------------------------------- under load
 def test_no_false_failure_under_a_cpu_hog(world: World) -> None:
     """A model well inside its budgets, evaluated against the champion while three busy
-    processes load both cores: every latency gate is judged, and passes."""
+    processes load both cores: no latency gate fails. A gate whose margin the measured noise
+    exceeds is inconclusive (it refuses to judge, by design); on a busy runner (the whole
+    suite on 2 cores, plus the hogs) that happens, and is not a failure."""
     good = world.register("good")
     quiet = world.evaluate(good, [])
     p99 = quiet.candidate.metrics["latency_p99_ms"]
@@ -315,7 +317,12 @@ def test_no_false_failure_under_a_cpu_hog(world: World) -> None:
         loaded = world.evaluate(good, gates)
 
     statuses = {r.gate.expression: r.status for r in loaded.verdict.results}
-    assert set(statuses.values()) == {"passed"}, (statuses, loaded.verdict.summary())
+    assert set(statuses.values()) <= {"passed", "inconclusive"}, (
+        statuses,
+        loaded.verdict.summary(),
+    )
+    assert "passed" in statuses.values(), (statuses, loaded.verdict.summary())
+    assert loaded.verdict.status != "failed"
     assert loaded.latency["repetitions"] == 5 and loaded.latency["threads"] == 1
     assert set(loaded.latency["paired_noise"]) >= {"latency_p99_ms", "latency_p99_wall_ms"}
     markdown = render_markdown(loaded)

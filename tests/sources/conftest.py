@@ -3,5 +3,4 @@ object-store tests."""
 
 from __future__ import annotations
 
-from tests.objects.test_s3 import s3_endpoint  # noqa: F401  (fixtures)
 from tests.pipeline.conftest import make_project, mlcd  # noqa: F401  (fixtures)
