@@ -61,6 +61,14 @@ def _render(report: dict[str, Any], verb: str) -> Any:
     return render
 
 
+def _finish(report: Any, verb: str, as_json: bool) -> None:
+    """Print a push or pull report; raise its error (exit code) when some were refused."""
+    emit(report.to_dict(), as_json, _render(report.to_dict(), verb))
+    error = report.error(verb)
+    if error is not None:
+        raise error
+
+
 def push_command(
     refs: RefsArg = None,
     every: AllOpt = False,
@@ -74,10 +82,7 @@ def push_command(
     with Project.open() as project:
         target = project.remote(remote)
         report = push_experiments(project.store, project.objects, target, refs or (), every)
-    emit(report.to_dict(), as_json, _render(report.to_dict(), "pushed"))
-    error = report.error("pushed")
-    if error is not None:
-        raise error
+    _finish(report, "pushed", as_json)
 
 
 def pull_command(
@@ -93,10 +98,7 @@ def pull_command(
     with Project.open() as project:
         source = project.remote(remote)
         report = pull_experiments(project.store, project.objects, source, refs or (), every)
-    emit(report.to_dict(), as_json, _render(report.to_dict(), "pulled"))
-    error = report.error("pulled")
-    if error is not None:
-        raise error
+    _finish(report, "pulled", as_json)
 
 
 def list_remote_command(remote: RemoteOpt = None, as_json: JsonOpt = False) -> None:
