@@ -281,6 +281,22 @@ class RoundRobin:
             return sum(1 for _, v in self.answers if version is None or v == version)
 
 
+def _replica_requests(text: str) -> int:
+    """The predict requests answered 200 in one replica's ``/metrics``, all carrying that
+    replica's label (``host:pid``) and no other."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, replicas = 0.0, set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("mlcd_"):
+                replicas.add(sample.labels.get("replica"))
+            if sample.name == "mlcd_serve_requests_total" and sample.labels["status"] == "200":
+                total += sample.value
+    assert len(replicas) == 1 and None not in replicas, replicas
+    return int(total)
+
+
 def test_an_alias_move_reaches_every_replica_with_no_failed_request(fleet: Fleet) -> None:
     from mlcd.registry import set_alias
 
@@ -324,6 +340,15 @@ def test_an_alias_move_reaches_every_replica_with_no_failed_request(fleet: Fleet
         ),
         what="the fleet's request counts to catch up",
     )
+    # Every replica's /metrics carries its replica label; summed over the fleet, the answered
+    # requests are exactly what the client got, and each sum is that replica's in the view.
+    view = httpx.get(fleet.replicas[2].url + "/v1/fleet", timeout=10).json()
+    answered = 0
+    for replica in fleet.replicas:
+        answered += _replica_requests(httpx.get(replica.url + "/metrics", timeout=10).text)
+    assert answered == load.count()
+    assert view["totals"]["alive"] == 3 and view["totals"]["primary_versions"] == {str(v2): 3}
+    assert view["totals"]["errors"] == 0 and view["totals"]["requests"] >= load.count()
     from tests.conftest import run_cli
 
     listed = run_cli(["fleet", "cancer", "--json"], cwd=fleet.publisher, env=fleet.env)
@@ -331,6 +356,9 @@ def test_an_alias_move_reaches_every_replica_with_no_failed_request(fleet: Fleet
     import json
 
     assert len([r for r in json.loads(listed.stdout)["replicas"] if r["alive"]]) == 3
+    assert json.loads(listed.stdout)["totals"]["alive"] == 3
+    shown = run_cli(["fleet", "cancer"], cwd=fleet.publisher, env=fleet.env)
+    assert "fleet: 3 alive, 0 stale" in shown.stdout and f"3 on v{v2}" in shown.stdout
 
     # Stopped cleanly, the replicas have flushed their logs to S3: one row per answered request.
     for replica in fleet.replicas:

@@ -17,14 +17,15 @@ def fleet_command(
 ) -> None:
     """Show every serving replica (host:pid) seen in the store: versions, traffic, last seen."""
     from mlcd.project import Project
-    from mlcd.serve.fleet import describe
+    from mlcd.serve.fleet import describe, totals
     from mlcd.store import fleet
 
     with Project.open() as project:
         with project.store.read() as conn:
             rows = fleet.replicas(conn, model)
         replicas = describe(rows, project.config.serve.fleet_interval_s)
-    data = {"model": model, "replicas": replicas}
+    sums = totals(replicas)
+    data = {"model": model, "replicas": replicas, "totals": sums}
 
     def render(out: Any) -> None:
         if not replicas:
@@ -48,6 +49,14 @@ def fleet_command(
                     for r in replicas
                 ],
             )
+        )
+        serving = ", ".join(
+            f"{count} on v{version}" if version != "none" else f"{count} with none loaded"
+            for version, count in sorted(sums["primary_versions"].items())
+        )
+        out.print(
+            f"fleet: {sums['alive']} alive, {sums['stale']} stale; {sums['requests']} requests, "
+            f"{sums['errors']} errors; primary {serving or '-'}"
         )
 
     emit(data, as_json, render)

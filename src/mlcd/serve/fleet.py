@@ -60,6 +60,7 @@ class FleetMember:
         self.interval_s = interval_s
         self.url = url
         self.replica = replica_id()
+        service.metrics.replica = self.replica  # a fleet's /metrics tell their replicas apart
         self.started_at = time.time()
         self.store_error: str | None = None
         self.store_down_since: float | None = None
@@ -226,8 +227,9 @@ def fleet_view(member: FleetMember) -> dict[str, Any]:
 
     with member.store.read() as conn:
         rows = fleet.replicas(conn, member.service.name)
+    replicas = describe(rows, member.interval_s)
     return {"model": member.service.name, "fleet": True, "replica": member.replica,
-            "replicas": describe(rows, member.interval_s)}  # fmt: skip
+            "replicas": replicas, "totals": totals(replicas)}  # fmt: skip
 
 
 def describe(rows: list[dict[str, Any]], interval_s: float) -> list[dict[str, Any]]:
@@ -238,6 +240,28 @@ def describe(rows: list[dict[str, Any]], interval_s: float) -> list[dict[str, An
         age = max(0.0, now - float(row["seen_at"]))
         out.append({**row, "age_s": round(age, 3), "alive": age <= 3 * interval_s})
     return out
+
+
+def totals(replicas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fleet as one service, from the alive replicas' rows: how many, their summed
+    requests and errors (since each started), the error rate, and how many serve each
+    primary version (more than one key: an alias move is still spreading)."""
+    alive = [r for r in replicas if r["alive"]]
+    requests = sum(int(r["requests"]) for r in alive)
+    errors = sum(int(r["errors"]) for r in alive)
+    versions: dict[str, int] = {}
+    for row in alive:
+        version = (row.get("versions") or {}).get("primary")
+        key = "none" if version is None else str(version)
+        versions[key] = versions.get(key, 0) + 1
+    return {
+        "alive": len(alive),
+        "stale": len(replicas) - len(alive),
+        "requests": requests,
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else 0.0,
+        "primary_versions": versions,
+    }
 
 
 class FleetCollector:

@@ -35,6 +35,9 @@ class ServeMetrics:
 
         self.model = model
         self.multiprocess_dir = multiprocess_dir
+        #: Set when the server is one replica of a fleet: every sample of ``/metrics`` then
+        #: carries ``replica="host:pid"``, so a scraper of several replicas can tell (and sum) them.
+        self.replica: str | None = None
         registry = None if multiprocess_dir else CollectorRegistry()
         self.registry = registry
         self.requests = Counter(
@@ -143,9 +146,12 @@ class ServeMetrics:
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             for collector in self._collectors:
                 registry.register(collector)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        assert self.registry is not None
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        else:
+            assert self.registry is not None
+            registry = self.registry
+        if self.replica is not None:
+            return generate_latest(ReplicaLabelled(registry, self.replica)), CONTENT_TYPE_LATEST
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def close(self) -> None:
         """Mark this worker dead so its live gauges leave the multiprocess sums."""
@@ -153,6 +159,27 @@ class ServeMetrics:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+
+class ReplicaLabelled:
+    """Another collector's families with ``replica`` added to every sample that lacks it."""
+
+    def __init__(self, source: Any, replica: str) -> None:
+        self.source = source
+        self.replica = replica
+
+    def collect(self) -> Any:
+        from prometheus_client.metrics_core import Metric
+
+        for family in self.source.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [
+                sample
+                if "replica" in sample.labels
+                else sample._replace(labels={**sample.labels, "replica": self.replica})
+                for sample in family.samples
+            ]
+            yield labelled
 
 
 def sweep_stale_folders(
