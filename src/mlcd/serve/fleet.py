@@ -37,6 +37,13 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def metrics_replica(multiprocess: bool) -> str:
+    """The ``replica`` label of a fleet member's ``/metrics``: ``host:pid`` of the server, the
+    worker's own or, with ``--workers N`` (whose ``/metrics`` sum all workers), the pid of the
+    server process that started them."""
+    return f"{socket.gethostname()}:{os.getppid()}" if multiprocess else replica_id()
+
+
 class FleetMember:
     """Keeps one replica in step with the fleet through the metadata store.
 
@@ -60,7 +67,8 @@ class FleetMember:
         self.interval_s = interval_s
         self.url = url
         self.replica = replica_id()
-        service.metrics.replica = self.replica  # a fleet's /metrics tell their replicas apart
+        if not getattr(store, "is_sqlite", False):
+            service.metrics.replica = metrics_replica(service.metrics.multiprocess_dir is not None)
         self.started_at = time.time()
         self.store_error: str | None = None
         self.store_down_since: float | None = None
