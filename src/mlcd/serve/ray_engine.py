@@ -40,8 +40,33 @@ _REPLICA_ENV = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_", "BOTO_", "PG", "
 PROXY_ENV = "MLCD_RAY_PROXY"
 #: CPUs each replica reserves (default 1).
 REPLICA_CPUS_ENV = "MLCD_RAY_REPLICA_CPUS"
+#: Autoscaling delays in seconds (defaults 10 and 60), for a load profile faster or slower
+#: than the defaults follow.
+UPSCALE_DELAY_ENV = "MLCD_RAY_UPSCALE_DELAY_S"
+DOWNSCALE_DELAY_ENV = "MLCD_RAY_DOWNSCALE_DELAY_S"
 #: How long a new replica may take to load its model before Serve counts it as failed.
 LOAD_TIMEOUT_S = 300.0
+
+
+def _delay(name: str, default: float) -> float:
+    """A delay in seconds from the environment variable ``name``, or ``default``.
+
+    Raises:
+        UsageError: the variable is set but is not a number of seconds >= 0.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(
+            f"{name}={raw!r} is not a number of seconds",
+            hint=f"set it to a delay like 10 (seconds, >= 0) or unset it for {default:g}",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,7 +108,13 @@ class Scaling:
                 f"--autoscale {autoscale!r} is not MIN:MAX",
                 hint="like --autoscale 1:3 (at least one replica, MAX not below MIN)",
             )
-        return cls(replicas=minimum, minimum=minimum, maximum=maximum)
+        return cls(
+            replicas=minimum,
+            minimum=minimum,
+            maximum=maximum,
+            upscale_delay_s=_delay(UPSCALE_DELAY_ENV, cls.upscale_delay_s),
+            downscale_delay_s=_delay(DOWNSCALE_DELAY_ENV, cls.downscale_delay_s),
+        )
 
     def options(self) -> dict[str, Any]:
         """The deployment options Ray Serve takes."""
