@@ -103,6 +103,9 @@ def _serve(
         "PYTHONUNBUFFERED": "1",
         "MLCD_RAY_PROXY": "HeadOnly",  # two nodes on one host: one proxy, one port
         "MLCD_RAY_REPLICA_CPUS": "0.5",
+        # autoscaling follows the test's load in seconds, not the defaults' 10 s up, 60 s down
+        "MLCD_RAY_UPSCALE_DELAY_S": "2",
+        "MLCD_RAY_DOWNSCALE_DELAY_S": "10",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "mlcd.cli.main", "serve", "cancer@champion", "--engine", "ray",
