@@ -21,11 +21,13 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The suite runs on pytest-xdist workers, one per core (PYTEST_WORKERS=0: one process); tests
-# marked xdist_group run on one worker. It prints its wall time and the 25 slowest tests.
+# marked xdist_group run on one worker. --no-loadscope-reorder: work is handed out in the order
+# tests/conftest.py sorts it (the Ray group, the demo, other slow tests first), not biggest
+# group first. It prints its wall time and the 25 slowest tests.
 # compileall first: with PYTHONDONTWRITEBYTECODE set (as on our runners) every CLI subprocess
 # of the suite would otherwise compile mlcd from source again.
 PYTEST_WORKERS ?= auto
-PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: lint
 	$(BIN)/python -m compileall -q src

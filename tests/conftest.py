@@ -8,6 +8,7 @@ state across workers.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,12 +110,21 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh project made by ``mlcd init``."""
-    root = tmp_path / "proj"
-    result = run_cli(["init", str(root)], cwd=tmp_path)
+@pytest.fixture(scope="session")
+def _init_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``mlcd init`` makes, made once per session (per xdist worker) by the real CLI."""
+    base = tmp_path_factory.mktemp("init-template")
+    result = run_cli(["init", str(base / "proj")], cwd=base)
     assert result.returncode == 0, result.stderr
+    return base / "proj"
+
+
+@pytest.fixture
+def project(tmp_path: Path, _init_template: Path) -> Path:
+    """A fresh project made by ``mlcd init``: a copy of the session's (init writes no absolute
+    path, so the copy is what init would make here, without a CLI start per test)."""
+    root = tmp_path / "proj"
+    shutil.copytree(_init_template, root, symlinks=True)
     return root
 
 
@@ -150,10 +160,59 @@ def open_store() -> Iterator[object]:
         store.dispose()
 
 
+#: Scheduled first (``make test`` passes --no-loadscope-reorder, so the workers' order below is
+#: the order xdist hands work out): the longest serial chain, the Ray group (a two-node cluster,
+#: pipelines, Ray Serve swap and autoscale; its cluster users first, back to back, so the
+#: cluster starts once), then the longest single tests (the demo, end to end), then the other
+#: slow tests, then everything else.
+_FIRST_GROUPS = ("ray",)
+_LONGEST = ("tests/test_demo_lifecycle.py::",)
+
+
+def _xdist_groups(item: pytest.Item) -> list[str]:
+    return sorted(
+        {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+    )
+
+
+def _tag_xdist_group(item: pytest.Item, groups: list[str]) -> None:
+    """Give the test its ``@group`` nodeid suffix, which is how ``--dist loadgroup`` keeps a
+    group on one worker. pytest-xdist sets ``item._nodeid``, which pytest 9.2 no longer reads
+    (its nodeid comes from ``item._id``): without this every group was spread over both
+    workers (two Ray clusters, two CPU hogs at once)."""
+    suffix = "@" + "_".join(groups)
+    if item.nodeid.endswith(suffix) or not hasattr(item, "_id"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def _schedule_rank(item: pytest.Item, groups: list[str]) -> int:
+    if any(group in _FIRST_GROUPS for group in groups):
+        return 0 if "ray_cluster" in getattr(item, "fixturenames", ()) else 1
+    if item.nodeid.startswith(_LONGEST):
+        return 2
+    return 3 if item.get_closest_marker("slow") is not None else 4
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On xdist workers, start the slow tests first, so no long test runs alone at the end."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    """On xdist workers: tag grouped tests for --dist loadgroup, and start the longest work
+    first (the Ray group, then slow tests), so no long test runs alone at the end."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
+    ranks: dict[str, int] = {}
+    for item in items:
+        groups = _xdist_groups(item)
+        if groups and loadgroup:
+            _tag_xdist_group(item, groups)
+        ranks[item.nodeid] = _schedule_rank(item, groups)
+    items.sort(key=lambda item: ranks[item.nodeid])  # stable: file order within a rank
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:

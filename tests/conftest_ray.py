@@ -131,13 +131,14 @@ def _group_alive(pgid: int) -> bool:
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each node's process group (``ray start --block`` and the daemons it started),
-    then SIGKILL whatever of the group is left after a grace period."""
+    then SIGKILL whatever of the group is left after a short grace period (some of Ray's
+    daemons outlive ``ray start`` for good: a long grace only adds to every teardown)."""
     for process in reversed(processes):
         try:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 5
     for process in reversed(processes):
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -152,11 +153,41 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    pytest.importorskip("ray")
+class _Keeper:
+    """The worker's cluster: started by the first test that asks for it, stopped as soon as the
+    next test does not need it (the Ray tests run one after another on one worker: their
+    ``xdist_group("ray")``), so its daemons and Serve actors do not compete with the rest of
+    the suite for the CPU; a later Ray test starts a new one."""
+
+    def __init__(self) -> None:
+        self.cluster: RayCluster | None = None
+        self.base: Path | None = None
+
+    def get(self) -> RayCluster:
+        if self.cluster is None:
+            self.base = Path(tempfile.mkdtemp(prefix="mlcd-ray-", dir="/tmp"))
+            try:
+                self.cluster = _start_cluster(self.base)
+            except BaseException:
+                shutil.rmtree(self.base, ignore_errors=True)
+                self.base = None
+                raise
+        return self.cluster
+
+    def stop(self) -> None:
+        cluster, base = self.cluster, self.base
+        self.cluster = self.base = None
+        if cluster is not None:
+            _stop(cluster.processes)
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+_KEEPER = _Keeper()
+
+
+def _start_cluster(base: Path) -> RayCluster:
     # Short paths: Ray puts unix sockets under its temp folder (a 107-byte limit).
-    base = Path(tempfile.mkdtemp(prefix="mlcd-ray-", dir="/tmp"))
     head_dir, worker_dir, temp_dir = base / "head", base / "worker", base / "t"
     for folder in (head_dir, worker_dir, temp_dir):
         folder.mkdir()
@@ -192,7 +223,7 @@ def ray_cluster() -> Iterator[RayCluster]:
             f"end = time.monotonic() + {STARTUP_S}\n"
             "while time.monotonic() < end:\n"
             "    if sum(1 for n in ray.nodes() if n['Alive']) == 2: sys.exit(0)\n"
-            "    time.sleep(0.5)\n"
+            "    time.sleep(0.2)\n"
             "sys.exit(1)\n"
         )
         ready = subprocess.run(
@@ -204,7 +235,35 @@ def ray_cluster() -> Iterator[RayCluster]:
                 for name in ("head.log", "worker.log")
             )
             raise RuntimeError(f"the Ray cluster did not come up:\n{ready.stderr!r}\n{logs}")
-        yield RayCluster(address, (head_dir, worker_dir), processes)
-    finally:
+    except BaseException:
         _stop(processes)
-        shutil.rmtree(base, ignore_errors=True)
+        raise
+    return RayCluster(address, (head_dir, worker_dir), processes)
+
+
+@pytest.fixture(scope="session")
+def _ray_keeper() -> Iterator[_Keeper]:
+    """Stops whatever cluster is still up when the session ends."""
+    try:
+        yield _KEEPER
+    finally:
+        _KEEPER.stop()
+
+
+@pytest.fixture
+def ray_cluster(_ray_keeper: _Keeper) -> RayCluster:
+    """The two-node cluster, shared by consecutive Ray tests (see ``_Keeper``)."""
+    pytest.importorskip("ray")
+    return _ray_keeper.get()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the test's own teardown: stop the cluster if the next test does not use it."""
+    try:
+        return (yield)
+    finally:
+        if _KEEPER.cluster is not None and (
+            nextitem is None or "ray_cluster" not in getattr(nextitem, "fixturenames", ())
+        ):
+            _KEEPER.stop()
