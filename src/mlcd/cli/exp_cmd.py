@@ -63,26 +63,17 @@ def run_command(
 ) -> None:
     """Run the pipeline with overridden params in a workspace; the work tree is not touched.
     Exit 3 if a stage fails."""
-    from mlcd.cli.pipeline_progress import Progress
-    from mlcd.cli.pipeline_view import _render_run
     from mlcd.errors import StageFailed, UsageError
-    from mlcd.experiments import run_experiment
-    from mlcd.pipeline.plan import Services
     from mlcd.project import Project
 
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
-    if queued:
-        from mlcd.experiments.queue import enqueue_experiment
+    if queued:  # only the queue's row: no pipeline machinery is loaded
+        from mlcd.experiments.queue import enqueue_to_store
 
         with Project.open() as project:
-            entry = enqueue_experiment(
-                project.root,
-                Services(project.store, project.objects),
-                settings or (),
-                name,
-                jobs,
-                executor,
+            entry = enqueue_to_store(
+                project.root, project.store, settings or (), name, jobs, executor
             )
         emit(
             entry,
@@ -93,6 +84,11 @@ def run_command(
             ),
         )
         return
+    from mlcd.cli.pipeline_progress import Progress
+    from mlcd.cli.pipeline_view import _render_run
+    from mlcd.experiments import run_experiment
+    from mlcd.pipeline.plan import Services
+
     with Project.open() as project:
         progress = Progress(enabled=not as_json)
         try:

@@ -16,19 +16,37 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import NotFound, UsageError
-from mlcd.pipeline.plan import Services
+
+if TYPE_CHECKING:
+    from mlcd.pipeline.plan import Services
+    from mlcd.store import Store
 
 
-def _check_name(services: Services, name: str) -> None:
-    from mlcd.experiments.run import _name_taken
+def name_taken(store: Store, name: str) -> bool:
+    """Whether a run is tagged as the experiment ``name``."""
+    from sqlalchemy import select
+
+    from mlcd.experiments.tags import TAG_NAME
+    from mlcd.store.tables import run_tags
+
+    with store.read() as conn:
+        found = conn.execute(
+            select(run_tags.c.run_id)
+            .where(run_tags.c.key == TAG_NAME, run_tags.c.value == name)
+            .limit(1)
+        ).first()
+    return found is not None
+
+
+def _check_name(store: Store, name: str) -> None:
     from mlcd.store import queue
 
-    with services.store.read() as conn:
+    with store.read() as conn:
         queued = queue.name_queued(conn, name)
-    if queued or _name_taken(services, name):
+    if queued or name_taken(store, name):
         raise UsageError(
             f"an experiment named '{name}' exists already",
             hint="pick another name with -n, or remove it: mlcd exp remove " + name,
@@ -49,10 +67,38 @@ def enqueue_experiment(
         UsageError: a malformed ``-S``, or a name already taken; nothing is queued.
         ConfigError: the pipeline is invalid.
     """
+    return enqueue_to_store(root, services.store, settings, name, jobs, executor)
+
+
+def _head(root: Path) -> str | None:
+    """The commit ``HEAD`` names (None outside git): one ``git rev-parse``, no status."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "-q", "--verify", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def enqueue_to_store(
+    root: Path,
+    store: Store,
+    settings: Sequence[str] = (),
+    name: str | None = None,
+    jobs: int | None = None,
+    executor: str = "local",
+) -> dict[str, Any]:
+    """:func:`enqueue_experiment` with the metadata store alone (``mlcd exp run --queue``):
+    the ``-S`` settings are checked against the pipeline (from its snapshot cache when the
+    files are unchanged) and one row is inserted; no object store, no ``git status``."""
     import uuid
 
     from mlcd.experiments.overrides import parse_overrides
-    from mlcd.pipeline.record import git_state
     from mlcd.pipeline.snapshot import load_snapshot
     from mlcd.store import queue
 
@@ -60,8 +106,8 @@ def enqueue_experiment(
     parse_overrides(settings, snapshot.params_file)  # refuse a bad -S now, not in the worker
     entry_id = uuid.uuid4().hex
     name = name or f"exp-{entry_id[:8]}"
-    _check_name(services, name)
-    base = git_state(root)[0]
+    _check_name(store, name)
+    base = _head(root)
     options = {"jobs": jobs, "executor": executor}
 
     def work(conn: Any) -> dict[str, Any]:
@@ -70,7 +116,7 @@ def enqueue_experiment(
         )
         return queue.get(conn, entry_id)
 
-    return services.store.transact(work)
+    return store.transact(work)
 
 
 def worker_command(sweep_id: str | None = None) -> list[str]:

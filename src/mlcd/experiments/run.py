@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from mlcd.errors import PipelineError, UsageError
+from mlcd.experiments.links import GuardedReporter, blame, linking
 from mlcd.experiments.overrides import Override, parse_overrides, write_overrides
+from mlcd.experiments.tags import TAG_BASE, TAG_EXP, TAG_NAME, TAG_OVERRIDES
 from mlcd.experiments.workspace import build_workspace, stage_paths
 from mlcd.layout import STATE_DIR
 from mlcd.pipeline.plan import Reporter, RunOptions, RunResult, Services
 
-#: Tags of an experiment run.
-TAG_EXP = "mlcd.exp"
-TAG_NAME = "mlcd.exp.name"
-TAG_BASE = "mlcd.exp.base"
-TAG_OVERRIDES = "mlcd.exp.overrides"
 #: Artifact paths (role ``artifact``) of what ``exp apply`` writes back.
 LOCK_ARTIFACT = "mlcd.exp/mlcd.lock"
 PARAMS_PREFIX = "mlcd.exp/params/"
@@ -55,17 +52,9 @@ class ExperimentRun:
 
 
 def _name_taken(services: Services, name: str) -> bool:
-    from sqlalchemy import select
+    from mlcd.experiments.queue import name_taken
 
-    from mlcd.store.tables import run_tags
-
-    with services.store.read() as conn:
-        found = conn.execute(
-            select(run_tags.c.run_id)
-            .where(run_tags.c.key == TAG_NAME, run_tags.c.value == name)
-            .limit(1)
-        ).first()
-    return found is not None
+    return name_taken(services.store, name)
 
 
 def _record(
@@ -152,6 +141,11 @@ def run_experiment(
     if workspace.exists():  # left by a worker that died while running this entry
         shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
+    # A throwaway workspace gets the cached outputs as hard links of the stored objects,
+    # checked after every stage (experiments.links); a kept one, the project's cache.link.
+    linked = None if keep or executor != "local" else linking(services.objects)
+    guard = GuardedReporter(reporter or Reporter(), linked) if linked is not None else None
+    run_services = Services(services.store, linked) if linked is not None else services
     try:
         produced, deps = stage_paths(main.stages.values())
         build_workspace(root, workspace, produced, deps)
@@ -163,10 +157,12 @@ def run_experiment(
                 texts[file] = path.read_text(encoding="utf-8")
         result = run_pipeline(
             snapshot,
-            lambda: services,
+            lambda: run_services,
             RunOptions(jobs=jobs, executor=executor),
-            reporter or Reporter(),
+            guard or reporter or Reporter(),
         )
+        if guard is not None:  # a stage wrote into a linked object: the experiment failed
+            result = blame(services, result, guard.blamed)
         if result.run_id is None:
             raise PipelineError(
                 "the experiment's pipeline had nothing to run, so no run was recorded",
@@ -186,6 +182,8 @@ def run_experiment(
         }
         _record(services, result.run_id, run_tags, files, parent_id)
     finally:
+        if linked is not None:
+            linked.close()
         if not keep:
             shutil.rmtree(workspace, ignore_errors=True)
     return ExperimentRun(name, result, overrides, base, workspace if keep else None)

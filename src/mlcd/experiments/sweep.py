@@ -471,7 +471,7 @@ def create_sweep(
     count = len(points) if points is not None else int(trials or 0)
     names = [f"{name}-t{i}" for i in range(count)]
     for trial_name in [name, *names[:1]]:
-        _check_name(services, trial_name)
+        _check_name(services.store, trial_name)
     commit, dirty = git_state(root)
     options: dict[str, Any] = {"jobs": jobs, "executor": executor}
     if timeout_s is not None:
