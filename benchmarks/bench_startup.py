@@ -4,6 +4,11 @@ on a store of many runs and `import mlcd` -> first committed metric in a new pro
 CPU time (user + system of the child, from getrusage: steadier than wall time on a loaded
 machine).
 
+The newest 1,000 of the store's runs are also read in this process, both ways: the SQLite fast
+path (``mlcd.tracking.records.newest_runs``: stdlib sqlite3) and ``query.search`` on an open
+SQLAlchemy store; and ``mlcd runs list`` once more with ``MLCD_NO_FAST_STORE=1`` (the
+SQLAlchemy path it takes on PostgreSQL or an unmigrated store).
+
 Usage: python benchmarks/bench_startup.py [--reps 20] [--runs 100000]
 For the MLflow anchor, pass --mlflow PYTHON (a python with mlflow installed) to time `import
 mlflow`. `mlcd status` runs in a fresh `mlcd init` project with one stage, up to date.
@@ -60,6 +65,35 @@ def _project(mlcd_bin: str, env: dict[str, str], stage: bool) -> Path:
     return project
 
 
+def newest_in_process(root: Path, reps: int) -> list[tuple[str, float, float]]:
+    """Median wall and CPU seconds of reading the newest 1,000 runs with their data, in this
+    process: the fast path (it opens the store each call) and SQLAlchemy on an open store."""
+    from mlcd.project import Project
+    from mlcd.tracking.query import search
+    from mlcd.tracking.records import newest_runs
+
+    found = []
+    with Project.open(root) as project:
+        store = project.store
+        for name, read in (
+            ("newest 1,000 runs (fast path, opens the store)", lambda: newest_runs(1000, root)),
+            ("newest 1,000 runs (query.search, open SQLAlchemy store)", None),
+        ):
+            walls, cpus = [], []
+            for _ in range(reps + 1):
+                cpu, start = time.process_time(), time.perf_counter()
+                if read is not None:
+                    records = read()
+                else:
+                    with store.read() as conn:
+                        records = search(conn, None, None, 1000)
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+                assert records is not None and len(records) == 1000
+            found.append((name, statistics.median(walls[1:]), statistics.median(cpus[1:])))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=20)
@@ -89,10 +123,24 @@ def main() -> None:
         cases["dvc --version (anchor)"] = ([dvc, "--version"], None)
     if args.mlflow:
         cases["import mlflow (anchor)"] = ([args.mlflow, "-c", "import mlflow"], None)
+    slow_env = {**env, "MLCD_NO_FAST_STORE": "1"}
     rows = []
     for name, (argv, cwd) in cases.items():
         walls, cpus = time_both(argv, args.reps, cwd=cwd, env=env)
         wall, cpu = statistics.median(walls), statistics.median(cpus)
+        rows.append((name, wall, cpu))
+        report("startup", case=name, median_s=round(wall, 4), cpu_s=round(cpu, 4), reps=args.reps)
+    for name, (argv, cwd) in {
+        f"mlcd runs list ({args.runs:,} runs), SQLAlchemy path": (
+            [mlcd_bin, "runs", "list"],
+            many,
+        ),
+    }.items():
+        walls, cpus = time_both(argv, args.reps, cwd=cwd, env=slow_env)
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        rows.append((name, wall, cpu))
+        report("startup", case=name, median_s=round(wall, 4), cpu_s=round(cpu, 4), reps=args.reps)
+    for name, wall, cpu in newest_in_process(many, args.reps):
         rows.append((name, wall, cpu))
         report("startup", case=name, median_s=round(wall, 4), cpu_s=round(cpu, 4), reps=args.reps)
     load = os.getloadavg()

@@ -27,11 +27,11 @@ from pydantic import (
 
 from mlcd.contracts.spec import Contract
 from mlcd.errors import ConfigError
-from mlcd.layout import CONFIG_FILE, STATE_DIR
+from mlcd.layout import CONFIG_FILE, remember_validated
+from mlcd.layout import DEFAULT_ARTIFACTS as DEFAULT_ARTIFACTS
+from mlcd.layout import DEFAULT_STORE as DEFAULT_STORE
+from mlcd.layout import STATE_DIR as STATE_DIR
 from mlcd.yamlfile import MAX_CONFIG_BYTES, compose_limited, read_limited
-
-DEFAULT_STORE = f"sqlite:///{STATE_DIR}/mlcd.db"
-DEFAULT_ARTIFACTS = f"{STATE_DIR}/objects"
 
 
 class _Section(BaseModel):
@@ -549,11 +549,35 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
             f"cannot read {source}: {exc}",
             hint="check that it is a readable UTF-8 text file",
         ) from exc
+    environ = os.environ if environ is None else environ
     config, lines = _parse(text, source)
-    config = _apply_env(config, os.environ if environ is None else environ)
+    in_file = config
+    config = _apply_env(config, environ)
     check_references(config, source=CONFIG_FILE, lines=lines)
     _remember_secrets(config)
+    if not environ.get("MLCD_REMOTE"):  # then the checks above judged the file alone
+        _remember_validated(Path(root), text, in_file)
     return config
+
+
+def _remember_validated(root: Path, text: str, config: Config) -> None:
+    """Let ``mlcd.layout.validated_settings`` answer for this (valid) text next time (without
+    ``MLCD_REMOTE``: the only override a check depends on), when nothing in it is a secret (the record would be a second copy of it, and the fast path would not
+    remember it for masking)."""
+    from mlcd.secrets import secrets_in
+
+    if secrets_in(_secret_document(config)):
+        return
+    remember_validated(root, text, {"store": config.store, "artifacts": config.artifacts})
+
+
+def _secret_document(config: Config) -> dict[str, Any]:
+    return {
+        "store": config.store,
+        "artifacts": config.artifacts,
+        "remotes": [{"url": r.url, "options": r.options} for r in config.remotes.values()],
+        "webhooks": [w.url for w in config.monitor.alerts.webhooks],
+    }
 
 
 def _remember_secrets(config: Config) -> None:
@@ -561,14 +585,7 @@ def _remember_secrets(config: Config) -> None:
     every output of this process (even where a driver quotes them without their URL)."""
     from mlcd.secrets import remember_config
 
-    remember_config(
-        {
-            "store": config.store,
-            "artifacts": config.artifacts,
-            "remotes": [{"url": r.url, "options": r.options} for r in config.remotes.values()],
-            "webhooks": [w.url for w in config.monitor.alerts.webhooks],
-        }
-    )
+    remember_config(_secret_document(config))
 
 
 def check_references(

@@ -14,6 +14,11 @@ from mlcd.errors import ConfigError
 
 CONFIG_FILE = "mlcd.yaml"
 STATE_DIR = ".mlcd"
+DEFAULT_STORE = f"sqlite:///{STATE_DIR}/mlcd.db"
+DEFAULT_ARTIFACTS = f"{STATE_DIR}/objects"
+#: ``.mlcd/`` file naming the digest of the ``mlcd.yaml`` text ``load_config`` last accepted,
+#: with its ``store`` and ``artifacts`` (see ``validated_settings``).
+VALIDATED_FILE = "config.validated.json"
 
 
 def find_root(start: str | os.PathLike[str] = ".") -> Path:
@@ -30,6 +35,79 @@ def find_root(start: str | os.PathLike[str] = ".") -> Path:
         f"no {CONFIG_FILE} found in {here} or any parent folder",
         hint="run 'mlcd init' to create a project, or cd into one",
     )
+
+
+def _schema_stamp() -> str:
+    """Changes whenever the code that validates ``mlcd.yaml`` could have changed: the size and
+    mtime of the package's ``__init__`` (its version) and of the schema's modules."""
+    here = Path(__file__).parent
+    parts = []
+    for module in (here / "__init__.py", here / "config.py", here / "contracts" / "spec.py"):
+        try:
+            stat = module.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append("-")
+    return "/".join(parts)
+
+
+def validated_settings(root: Path) -> dict[str, str] | None:
+    """``store`` and ``artifacts`` of ``ROOT/mlcd.yaml`` without parsing it, when its bytes are
+    exactly those the same code last validated in full (``remember_validated``); else None
+    (then ``load_config`` must parse and validate it). Environment overrides are not applied.
+
+    A short script (``mlcd.start_run(); log_metric(...)``) needs only these two values; the
+    schema (pydantic, the contracts) costs more than the rest of the script.
+    """
+    import hashlib
+    import json
+
+    try:
+        data = (root / CONFIG_FILE).read_bytes()
+        cached = json.loads((root / STATE_DIR / VALIDATED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cached, dict) or cached.get("schema") != _schema_stamp():
+        return None
+    if cached.get("sha256") != hashlib.sha256(data).hexdigest():
+        return None
+    settings = cached.get("settings")
+    if not isinstance(settings, dict) or set(settings) != {"store", "artifacts"}:
+        return None
+    if not all(isinstance(v, str) for v in settings.values()):
+        return None
+    return settings
+
+
+def remember_validated(root: Path, text: str, settings: dict[str, str]) -> None:
+    """Record that ``text`` (the ``mlcd.yaml`` just validated) gives ``settings``: best effort,
+    only into an existing ``.mlcd/``, atomically (a reader sees the old record or the new)."""
+    import hashlib
+    import json
+
+    state = root / STATE_DIR
+    if not state.is_dir():
+        return
+    record = {
+        "schema": _schema_stamp(),
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "settings": settings,
+    }
+    target = state / VALIDATED_FILE
+    try:
+        if target.is_file() and json.loads(target.read_text(encoding="utf-8")) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    temporary = state / f".{VALIDATED_FILE}.{os.getpid()}.tmp"
+    try:
+        temporary.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError:
+        try:
+            temporary.unlink()
+        except OSError:
+            pass
 
 
 #: Top-level folders no path read from a lock, pointer, manifest or run-cache entry may enter.

@@ -1,11 +1,13 @@
-"""The ``mlcd`` console script: ``status``, ``run`` and ``data`` without loading typer.
+"""The ``mlcd`` console script: ``status``, ``run``, ``data``, ``runs list``, ``--help`` and
+``--version`` without typer.
 
 ``mlcd status`` and a no-op ``mlcd run`` are typed after every edit and run in every CI job;
 importing typer and building its (pydantic-backed) parameter coercion costs several times
 more than the whole up-to-date check. Their plain forms are parsed here and handed straight
 to ``pipeline_view``; anything else (``--help``, other commands, an option spelled in a way
 this parser does not know) goes to the full CLI in ``mlcd.cli.main``, which implements every
-command, these two included, with the same behaviour and exit codes.
+command, these two included, with the same behaviour and exit codes. A plain ``mlcd runs
+list`` (no filter, no ordering) goes to ``mlcd.cli.runs_view`` on an embedded SQLite store.
 """
 
 from __future__ import annotations
@@ -64,10 +66,36 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     return function, kwargs
 
 
+def parse_runs_list(argv: list[str]) -> dict[str, Any] | None:
+    """Keyword arguments of ``runs_view.list_newest`` for ``runs list [-n N] [--json]``
+    (no filter, no ordering), else None."""
+    if argv[:2] != ["runs", "list"]:
+        return None
+    kwargs: dict[str, Any] = {}
+    args = iter(argv[2:])
+    for arg in args:
+        name, _, inline = arg.partition("=")
+        if arg == "--json":
+            kwargs["as_json"] = True
+        elif name in ("--limit", "-n"):
+            text = inline if inline else next(args, None)
+            if text is None or not text.isdigit() or int(text) < 1:
+                return None  # typer words the usage error
+            kwargs["limit"] = int(text)
+        else:
+            return None
+    return kwargs
+
+
 def _call(function: str, kwargs: dict[str, Any]) -> int:
     from mlcd.errors import MlcdError, exit_code
 
     try:
+        if function == "list_newest":
+            from mlcd.cli import runs_view
+
+            runs_view.list_newest(**kwargs)
+            return 0
         from mlcd.cli import pipeline_view
 
         getattr(pipeline_view, function)(**kwargs)
@@ -92,7 +120,27 @@ def main() -> None:
     from mlcd.cli.output import guard_streams
 
     guard_streams()
+    if sys.argv[1:] == ["--version"]:
+        from mlcd import __version__
+
+        sys.stdout.write(f"mlcd {__version__}\n")
+        sys.exit(0)
+    if sys.argv[1:] == ["--help"]:
+        from mlcd.cli.lazy import root_help
+
+        text = root_help()
+        if text is not None:
+            sys.stdout.write(text)
+            sys.exit(0)
     parsed = parse(sys.argv[1:])
+    runs_list = None if parsed is not None else parse_runs_list(sys.argv[1:])
+    if runs_list is not None:
+        from mlcd.cli.runs_view import Fallback
+
+        try:
+            sys.exit(_call("list_newest", runs_list))
+        except Fallback:
+            pass  # not a store the fast path opens: the full CLI does it
     if parsed is None:
         from mlcd.cli.main import main as full_cli
 

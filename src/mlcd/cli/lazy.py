@@ -6,17 +6,20 @@ command, the modules whose ``register(app)`` defines it and the first paragraph 
 which is all the root ``--help`` prints; ``mlcd <cmd> ...`` imports and builds only ``<cmd>``'s
 modules. ``tests/cli/test_startup_lazy.py`` checks the table against the modules, so a command
 cannot be left out of it.
+
+This module imports typer only when ``LazyGroup`` (or a build) is first used: the console
+script prints the root ``--help`` from ``COMMANDS`` alone (``root_help``), and a test compares
+that text with typer's.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-from typer._click.utils import make_default_short_help
-from typer.core import TyperGroup
+if TYPE_CHECKING:
+    import typer
 
 #: name -> (modules whose ``register`` defines it, first paragraph of its help), in the order
 #: typer lists them (commands before groups, each in registration order).
@@ -119,11 +122,15 @@ _loaded_modules: set[str] = set()
 
 def scratch_app() -> typer.Typer:
     """A Typer with the root's settings, for a command module to register into."""
+    import typer
+
     return typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False)
 
 
 def build(modules: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """Import ``modules``, let each register, and return the click commands they define."""
+    import typer
+
     app = scratch_app()
     for name in modules:
         importlib.import_module(f"mlcd.cli.{name}").register(app)
@@ -173,26 +180,102 @@ class _Commands(MutableMapping[str, Any]):
         if name in self._eager or name in _built:
             command = self[name]
             return None if command.hidden else str(command.get_short_help_str(limit))
-        return make_default_short_help(COMMANDS[name][1], limit).strip()
+        return short_help(COMMANDS[name][1], limit)
 
 
-class LazyGroup(TyperGroup):
-    """The root group: lists every command from ``COMMANDS``, builds one when it is used."""
+def short_help(text: str, limit: int) -> str:
+    """The first paragraph of ``text`` cut to ``limit`` characters as click cuts it (at a
+    sentence end, else at a word with "...")."""
+    paragraph_end = text.find("\n\n")
+    words = (text if paragraph_end == -1 else text[:paragraph_end]).split()
+    if words[:1] == ["\b"]:
+        words = words[1:]
+    if not words:
+        return ""
+    total, last = 0, len(words) - 1
+    for i, word in enumerate(words):
+        total += len(word) + (i > 0)
+        if total > limit:
+            break
+        if word[-1] == ".":
+            return " ".join(words[: i + 1])
+        if total == limit and i != last:
+            break
+    else:
+        return " ".join(words)
+    total += len("...")
+    while i > 0:
+        total -= len(words[i]) + (i > 0)
+        if total <= limit:
+            break
+        i -= 1
+    return (" ".join(words[:i]) + "...").strip()
 
-    def __init__(self, **attrs: Any) -> None:
-        super().__init__(**attrs)
-        self.commands = _Commands(self.commands)
 
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(self.commands)
+#: The root's help and options, as ``mlcd.cli.main`` declares them.
+ROOT_HELP = "Continuous integration and delivery for machine learning."
+_ROOT_OPTIONS = (
+    ("--version", "Print the version and exit."),
+    ("--help", "Show this message and exit."),
+)
 
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
-        commands = self.commands
-        assert isinstance(commands, _Commands)
-        names = [
-            name for name in self.list_commands(ctx) if commands.short_help(name, 45) is not None
-        ]
-        if names:
-            limit = formatter.width - 6 - max(len(name) for name in names)
-            with formatter.section("Commands"):
-                formatter.write_dl([(name, commands.short_help(name, limit)) for name in names])
+
+def root_help(columns: int | None = None) -> str | None:
+    """``mlcd --help`` as typer prints it on a terminal at least 80 columns wide (or none),
+    without importing typer: root commands are listed from ``COMMANDS``, their short help cut
+    to fit the line, so nothing wraps. None on a narrower terminal (typer wraps the text)."""
+    import shutil
+
+    if columns is None:
+        columns = shutil.get_terminal_size().columns
+    if columns < 80:
+        return None
+    width = 78  # click: min(columns, 80) - 2
+    names = list(COMMANDS)
+    name_width = max(len(name) for name in names)
+    limit = width - 6 - name_width
+    option_width = max(len(option) for option, _ in _ROOT_OPTIONS)
+    lines = ["Usage: mlcd [OPTIONS] COMMAND [ARGS]...", "", f"  {ROOT_HELP}", "", "Options:"]
+    lines += [f"  {option.ljust(option_width + 2)}{text}" for option, text in _ROOT_OPTIONS]
+    lines += ["", "Commands:"]
+    lines += [
+        f"  {name.ljust(name_width + 2)}{short_help(COMMANDS[name][1], limit)}" for name in names
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _lazy_group() -> type:
+    from typer.core import TyperGroup
+
+    class LazyGroup(TyperGroup):
+        """The root group: lists every command from ``COMMANDS``, builds one when it is used."""
+
+        def __init__(self, **attrs: Any) -> None:
+            super().__init__(**attrs)
+            self.commands = _Commands(self.commands)
+
+        def list_commands(self, ctx: Any) -> list[str]:
+            return list(self.commands)
+
+        def format_commands(self, ctx: Any, formatter: Any) -> None:
+            commands = self.commands
+            assert isinstance(commands, _Commands)
+            names = [
+                name
+                for name in self.list_commands(ctx)
+                if commands.short_help(name, 45) is not None
+            ]
+            if names:
+                limit = formatter.width - 6 - max(len(name) for name in names)
+                with formatter.section("Commands"):
+                    formatter.write_dl([(name, commands.short_help(name, limit)) for name in names])
+
+    return LazyGroup
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LazyGroup":  # built (and typer imported) on first use
+        group = _lazy_group()
+        globals()["LazyGroup"] = group
+        return group
+    raise AttributeError(f"module 'mlcd.cli.lazy' has no attribute {name!r}")

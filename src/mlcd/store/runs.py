@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
 from mlcd.errors import NotFound
+from mlcd.store.records import STATUSES as STATUSES
+from mlcd.store.records import ArtifactRef as ArtifactRef
+from mlcd.store.records import MetricPoint as MetricPoint
+from mlcd.store.records import as_number as _as_number
+from mlcd.store.records import latest_points
 from mlcd.store.sql import new_id, now, upsert
 from mlcd.store.tables import (
     run_artifacts,
@@ -20,41 +23,6 @@ from mlcd.store.tables import (
     run_tags,
     runs,
 )
-
-STATUSES = ("running", "finished", "failed", "killed")
-
-
-@dataclass(frozen=True)
-class MetricPoint:
-    """One logged value of a metric."""
-
-    key: str
-    value: float
-    step: int = 0
-    timestamp: float = field(default_factory=now)
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """A file a run read (input), wrote (output, metrics) or logged (artifact)."""
-
-    role: str
-    path: str
-    digest: str
-    size: int | None = None
-    stage: str | None = None
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(float(value)) else None
-    try:
-        number = float(str(value))
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def create_run(
@@ -175,11 +143,7 @@ def log_metric_rows(
             f"VALUES ({', '.join([mark] * 5)})",
             [(run_id, k, float(v), int(s), t) for k, v, s, t in rows],
         )
-    latest: dict[str, tuple[str, float, int, float]] = {}
-    for row in rows:
-        seen = latest.get(row[0])
-        if seen is None or (row[2], row[3]) >= (seen[2], seen[3]):
-            latest[row[0]] = row
+    latest = latest_points(rows)
     upsert(
         conn,
         run_latest_metrics,

@@ -16,10 +16,17 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlcd.errors import ConfigError, TrackingError, UsageError
-from mlcd.tracking.session import Session, check_key, shared_store, track
+from mlcd.tracking.session import (
+    Session,
+    check_key,
+    repository,
+    shared_store,
+    shared_tracking_store,
+    track,
+)
 
 #: Runs opened with start_run in this process, innermost last.
 _stack: list[Session] = []
@@ -97,7 +104,7 @@ def _open_stage_session() -> Session:
 
 
 def _default_store(root: str) -> str:
-    from mlcd.config import DEFAULT_STORE
+    from mlcd.layout import DEFAULT_STORE
 
     return DEFAULT_STORE if Path(root, ".mlcd").exists() else ""
 
@@ -127,18 +134,18 @@ def start_run(
         ConfigError: ``mlcd.yaml`` is invalid (none at all: runs go to ``./.mlcd/``).
         StoreError: the store could not be opened or written.
     """
-    from mlcd.store import runs
     from mlcd.tracking.git import cached_git_state
 
     root, config = _project(project)
     parent = _stack[-1].run_id if _stack else os.environ.get("MLCD_RUN_ID") or None
     git = cached_git_state(root)
     user = os.environ.get("MLCD_ACTOR") or _user()
-    store = shared_store(config.store, root)
+    store = shared_tracking_store(config.store, root)
     given = {check_key(k, "tag"): v for k, v in (tags or {}).items()}
     all_tags = {**({"mlcd.branch": git.branch} if git.branch else {}), **given}
 
     def create(conn: Any) -> str:
+        runs = repository(conn)
         run_id = runs.create_run(
             conn,
             name=name,
@@ -167,13 +174,20 @@ def start_run(
     return ActiveRun(session)
 
 
-#: project folder -> (root, mlcd.yaml mtime, MLCD_* overrides, config): parsed once per change.
-_configs: dict[str, tuple[Path, float, tuple[str, ...], Any]] = {}
+class _Settings(NamedTuple):
+    """What tracking needs of ``mlcd.yaml`` (overrides applied)."""
+
+    store: str
+    artifacts: str
 
 
-def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
-    from mlcd.config import load_config
-    from mlcd.layout import CONFIG_FILE, find_root
+#: project folder -> (root, mlcd.yaml mtime, MLCD_* overrides, settings): read once per change.
+_configs: dict[str, tuple[Path, float, tuple[str, ...], _Settings]] = {}
+_OVERRIDES = ("MLCD_STORE", "MLCD_ARTIFACTS", "MLCD_REMOTE")
+
+
+def _project(project: str | os.PathLike[str] | None) -> tuple[Path, _Settings]:
+    from mlcd.layout import CONFIG_FILE, find_root, validated_settings
 
     start = project if project is not None else os.environ.get("MLCD_PROJECT") or "."
     try:
@@ -183,18 +197,29 @@ def _project(project: str | os.PathLike[str] | None) -> tuple[Path, Any]:
             raise
         return _local_project()
     stamp = (root / CONFIG_FILE).stat().st_mtime
-    env = tuple(os.environ.get(n, "") for n in ("MLCD_STORE", "MLCD_ARTIFACTS", "MLCD_REMOTE"))
+    env = tuple(os.environ.get(n, "") for n in _OVERRIDES)
     cached = _configs.get(str(root))
     if cached is not None and cached[1] == stamp and cached[2] == env:
         return root, cached[3]
-    config = load_config(root)
-    _configs[str(root)] = (root, stamp, env, config)
-    return root, config
+    # The text validated before (same bytes, same schema code): no parsing, no pydantic.
+    known = None if os.environ.get("MLCD_REMOTE") else validated_settings(root)
+    if known is not None:
+        settings = _Settings(
+            os.environ.get("MLCD_STORE") or known["store"],
+            os.environ.get("MLCD_ARTIFACTS") or known["artifacts"],
+        )
+    else:
+        from mlcd.config import load_config
+
+        config = load_config(root)
+        settings = _Settings(config.store, config.artifacts)
+    _configs[str(root)] = (root, stamp, env, settings)
+    return root, settings
 
 
-def _local_project() -> tuple[Path, Any]:
+def _local_project() -> tuple[Path, _Settings]:
     """No ``mlcd.yaml`` anywhere up: track to ``./.mlcd/`` (like MLflow's ``./mlruns``)."""
-    from mlcd.config import Config
+    from mlcd.layout import DEFAULT_ARTIFACTS, DEFAULT_STORE
 
     root = Path.cwd()
     if str(root) not in _configs:
@@ -203,7 +228,7 @@ def _local_project() -> tuple[Path, Any]:
             "('mlcd init' here makes it a project that keeps these runs)\n"
         )
         (root / ".mlcd").mkdir(exist_ok=True)
-        _configs[str(root)] = (root, -1.0, (), Config())
+        _configs[str(root)] = (root, -1.0, (), _Settings(DEFAULT_STORE, DEFAULT_ARTIFACTS))
     return root, _configs[str(root)][3]
 
 
@@ -374,7 +399,7 @@ def check_artifact_name(name: str) -> str:
 
 
 def _record(session: Session, path: str, digest: str, size: int) -> str:
-    from mlcd.store.runs import ArtifactRef
+    from mlcd.store.records import ArtifactRef
 
     check_artifact_name(path)
     session.add_artifact(ArtifactRef("artifact", path, digest, size, session.stage))

@@ -9,7 +9,7 @@ through the API are rows of the same tables, so every query covers both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -18,48 +18,8 @@ from mlcd.errors import UsageError
 from mlcd.store.tables import run_latest_metrics, run_params, run_tags, runs
 from mlcd.tracking.clause import order_clauses, planned_where
 from mlcd.tracking.filter import Node, parse_filter, parse_order
-
-#: Columns of a run row, in display order.
-ATTRIBUTE_COLUMNS = (
-    "id",
-    "name",
-    "kind",
-    "status",
-    "parent_id",
-    "started_at",
-    "ended_at",
-    "git_commit",
-    "git_dirty",
-    "user",
-)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run with its params, latest metric values and tags."""
-
-    id: str
-    name: str | None
-    kind: str
-    status: str
-    parent_id: str | None
-    started_at: float
-    ended_at: float | None
-    git_commit: str | None
-    git_dirty: bool | None
-    user: str | None
-    params: dict[str, str | None] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end (None while running)."""
-        return None if self.ended_at is None else self.ended_at - self.started_at
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``duration`` included)."""
-        return {**asdict(self), "duration": self.duration}
+from mlcd.tracking.records import ATTRIBUTE_COLUMNS as ATTRIBUTE_COLUMNS
+from mlcd.tracking.records import RunRecord as RunRecord
 
 
 def _filter_node(filter: str | Node | None) -> Node | None:

@@ -9,7 +9,9 @@ the last ``flush_interval`` seconds (one second by default), never a committed b
 
 The flusher thread opens the store itself, so SQLAlchemy and the migrations are imported
 off the caller's thread: a stage that calls ``mlcd.log_metric`` pays no import on its loop.
-Nothing here imports SQLAlchemy at module level.
+Nothing here imports SQLAlchemy at module level. An embedded SQLite store already at the
+schema's head is written through ``mlcd.store.lite`` (the stdlib ``sqlite3``, same SQL, same
+rows, same transactions), so a short script never imports SQLAlchemy at all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mlcd.errors import MlcdError, TrackingError, UsageError
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
     from mlcd.store import Store
+    from mlcd.store.lite import LiteStore
 
 #: Longest key the store accepts (``tables.KEY``); checked at call time so that one bad key
 #: never poisons a whole batch in the background.
@@ -98,7 +101,7 @@ class Session:
         root: str = ".",
         artifacts_url: str | None = None,
         stage: str | None = None,
-        store: Store | None = None,
+        store: Store | LiteStore | None = None,
         owns_run: bool = False,
         name: str | None = None,
         settings: SessionSettings | None = None,
@@ -112,7 +115,7 @@ class Session:
         self.artifacts_url = artifacts_url
         self.owns_run = owns_run
         self.settings = settings or SessionSettings.from_env()
-        self._store = store
+        self._store: Store | LiteStore | None = store
         self._owns_store = store is None if owns_store is None else owns_store
         self._objects: ObjectStore | None = None
         self._checked_run = store is not None
@@ -215,7 +218,7 @@ class Session:
     def objects(self) -> ObjectStore:
         """The object store artifacts go to (opened on first use)."""
         if self._objects is None:
-            from mlcd.config import DEFAULT_ARTIFACTS
+            from mlcd.layout import DEFAULT_ARTIFACTS
             from mlcd.objects import open_object_store
 
             self._objects = open_object_store(self.artifacts_url or DEFAULT_ARTIFACTS, self.root)
@@ -247,30 +250,32 @@ class Session:
             self._backoff = min(30.0, max(self.settings.flush_interval, self._backoff * 2))
             self._retry_at = time.monotonic() + self._backoff
 
-    def store(self) -> Store:
+    def store(self) -> Store | LiteStore:
         """The metadata store (opened on first use; checks that the run exists)."""
         if self._store is None:
             with self._write_lock:
                 if self._store is None:
-                    from mlcd.store import Store
-
                     if not self.store_url:
                         raise TrackingError(
                             "no store to log to",
                             hint="set MLCD_STORE, or use mlcd.start_run() inside a project",
                         )
-                    self._store = Store(self.store_url, root=self.root)
+                    self._store = open_store(self.store_url, self.root)
         if not self._checked_run:
             self._check_run(self._store)
         return self._store
 
-    def _check_run(self, store: Store) -> None:
+    def _check_run(self, store: Store | LiteStore) -> None:
         from mlcd.errors import NotFound
-        from mlcd.store import runs
 
         try:
             with store.read() as conn:
-                runs.get_run(conn, self.run_id)
+                repo = repository(conn)
+                if repo.__name__ == "mlcd.store.lite":
+                    if not repo.run_exists(conn, self.run_id):
+                        raise NotFound(self.run_id)
+                else:
+                    repo.get_run(conn, self.run_id)
         except NotFound:
             raise TrackingError(
                 f"run {self.run_id} (from MLCD_RUN_ID) does not exist in {store.url}",
@@ -334,12 +339,10 @@ class Session:
                 raise
             self.points_written += len(metrics)
 
-    def _open_unlocked(self) -> Store:
-        from mlcd.store import Store
-
+    def _open_unlocked(self) -> Store | LiteStore:
         if not self.store_url:
             raise TrackingError("no store to log to", hint="set MLCD_STORE")
-        self._store = Store(self.store_url, root=self.root)
+        self._store = open_store(self.store_url, self.root)
         return self._store
 
     def _write(
@@ -351,8 +354,7 @@ class Session:
         artifacts: list[Any],
         end: str | None = None,
     ) -> None:
-        from mlcd.store import runs
-
+        runs = repository(conn)
         if params:
             runs.log_params(conn, self.run_id, params)
         if tags:
@@ -560,6 +562,49 @@ def _after_fork_in_child() -> None:
 #: runs opens (and migration-checks) the database once, not 2,000 times.
 _SHARED_STORES: dict[str, Any] = {}
 _shared_lock = threading.Lock()
+
+
+def repository(conn: Any) -> Any:
+    """The runs repository for a connection: ``mlcd.store.lite`` for the fast path's,
+    ``mlcd.store.runs`` for SQLAlchemy's (the same functions, the same rows)."""
+    from mlcd.store import lite
+
+    if isinstance(conn, lite.LiteConn):
+        return lite
+    from mlcd.store import runs
+
+    return runs
+
+
+def open_store(url: str, root: str | os.PathLike[str]) -> Store | LiteStore:
+    """The fast path when the store allows it (``mlcd.store.lite.open_fast``), else ``Store``
+    (which creates, migrates or refuses the database)."""
+    from mlcd.store.lite import open_fast
+
+    fast = open_fast(url, root)
+    if fast is not None:
+        return fast
+    from mlcd.store import Store
+
+    return Store(url, root=root)
+
+
+def shared_tracking_store(url: str, root: str | os.PathLike[str]) -> Store | LiteStore:
+    """``shared_store`` for writing runs: the fast path when the store allows it."""
+    from mlcd.store import lite
+
+    path = lite.sqlite_path(url, root)
+    if path is None or not lite.enabled():
+        return shared_store(url, root)
+    key = f"fast:{path}"
+    with _shared_lock:
+        store = _SHARED_STORES.get(key)
+        if store is None:
+            store = lite.open_fast(url, root)
+            if store is not None:
+                _SHARED_STORES[key] = store
+                _register_process_hooks()
+    return store if store is not None else shared_store(url, root)
 
 
 def shared_store(url: str, root: str | os.PathLike[str]) -> Store:
