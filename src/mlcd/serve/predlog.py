@@ -57,7 +57,8 @@ class LogEntry:
     latency_ms: float
     status: str  # ok | rejected | error | shadow
     request_ids: Sequence[str]
-    features: Mapping[str, Any] | None = None  # column -> values (array or list), or None
+    #: column -> values (array or list), or None; with ``matrix``, only its keys are read
+    features: Mapping[str, Any] | None = None
     predictions: Any = None  # array or list, one per row
     proba: Any = None  # positive-class probability per row (binary classifiers)
     error: str | None = None

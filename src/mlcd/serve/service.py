@@ -391,11 +391,11 @@ class PredictionService:
                 status=status,
                 request_ids=ids,
                 # Rejected rows keep the feature columns (null) so every segment of a version
-                # has the same schema.
+                # has the same schema; with a matrix, the log reads only the column order.
                 features=(
                     inputs.column_values()
-                    if inputs is not None
-                    else dict.fromkeys(served.plan.names)
+                    if inputs is not None and inputs.matrix is None
+                    else served.plan.no_values
                 ),
                 predictions=predictions,
                 proba=positive,
