@@ -17,6 +17,7 @@ Commands are the installed console scripts, timed from process start to exit (Py
 included), with byte-code compiled as an installed package has it.
 
 Usage: python benchmarks/bench_pipeline.py [--quick] [--reps N] [--track-reps N] [--dir DIR]
+    [--only tracking|noop]
 """
 
 from __future__ import annotations
@@ -187,6 +188,12 @@ def main() -> None:
         default="copy",
         help="how both tools bring files into their caches (mlcd cache.link, dvc cache.type)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["tracking", "noop"],
+        default=None,
+        help="run only first tracking, or only the no-op status and run",
+    )
     args = parser.parse_args()
     files, big_mib = (200, 64) if args.quick else (2000, 1024)
     mlcd, dvc = _bin("mlcd"), _bin("dvc")
@@ -218,10 +225,17 @@ def main() -> None:
         run([mlcd, "gc", "--dry-run"], root, env)  # creates mlcd's metadata database
         run([mlcd, "status"], root, env)  # and its parsed mlcd.yaml, as in a project in use
 
-        tracking = first_tracking(root, env, mlcd, dvc, args.track_reps)
+        tracking = first_tracking(
+            root, env, mlcd, dvc, 0 if args.only == "noop" else args.track_reps
+        )
         rows = []
         cpu_rows: list[tuple[str, float, float]] = []
-        for what, label in (("files", f"{files} files"), ("big", f"one {big_mib} MiB file")):
+        tracked = (
+            ()
+            if args.only == "noop"
+            else (("files", f"{files} files"), ("big", f"one {big_mib} MiB file"))
+        )
+        for what, label in tracked:
             m, d = median(tracking["mlcd"][what]), median(tracking["dvc"][what])
             m_cpu = median(tracking["mlcd"][f"{what}_cpu"])
             d_cpu = median(tracking["dvc"][f"{what}_cpu"])
@@ -242,14 +256,19 @@ def main() -> None:
                 big_mib=big_mib,
             )
 
-        write_pipelines(root)
-        run([mlcd, "run"], root, env)
-        run([dvc, "repro", "-q"], root, env)
+        if args.only == "noop":  # the data must be tracked for the no-op checks
+            for argv in ([mlcd, "data", "add"], [dvc, "add", "-q"]):
+                for path in ("data/files", "data/big.bin"):
+                    run([*argv, path], root, env)
+        if args.only != "tracking":
+            write_pipelines(root)
+            run([mlcd, "run"], root, env)
+            run([dvc, "repro", "-q"], root, env)
         cases = {
             "no-op status (`status`)": ([mlcd, "status"], [dvc, "status", "-q"]),
             f"no-op {STAGES}-stage run (`run` / `repro`)": ([mlcd, "run"], [dvc, "repro", "-q"]),
         }
-        for label, (m_argv, d_argv) in cases.items():
+        for label, (m_argv, d_argv) in ({} if args.only == "tracking" else cases).items():
             times: dict[str, list[tuple[float, float]]] = {"mlcd": [], "dvc": []}
             for argv in (m_argv, d_argv):
                 for _ in range(2):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlcd.errors import UsageError
+
+if TYPE_CHECKING:
+    import mmap
 
 ALGORITHM = "blake3"
 HEX_LENGTH = 64
@@ -64,12 +67,24 @@ def hash_bytes(data: bytes) -> Digest:
     return Digest(blake3(data).hexdigest())
 
 
+def map_window(fd: int, length: int, offset: int) -> mmap.mmap:
+    """A read-only map of ``length`` bytes at ``offset`` of ``fd``, its page tables filled at
+    once where the system can (Linux ``MAP_POPULATE``) instead of one page fault per 4 KiB
+    page while it is hashed."""
+    import mmap
+
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if populate and hasattr(mmap, "MAP_SHARED"):
+        return mmap.mmap(
+            fd, length, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ, offset=offset
+        )
+    return mmap.mmap(fd, length, offset=offset, access=mmap.ACCESS_READ)
+
+
 def hash_file(path: str | os.PathLike[str]) -> Digest:
     """Digest of a file's content; large files are hashed on all cores (BLAKE3's tree mode)
     through memory-mapped windows of ``_WINDOW`` bytes: as fast as mapping the whole file,
     and the resident set stays at one window (a whole-file map would count it all)."""
-    import mmap
-
     from blake3 import blake3
 
     path = Path(path)
@@ -79,9 +94,7 @@ def hash_file(path: str | os.PathLike[str]) -> Digest:
         with open(path, "rb") as handle:
             for offset in range(0, size, _WINDOW):
                 length = min(_WINDOW, size - offset)
-                with mmap.mmap(
-                    handle.fileno(), length, offset=offset, access=mmap.ACCESS_READ
-                ) as window:
+                with map_window(handle.fileno(), length, offset) as window:
                     hasher.update(window)
         return Digest(hasher.hexdigest())
     hasher = blake3()

@@ -138,6 +138,13 @@ class ObjectStore(ABC):
         with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
             return list(pool.map(lambda item: self.put_file(*item), items))
 
+    def _put_listed(
+        self, items: Sequence[tuple[Path, Digest | None, os.stat_result | None]]
+    ) -> list[Digest]:
+        """``put_files`` of files listed with a stat; stores that read each file anyway
+        refuse one whose stat moved since (its size is in the manifest)."""
+        return self.put_files([(path, digest) for path, digest, _ in items])
+
     def put_bytes(self, data: bytes) -> Digest:
         """Store a byte string."""
         digest = hash_bytes(data)
@@ -236,19 +243,42 @@ class ObjectStore(ABC):
 
         ``known`` maps relative paths to digests already computed (from a stat cache).
         """
+        return self.put_tree(path, known=known)[0]
+
+    def put_tree(
+        self,
+        path: str | os.PathLike[str],
+        files: Sequence[tuple[str, os.stat_result]] | None = None,
+        known: dict[str, Digest] | None = None,
+    ) -> tuple[Digest, list[ManifestEntry]]:
+        """``put_dir`` that also returns the manifest's entries (sorted by path).
+
+        ``files`` is the folder's listing when the caller has one already (``(relative
+        posix path, stat)``, as ``statcache.walk_files`` gives): it is not walked and
+        stat'ed again, and a file whose stat moved since is refused (its size is in the
+        manifest).
+        """
         root = Path(path)
         if not root.is_dir():
             raise ObjectError(f"cannot store {root}: not a directory")
         known = known or {}
-        files = list(iter_files(root))
-        sizes = [full.stat().st_size for _, full in files]
-        digests = self.put_files([(full, known.get(relative)) for relative, full in files])
+        listed: list[tuple[str, Path, os.stat_result]]
+        if files is None:
+            listed = [(relative, full, full.stat()) for relative, full in iter_files(root)]
+            checked = False
+        else:
+            listed = [(relative, root / relative, st) for relative, st in files]
+            checked = True
+        digests = self._put_listed(
+            [(full, known.get(rel), st if checked else None) for rel, full, st in listed]
+        )
         entries = [
-            ManifestEntry(relative, digest, size)
-            for (relative, _), digest, size in zip(files, digests, sizes, strict=True)
+            ManifestEntry(relative, digest, st.st_size)
+            for (relative, _, st), digest in zip(listed, digests, strict=True)
         ]
+        entries.sort(key=lambda entry: entry.path)
         manifest = self.put_bytes(encode_manifest(entries))
-        return Digest(manifest.hex, is_dir=True)
+        return Digest(manifest.hex, is_dir=True), entries
 
     def read_manifest(self, digest: Digest) -> list[ManifestEntry]:
         """The entries of a directory manifest (verified)."""

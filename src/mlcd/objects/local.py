@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mlcd.digest import Digest, hash_file
+from mlcd.digest import Digest, hash_file, map_window
 from mlcd.errors import ObjectError
 from mlcd.objects.base import ObjectStore, not_found
 
@@ -119,6 +121,10 @@ def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> 
             offset += written
 
 
+def _not_a_file(path: Path) -> ObjectError:
+    return ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
+
+
 def _changed(path: Path | None) -> ObjectError:
     return ObjectError(
         f"{path or 'a file'} changed while it was being stored",
@@ -135,35 +141,52 @@ def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
     )
 
 
-def _ingest_small(source: int, tmp: Path) -> Digest:
-    """Read the whole file once, hash that buffer, write that buffer: what is kept is what
-    was hashed."""
-    from blake3 import blake3
+_BUFFERS = threading.local()
 
-    parts = []
-    while chunk := os.read(source, _SMALL):
-        parts.append(chunk)
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
-    digest = Digest(blake3(data).hexdigest())
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+def _read_small(source: int, size: int) -> memoryview:
+    """The whole file (``size`` bytes by its stat), read into this thread's reused buffer:
+    no new allocation (and page faults) per file. One byte more is asked for, so that a file
+    that grew since its stat is seen.
+
+    Raises:
+        ObjectError: the file is longer than its stat said (it is being written).
+    """
+    buffer: bytearray | None = getattr(_BUFFERS, "buffer", None)
+    if buffer is None or len(buffer) < size + 1:
+        buffer = _BUFFERS.buffer = bytearray(max(size + 1, 1024 * 1024))
+    view = memoryview(buffer)
+    done = 0
+    while done <= size:
+        count = os.readv(source, [view[done : size + 1]])
+        if count == 0:
+            break
+        done += count
+    if done > size:
+        raise _changed(None)
+    return view[:done]
+
+
+def _write_new(tmp: Path, data: memoryview) -> None:
+    """Write ``data`` to a new file ``tmp``, created read-only (an object's final mode: no
+    chmod later; the open descriptor still writes)."""
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _READ_ONLY)
     try:
         _write_all(out, data)
     finally:
         os.close(out)
-    return digest
 
 
 def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
     """Copy in-kernel window by window, the next window copying in a helper thread while this
     one is hashed (BLAKE3 on all cores) from the page cache of the copy and starts its way to
     the disk: one read of the source, and what is kept is what was hashed."""
-    import mmap
     from concurrent.futures import ThreadPoolExecutor
 
     from blake3 import blake3
 
     hasher = blake3(max_threads=blake3.AUTO)
-    out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, _READ_ONLY)
     try:
         os.ftruncate(out, size)
         with ThreadPoolExecutor(max_workers=1) as copier:
@@ -176,7 +199,7 @@ def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
                     length_next = min(_WINDOW, size - following)
                     pending = copier.submit(_copy_range, source, out, following, length_next)
                 _start_writeback(out, offset, length)
-                with mmap.mmap(out, length, offset=offset, access=mmap.ACCESS_READ) as window:
+                with map_window(out, length, offset) as window:
                     hasher.update(window)
     finally:
         os.close(out)
@@ -230,13 +253,15 @@ class LocalObjectStore(ObjectStore):
             self._made.add("tmp")
         return self._tmp
 
-    def _commit(self, tmp: Path, digest: Digest) -> None:
+    def _commit(self, tmp: Path, digest: Digest, read_only: bool = False) -> None:
+        """Rename a durable temp file to its object name (``read_only``: created so)."""
         target = self.path_of(digest)
         shard = digest.hex[:2]
         if shard not in self._made:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(shard)
-        os.chmod(tmp, _READ_ONLY)
+        if not read_only:
+            os.chmod(tmp, _READ_ONLY)
         # Concurrent puts of the same digest each rename their own complete temp file;
         # whichever lands last wins, and both are identical.
         os.replace(tmp, target)
@@ -250,28 +275,51 @@ class LocalObjectStore(ObjectStore):
             if tmp.exists():
                 tmp.unlink()
 
-    def _ingest(self, path: Path) -> tuple[Digest, Path]:
+    def _ingest(
+        self, path: Path, expected: os.stat_result | None = None
+    ) -> tuple[Digest, Path | None]:
         """Bring a file whose digest is not known yet into a temp file in the store and hash
         what was written, in one pass over the source (a reflink is hashed after cloning).
+        A small file is read into memory and hashed first: if the store has it already,
+        nothing is written (the temp path is None). The temp file is created read-only.
+
+        Args:
+            expected: the stat the caller listed the file with (its size goes into a
+                manifest): the file must still have it.
 
         Raises:
-            ObjectError: the file changed while it was read (its stat moved).
+            ObjectError: the file changed while it was read (its stat moved), or since the
+                caller listed it.
         """
         tmp = _unique(self._staging(), "new")
         try:
-            source = os.open(path, os.O_RDONLY)
+            # Non-blocking: a FIFO must not hang the open (it is refused just below).
+            source = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             try:
                 before = os.fstat(source)
+                if not stat.S_ISREG(before.st_mode):
+                    raise _not_a_file(path)
+                if expected is not None and not _same_file(expected, before):
+                    raise _changed(path)
+                data = None
                 if self.link == "reflink" and _reflink(path, tmp):
+                    os.chmod(tmp, _READ_ONLY)
                     digest = hash_file(tmp)
                 elif before.st_size < _SMALL:
-                    digest = _ingest_small(source, tmp)
+                    from blake3 import blake3
+
+                    data = _read_small(source, before.st_size)
+                    digest = Digest(blake3(data).hexdigest())
                 else:
                     digest = _ingest_large(source, before.st_size, tmp)
             finally:
                 os.close(source)
             if not _same_file(before, os.stat(path)):
                 raise _changed(path)
+            if data is not None:
+                if self.has(digest):
+                    return digest, None
+                _write_new(tmp, data)  # the bytes hashed are the bytes kept
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -286,10 +334,12 @@ class LocalObjectStore(ObjectStore):
         if not path.is_file():
             raise ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
         digest, tmp = self._ingest(path)
+        if tmp is None:
+            return digest
         try:
             if not self.has(digest):
                 _fsync_file(tmp)
-                self._commit(tmp, digest)
+                self._commit(tmp, digest, read_only=True)
         finally:
             tmp.unlink(missing_ok=True)
         return digest
@@ -317,38 +367,50 @@ class LocalObjectStore(ObjectStore):
         """Copy every new file to a temp file, make the whole batch durable with one
         ``syncfs``, then rename each into place: as safe as one fsync per file (nothing
         is renamed before its bytes are on disk), without paying for thousands of them."""
-        if len(items) <= 1:
-            return [self.put_file(path, digest) for path, digest in items]
+        return self._put_listed([(path, digest, None) for path, digest in items])
+
+    def _put_listed(
+        self, items: Sequence[tuple[Path, Digest | None, os.stat_result | None]]
+    ) -> list[Digest]:
+        if len(items) <= 1 and all(st is None for _, _, st in items):
+            return [self.put_file(path, digest) for path, digest, _ in items]
         from concurrent.futures import ThreadPoolExecutor
 
-        def stage(item: tuple[Path, Digest | None]) -> tuple[Digest, Path | None]:
-            path, digest = item
-            if not path.is_file():
-                raise ObjectError(f"cannot store {path}: not a file", hint="check the path exists")
+        def stage(
+            item: tuple[Path, Digest | None, os.stat_result | None],
+        ) -> tuple[Digest, Path | None, bool]:
+            path, digest, listed = item
             if digest is None and self.link != "hardlink":
-                digest, tmp = self._ingest(path)  # one pass: copied and hashed together
-                if self.has(digest):
+                # One pass: copied and hashed together (small files: not written at all when
+                # stored already). A missing or special file fails its open or its stat check.
+                try:
+                    digest, tmp = self._ingest(path, listed)
+                except FileNotFoundError:
+                    raise _not_a_file(path) from None
+                if tmp is not None and self.has(digest):
                     tmp.unlink()
-                    return digest, None
-                return digest, tmp
+                    return digest, None, True
+                return digest, tmp, True
+            if not path.is_file():
+                raise _not_a_file(path)
             digest = digest or hash_file(path)
-            return digest, None if self.has(digest) else self._copy_in(path, digest)
+            return digest, None if self.has(digest) else self._copy_in(path, digest), False
 
-        staged: list[tuple[Digest, Path | None]] = []
+        staged: list[tuple[Digest, Path | None, bool]] = []
         try:
             with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
                 for result in pool.map(stage, items):
                     staged.append(result)
-            pending = [(digest, tmp) for digest, tmp in staged if tmp is not None]
+            pending = [(digest, tmp, ro) for digest, tmp, ro in staged if tmp is not None]
             if pending:
-                _sync_filesystem(self._staging(), [tmp for _, tmp in pending])
-            for digest, copy in pending:
-                self._commit(copy, digest)
+                _sync_filesystem(self._staging(), [tmp for _, tmp, _ in pending])
+            for digest, copy, read_only in pending:
+                self._commit(copy, digest, read_only)
         finally:
-            for _, leftover in staged:
+            for _, leftover, _ in staged:
                 if leftover is not None and leftover.exists():
                     leftover.unlink()
-        return [digest for digest, _ in staged]
+        return [digest for digest, _, _ in staged]
 
     def _put_data(self, data: bytes, digest: Digest) -> None:
         handle, name = tempfile.mkstemp(prefix=digest.hex[:8], dir=self._staging())

@@ -234,12 +234,18 @@ def _refuse_links_out(root: Path, relative: str) -> None:
     if not full.is_dir():
         return
     base = root.resolve()
-    for folder, dirs, files in os.walk(full):
-        for name in [*dirs, *files]:
-            entry = Path(folder) / name
-            if entry.is_symlink() and not entry.resolve().is_relative_to(base):
-                inner = entry.relative_to(root).as_posix()
-                project_path(root, inner, "mlcd data add:", hint=hint)
+    # scandir's entries know whether they are links (no lstat per file); links are not
+    # followed into, as os.walk would not
+    stack = [str(full)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    if not Path(entry.path).resolve().is_relative_to(base):
+                        inner = Path(entry.path).relative_to(root).as_posix()
+                        project_path(root, inner, "mlcd data add:", hint=hint)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
 
 
 def _check_addable(relative: str, produced: dict[str, str], tracked: Iterable[str]) -> None:
@@ -312,8 +318,11 @@ def add_data(
                     "pointer first)",
                 )
             known = statcache.known_below(full, files)
-            stored = objects.put_dir(full, known={rel: Digest(h) for rel, h in known.items()})
-            entries = objects.read_manifest(stored)
+            # The listing just made is stored as it is (not walked and stat'ed again); a
+            # file whose stat moved since is refused by the store.
+            stored, entries = objects.put_tree(
+                full, files, known={rel: Digest(h) for rel, h in known.items()}
+            )
             for entry in entries:
                 if entry.path not in known:
                     try:
