@@ -298,6 +298,7 @@ def test_a_noisy_model_near_its_budget_is_refused_judgement_and_the_alias_stays(
 
 
 # ---------------------------------------------------------------- under load
+@pytest.mark.slow  # it loads both cores on purpose (make test-fast skips it)
 def test_no_false_failure_under_a_cpu_hog(world: World) -> None:
     """A model well inside its budgets, evaluated against the champion while three busy
     processes load both cores: no latency gate fails. A gate whose margin the measured noise
@@ -330,6 +331,7 @@ def test_no_false_failure_under_a_cpu_hog(world: World) -> None:
     assert render_junit(loaded).count("<failure") == 0
 
 
+@pytest.mark.slow  # it loads both cores on purpose (make test-fast skips it)
 def test_a_model_over_its_budget_still_fails_under_a_cpu_hog(world: World) -> None:
     good = world.register("good")
     quiet = world.evaluate(good, [])

@@ -53,6 +53,7 @@ def test_budgets_are_cpu_time_with_wall_time_beside(
     assert 0 < timing["latency_p50_ms"] <= timing["latency_p99_ms"]
 
 
+@pytest.mark.slow  # it loads both cores on purpose (make test-fast skips it)
 def test_a_latency_budget_does_not_fail_under_a_cpu_hog(
     model_and_rows: tuple[RandomForestClassifier, pd.DataFrame],
 ) -> None:
