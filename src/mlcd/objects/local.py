@@ -281,7 +281,8 @@ class LocalObjectStore(ObjectStore):
         """Bring a file whose digest is not known yet into a temp file in the store and hash
         what was written, in one pass over the source (a reflink is hashed after cloning).
         A small file is read into memory and hashed first: if the store has it already,
-        nothing is written (the temp path is None). The temp file is created read-only.
+        nothing is written. The temp path is None when the store has the content already;
+        the temp file is created read-only.
 
         Args:
             expected: the stat the caller listed the file with (its size goes into a
@@ -316,9 +317,11 @@ class LocalObjectStore(ObjectStore):
                 os.close(source)
             if not _same_file(before, os.stat(path)):
                 raise _changed(path)
+            if self.has(digest):  # stored already: nothing to keep
+                if data is None:  # (a small file's temp file was never written)
+                    tmp.unlink()
+                return digest, None
             if data is not None:
-                if self.has(digest):
-                    return digest, None
                 _write_new(tmp, data)  # the bytes hashed are the bytes kept
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -337,11 +340,11 @@ class LocalObjectStore(ObjectStore):
         if tmp is None:
             return digest
         try:
-            if not self.has(digest):
-                _fsync_file(tmp)
-                self._commit(tmp, digest, read_only=True)
-        finally:
+            _fsync_file(tmp)
+            self._commit(tmp, digest, read_only=True)
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
         return digest
 
     def _copy_in(self, path: Path, digest: Digest) -> Path:
@@ -387,9 +390,6 @@ class LocalObjectStore(ObjectStore):
                     digest, tmp = self._ingest(path, listed)
                 except FileNotFoundError:
                     raise _not_a_file(path) from None
-                if tmp is not None and self.has(digest):
-                    tmp.unlink()
-                    return digest, None, True
                 return digest, tmp, True
             if not path.is_file():
                 raise _not_a_file(path)
@@ -404,12 +404,15 @@ class LocalObjectStore(ObjectStore):
             pending = [(digest, tmp, ro) for digest, tmp, ro in staged if tmp is not None]
             if pending:
                 _sync_filesystem(self._staging(), [tmp for _, tmp, _ in pending])
-            for digest, copy, read_only in pending:
+            while pending:
+                digest, copy, read_only = pending[-1]
                 self._commit(copy, digest, read_only)
-        finally:
-            for _, leftover, _ in staged:
-                if leftover is not None and leftover.exists():
-                    leftover.unlink()
+                pending.pop()
+        except BaseException:
+            for _, leftover, _ in staged:  # those not renamed yet
+                if leftover is not None:
+                    leftover.unlink(missing_ok=True)
+            raise
         return [digest for digest, _, _ in staged]
 
     def _put_data(self, data: bytes, digest: Digest) -> None:
