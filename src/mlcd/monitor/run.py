@@ -38,6 +38,7 @@ from mlcd.monitor.window import (
     find_segments,
     iter_file_chunks,
     parse_duration,
+    summarise_log,
 )
 
 if TYPE_CHECKING:
@@ -308,6 +309,7 @@ def run_monitor(
             merge_tallies(file_tallies, tally_pairs(chunk.dropna(subset=[label]), task, label))
 
     say("summarising the current window")
+    _preload_drift_tests()
     if current is not None:
         window = Window()
         chunks: Any = iter_file_chunks(current)
@@ -328,13 +330,20 @@ def run_monitor(
         reader = LogReader(root, segments, window, version=subject.version, columns=wanted)
         total = reader.total_rows
         say("reading the prediction log", 0, total)
+        ruled = list(rules.get("columns") or {})
 
-        def counted(chunk: Any) -> None:
-            check_contract(chunk)
-            say("reading the prediction log", min(reader.done_rows, total), total)
+        def checked(table: Any) -> None:
+            # The rule columns only, through pandas as a file's chunks are: the same counts.
+            present = [c for c in ruled if c in table.column_names]
+            if present:
+                check_contract(table.select(present).to_pandas())
 
-        summary = summarise_window(
-            profile, reader, max_values=settings.max_values, on_chunk=counted
+        summary = summarise_log(
+            profile,
+            reader.tables(),
+            max_values=settings.max_values,
+            on_chunk=checked if ruled else None,
+            on_table=lambda: say("reading the prediction log", min(reader.done_rows, total), total),
         )
         if reader.missing:
             warnings.append(
@@ -406,6 +415,20 @@ def run_monitor(
         elapsed_s=time.perf_counter() - started,
         contract=contract,
     )
+
+
+def _preload_drift_tests() -> None:
+    """Import scipy's statistics (the drift tests' p-values need it: about a CPU-second) in
+    a thread while the window is summarised, instead of after it."""
+    import threading
+
+    def load() -> None:
+        try:
+            import scipy.stats  # noqa: F401
+        except Exception:  # the drift step imports it again, and reports a failure
+            return
+
+    threading.Thread(target=load, name="mlcd-preload", daemon=True).start()
 
 
 def _contract_rules(

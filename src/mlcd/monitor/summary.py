@@ -181,8 +181,9 @@ class ColumnAccumulator:
         self._parts: list[Floats] = []
         self._stored = 0
         self._keys: list[Floats] | None = None  # random keys, once the sample cap is passed
-        self._threshold = math.inf  # the largest key of the sample after a shrink
-        self._bins: Ints | None = None  # bin counts of values dropped from the sample
+        # Keys at or above it cannot make the sample: at least ``cap`` smaller ones are held.
+        self._threshold = math.inf
+        self._bins: Ints | None = None  # bin counts of every finite value added
         self.categories: dict[str, int] = {}
         self.unseen = 0
 
@@ -190,43 +191,78 @@ class ColumnAccumulator:
         """Fold one chunk of the column in."""
         self.rows += len(series)
         if self.kind == "numeric":
-            self._add_numeric(series)
+            values, invalid = as_numbers(series)
+            self._add_numbers(values, invalid)
         else:
             self._add_categorical(series)
 
-    # ------------------------------------------------------------ numeric
-    def _add_numeric(self, series: pd.Series) -> None:
-        values, invalid = as_numbers(series)
-        nan = np.isnan(values)
-        self.invalid += invalid
-        self.missing += int(nan.sum()) - invalid
-        finite_mask = np.isfinite(values)
-        self.non_finite += int(values.size - finite_mask.sum() - nan.sum())
-        finite = values[finite_mask] if not finite_mask.all() else values
-        if finite.size == 0:
-            return
-        self._moments(finite)
-        low, high = self.bounds
-        if low is not None:
-            self.below += int(np.count_nonzero(finite < low))
-        if high is not None:
-            self.above += int(np.count_nonzero(finite > high))
-        # No copy: the parts are concatenated (copied) once, when the summary is finished.
-        self._keep(np.asarray(finite, dtype=np.float64))
+    def add_arrow(self, array: Any) -> None:
+        """Fold one chunk of the column in, given as an Arrow (chunked) array.
 
-    def _moments(self, finite: Floats) -> None:
+        Numbers and text are read straight from Arrow (no pandas), with the same result as
+        :meth:`add` on the column converted to pandas; other types go through pandas.
+        """
+        import pyarrow as pa
+
+        kind = array.type
+        if self.kind == "numeric" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            self.rows += len(array)
+            values = array.to_numpy(zero_copy_only=False)
+            self._add_numbers(np.asarray(values, dtype=np.float64), 0)
+        elif self.kind == "categorical" and (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ):
+            self.rows += len(array)
+            self._add_text(array)
+        else:
+            self.add(array.to_pandas())
+
+    # ------------------------------------------------------------ numeric
+    def _add_numbers(self, values: Floats, invalid: int) -> None:
+        """``values`` as float64, NaN where missing or invalid (``invalid`` of them)."""
+        self.invalid += invalid
+        if values.size == 0:
+            return
+        # min and max propagate NaN: both finite means every value is (one pass each, and
+        # the moments need them anyway), so the common chunk skips the masks.
+        low, high = float(values.min()), float(values.max())
+        if math.isfinite(low) and math.isfinite(high):
+            finite = values
+            self.missing -= invalid
+        else:
+            nan = int(np.count_nonzero(np.isnan(values)))
+            self.missing += nan - invalid
+            finite = values[np.isfinite(values)]
+            self.non_finite += int(values.size - finite.size - nan)
+            if finite.size == 0:
+                return
+            low, high = float(finite.min()), float(finite.max())
+        self._moments(finite, low, high)
+        lower, upper = self.bounds
+        if lower is not None:
+            self.below += int(np.count_nonzero(finite < lower))
+        if upper is not None:
+            self.above += int(np.count_nonzero(finite > upper))
+        if self.binning is not None:
+            counts = self.binning.count(finite)
+            self._bins = counts if self._bins is None else self._bins + counts
+        # No copy: the parts are concatenated (copied) once, when the summary is finished.
+        self._keep(finite)
+
+    def _moments(self, finite: Floats, low: float, high: float) -> None:
         # Chan et al.'s pairwise update: exact-enough variance in any chunking.
         n_b = finite.size
         mean_b = float(finite.mean())
-        m2_b = float(np.square(finite - mean_b).sum())
+        deviations = finite - mean_b
+        m2_b = float(np.square(deviations, out=deviations).sum())
         n_a = self.count
         total = n_a + n_b
         delta = mean_b - self._mean
         self._mean += delta * n_b / total
         self._m2 += m2_b + delta * delta * n_a * n_b / total
         self.count = total
-        self._min = min(self._min, float(finite.min()))
-        self._max = max(self._max, float(finite.max()))
+        self._min = min(self._min, low)
+        self._max = max(self._max, high)
 
     def _keep(self, finite: Floats) -> None:
         cap = self.max_values
@@ -240,27 +276,49 @@ class ColumnAccumulator:
             stored = np.concatenate([*self._parts, finite])
             self._parts, self._keys = [stored], [self._rng.random(stored.size)]
             self._stored = stored.size
+            self._threshold = 1.0
         else:
             keys = self._rng.random(finite.size)
-            # A key above the cap-th smallest kept so far can never make the sample: its
-            # value is counted in its bin now and not stored (so most chunks store little).
-            enter = keys < self._threshold
-            if not enter.all():
-                self._drop(finite[~enter])
-                finite, keys = finite[enter], keys[enter]
+            # A key above the threshold can never make the sample: its value is not stored
+            # (it was counted with its chunk), so most chunks store little.
+            index = np.flatnonzero(keys < self._threshold)
+            if index.size < finite.size:
+                finite, keys = finite[index], keys[index]
             self._parts.append(finite)
             self._keys.append(keys)
             self._stored += finite.size
-        # Shrink at once the first time (the threshold then filters most values out), later
-        # in bulk: at most 1.25 x cap values are held, and the cost is amortised.
-        if self._threshold == math.inf or self._stored >= cap + cap // 4:
+        # In bulk: at most 1.25 x cap values are held, and the cost is amortised.
+        if self._stored >= cap + cap // 4:
+            self._trim(cap)
+
+    def _trim(self, cap: int) -> None:
+        """Drop the values whose keys cannot make the sample any more, keeping a little more
+        than ``cap`` without finding the cap-th key (a comparison pass instead of a partition).
+
+        The held keys are uniform below the threshold, so a cut at ``threshold x target /
+        held`` keeps about ``target`` of them; when at least ``cap`` keys fall below the cut,
+        nothing at or above it can be among the ``cap`` smallest, now or later. Otherwise
+        (a few standard deviations away) the exact partition decides.
+        """
+        assert self._keys is not None
+        target = cap + cap // 16
+        cut = self._threshold * target / self._stored
+        chosen = [np.flatnonzero(keys < cut) for keys in self._keys]
+        kept = sum(index.size for index in chosen)
+        if kept < cap:  # too few below the cut (it is estimated): decide exactly
             self._shrink(cap)
+            return
+        values = np.concatenate([v[index] for v, index in zip(self._parts, chosen, strict=True)])
+        self._parts = []  # the old parts can go before the keys are cut
+        keys = np.concatenate([k[index] for k, index in zip(self._keys, chosen, strict=True)])
+        self._parts, self._keys = [values], [keys]
+        self._stored, self._threshold = kept, cut
 
     def _shrink(self, cap: int) -> None:
-        """Keep the ``cap`` values with the smallest keys; bin the others."""
+        """Keep the ``cap`` values with the smallest keys."""
         assert self._keys is not None
-        stored = np.concatenate(self._parts)
-        keys = np.concatenate(self._keys)
+        stored = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        keys = np.concatenate(self._keys) if len(self._keys) > 1 else self._keys[0]
         if stored.size > cap:
             # The cap-th smallest key, then a mask: cheaper than sorting indices.
             kth = float(np.partition(keys, cap - 1)[cap - 1])
@@ -269,17 +327,9 @@ class ColumnAccumulator:
                 order = np.argpartition(keys, cap - 1)
                 keep = np.zeros(keys.size, dtype=bool)
                 keep[order[:cap]] = True
-            self._drop(stored[~keep])
             stored, keys = stored[keep], keys[keep]
             self._threshold = kth
         self._parts, self._keys, self._stored = [stored], [keys], stored.size
-
-    def _drop(self, values: Floats) -> None:
-        """Values leaving the sample: their bins count them now (the kept ones are counted
-        once sorted, at the end: cheaper than binning every chunk)."""
-        if self.binning is not None and values.size:
-            counts = np.bincount(self.binning.assign(values), minlength=self.binning.size)
-            self._bins = counts if self._bins is None else self._bins + counts
 
     # ------------------------------------------------------------ categorical
     def _add_categorical(self, series: pd.Series) -> None:
@@ -289,7 +339,26 @@ class ColumnAccumulator:
         if texts.empty:
             return
         counts = texts.value_counts(sort=False)
-        for key, value in zip(counts.index.tolist(), counts.tolist(), strict=True):
+        self._count(counts.index.tolist(), counts.tolist())
+
+    def _add_text(self, array: Any) -> None:
+        """An Arrow string column: counted by Arrow, in order of first appearance (as pandas
+        counts it), nulls as missing."""
+        import pyarrow.compute as pc
+
+        self.missing += array.null_count
+        if array.null_count == len(array):
+            return
+        counts = pc.value_counts(array)
+        keys = counts.field("values").to_pylist()
+        values = counts.field("counts").to_pylist()
+        if array.null_count:
+            kept = [(k, v) for k, v in zip(keys, values, strict=True) if k is not None]
+            keys, values = [k for k, _ in kept], [v for _, v in kept]
+        self._count(keys, values)
+
+    def _count(self, keys: list[Any], values: list[int]) -> None:
+        for key, value in zip(keys, values, strict=True):
             if key in self.categories:
                 self.categories[key] += int(value)
             elif len(self.categories) < self.max_categories:
@@ -318,10 +387,8 @@ class ColumnAccumulator:
         values.sort()
         has = self.count > 0
         bins = None
-        if self.binning is not None:
-            bins = self.binning.count_sorted(values)
-            if self._bins is not None:
-                bins = bins + self._bins
+        if self.binning is not None:  # every value was counted in its chunk
+            bins = self._bins if self._bins is not None else np.zeros(self.binning.size, np.int64)
         return ColumnSummary(
             name=self.name,
             kind="numeric",
@@ -348,11 +415,19 @@ def workers() -> int:
     return max(1, min(32, os.cpu_count() or 1))
 
 
-def map_columns(work: Any, items: list[Any]) -> list[Any]:
-    """``[work(item) for item in items]`` on a thread per core, in order."""
+def map_columns(work: Any, items: list[Any], pool: Any = None) -> list[Any]:
+    """``[work(item) for item in items]`` on a thread per core (``pool``, an executor kept
+    for a whole pass, or one started for this call), in order."""
     if len(items) <= 1 or workers() == 1:
         return [work(item) for item in items]
+    if pool is not None:
+        return list(pool.map(work, items))
+    with column_pool() as own:
+        return list(own.map(work, items))
+
+
+def column_pool() -> Any:
+    """A thread pool for :func:`map_columns`, to keep over many chunks (a ``with`` block)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="mlcd-monitor") as pool:
-        return list(pool.map(work, items))
+    return ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="mlcd-monitor")

@@ -9,7 +9,7 @@ needed, time and version filters pushed down), so its size never has to fit in m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,9 @@ from mlcd.errors import MonitorError, UsageError
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Connection
+
+    from mlcd.monitor.current import WindowSummary
+    from mlcd.monitor.profile import ReferenceProfile
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -154,18 +157,14 @@ class LogReader:
 
     def _read_small(self, segment: Segment, columns: list[str] | None) -> list[Any] | None:
         """A small segment's batches, read whole (None when its file is missing)."""
-        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset, scan
+        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
 
         location = locate(self.root, segment.path)
         try:
             dataset = open_dataset(location)
         except SegmentMissing:
             return None
-        window = self.window
-        return list(
-            scan(location, columns, start=window.start, end=window.end, version=self.version,
-                 batch_rows=self.chunk_rows, dataset=dataset)
-        )  # fmt: skip
+        return list(self._scan(location, dataset, columns))
 
     def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
         """``(record batch or None, registered rows of the segments finished so far)``, in
@@ -174,8 +173,6 @@ class LogReader:
         ones (daily files) are streamed in batches."""
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
-
-        from mlcd.logdata.segments import scan
 
         done = 0
         ahead: deque[tuple[Segment, Future[list[Any] | None] | None]] = deque()
@@ -202,13 +199,13 @@ class LogReader:
                     for batch in batches or ():
                         yield batch, done
                 else:
-                    for batch in self._stream(segment, columns, scan):
+                    for batch in self._stream(segment, columns):
                         yield batch, done
                     refill()
                 done += segment.rows
                 yield None, done
 
-    def _stream(self, segment: Segment, columns: list[str] | None, scan: Any) -> Iterator[Any]:
+    def _stream(self, segment: Segment, columns: list[str] | None) -> Iterator[Any]:
         from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
 
         location = locate(self.root, segment.path)
@@ -217,18 +214,85 @@ class LogReader:
         except SegmentMissing:
             self._missing(segment)
             return
+        yield from self._scan(location, dataset, columns)
+
+    def _scan(self, location: Any, dataset: Any, columns: list[str] | None) -> Iterator[Any]:
+        """The segment's batches inside the window: ``scan``'s rows, cheaper.
+
+        Row groups are pruned from their statistics as ``scan`` does, but rows are filtered
+        here, and only in the batches where some row falls outside: Arrow's scanner would
+        copy every column of every batch through its filter, even when all rows pass (as in
+        a segment the window holds whole).
+        """
+        import pyarrow.compute as pc
+
+        from mlcd.logdata.segments import SegmentMissing, _unreachable, filter_expression
+
         window = self.window
-        yield from scan(
-            location, columns, start=window.start, end=window.end, version=self.version,
-            batch_rows=self.chunk_rows, dataset=dataset,
-        )  # fmt: skip
+        names = dataset.schema.names
+        wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
+        where = filter_expression(names, window.start, window.end, self.version)
+        read = wanted  # and the columns the filter needs
+        if where is not None and wanted is not None:
+            read = list(dict.fromkeys([*wanted, *(c for c in ("ts", "version") if c in names)]))
+        try:
+            for fragment in dataset.get_fragments():
+                if where is not None:
+                    fragment = fragment.subset(where)  # row groups that can hold window rows
+                    if not fragment.row_groups:
+                        continue
+                batches = fragment.to_batches(
+                    schema=dataset.schema, columns=read, batch_size=self.chunk_rows,
+                    batch_readahead=2, fragment_readahead=1,
+                )  # fmt: skip
+                for batch in batches:
+                    if where is not None and batch.num_rows:
+                        inside = self._inside(batch, pc)
+                        if inside is not None:
+                            batch = batch.filter(inside)
+                        if read != wanted:
+                            batch = batch.select(wanted)
+                    if batch.num_rows:
+                        yield batch
+        except FileNotFoundError as exc:
+            raise SegmentMissing(
+                f"prediction log segment {location.display} disappeared while it was read",
+                hint="a concurrent 'mlcd log compact' or 'mlcd gc' retired it: run again",
+            ) from exc
+        except MonitorError:
+            raise
+        except Exception as exc:
+            raise _unreachable(location, exc) from exc
+
+    def _inside(self, batch: Any, pc: Any) -> Any:
+        """The rows of ``batch`` inside the window and of the version (None: every row is),
+        with the pushed-down filter's kernels (a null or NaN time is outside)."""
+        window = self.window
+        names = batch.schema.names
+        parts = []
+        if "ts" in names:
+            ts = batch.column("ts")
+            if window.start is not None:
+                parts.append(pc.greater_equal(ts, window.start))
+            if window.end is not None:
+                parts.append(pc.less(ts, window.end))
+        if self.version is not None and "version" in names:
+            parts.append(pc.equal(batch.column("version"), self.version))
+        if not parts:
+            return None
+        mask = parts[0]
+        for part in parts[1:]:
+            mask = pc.and_kleene(mask, part)
+        mask = pc.fill_null(mask, False)
+        return None if pc.all(mask).as_py() else mask
 
     def _missing(self, segment: Segment) -> None:
         if segment.path not in self.missing:
             self.missing.append(segment.path)
 
-    def _frames(self, cutoff: float, at_cutoff: int) -> Iterator[tuple[Any, int]]:
-        """Batches coalesced into DataFrames of up to ``chunk_rows`` rows (one schema each)."""
+    def _tables(self, cutoff: float, at_cutoff: int) -> Iterator[tuple[Any, int]]:
+        """Batches coalesced into Arrow tables of up to ``chunk_rows`` rows (one schema each,
+        one contiguous chunk per column)."""
         import pyarrow as pa
 
         pending: list[Any] = []
@@ -236,9 +300,9 @@ class LogReader:
         done = 0
 
         def flush() -> Any:
-            table = pa.Table.from_batches(pending)
+            table = pa.Table.from_batches(pending).combine_chunks()
             pending.clear()
-            return table.to_pandas()
+            return table
 
         for batch, done in self._batches(self.columns):
             if batch is None:
@@ -246,28 +310,28 @@ class LogReader:
             if pending and (
                 size + batch.num_rows > self.chunk_rows or batch.schema != pending[0].schema
             ):
-                frame, size = flush(), 0
-                frame, at_cutoff = self._last_mask(frame, cutoff, at_cutoff)
-                if len(frame):
-                    yield frame, done
+                table, size = flush(), 0
+                table, at_cutoff = self._last_mask(table, cutoff, at_cutoff)
+                if table.num_rows:
+                    yield table, done
             pending.append(batch)
             size += batch.num_rows
         if pending:
-            frame, at_cutoff = self._last_mask(flush(), cutoff, at_cutoff)
-            if len(frame):
-                yield frame, done
+            table, at_cutoff = self._last_mask(flush(), cutoff, at_cutoff)
+            if table.num_rows:
+                yield table, done
         yield None, done
 
-    def _last_mask(self, frame: Any, cutoff: float, at_cutoff: int) -> tuple[Any, int]:
+    def _last_mask(self, table: Any, cutoff: float, at_cutoff: int) -> tuple[Any, int]:
         """For ``last N``: keep rows newer than the cutoff and the first ``at_cutoff`` at it."""
-        if self.window.last is None or "ts" not in frame.columns:
-            return frame.reset_index(drop=True), at_cutoff
-        ts = frame["ts"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if self.window.last is None or "ts" not in table.column_names:
+            return table, at_cutoff
+        ts = np.asarray(table.column("ts").to_numpy(), dtype=np.float64)
         mask = ts >= cutoff
         equal = np.flatnonzero(ts == cutoff)
         mask[equal[max(at_cutoff, 0) :]] = False
         at_cutoff -= min(len(equal), max(at_cutoff, 0))
-        return frame[mask].reset_index(drop=True), at_cutoff
+        return (table if mask.all() else table.filter(mask)), at_cutoff
 
     def _cutoff(self) -> tuple[float, int]:
         """For ``last N``: the N-th newest timestamp and how many rows at it are taken.
@@ -292,17 +356,222 @@ class LogReader:
         kth = float(np.partition(top, top.size - n)[-n])
         return kth, n - int(np.count_nonzero(top > kth))
 
-    def __iter__(self) -> Iterator[pd.DataFrame]:
+    def tables(self) -> Iterator[Any]:
+        """The window's rows as Arrow tables of up to ``chunk_rows`` rows, read ahead in a
+        thread (``done_rows`` follows the segments finished)."""
         from mlcd.logdata.segments import prefetch
 
         cutoff, at_cutoff = (-math.inf, 0)
         if self.window.last is not None:
             cutoff, at_cutoff = self._cutoff()
         self.done_rows = 0
-        for frame, done in prefetch(self._frames(cutoff, at_cutoff), self.readahead):
+        for table, done in prefetch(self._tables(cutoff, at_cutoff), self.readahead):
             self.done_rows = done
-            if frame is not None:
-                yield frame
+            if table is not None:
+                yield table
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        """The window's rows as DataFrames (see :meth:`tables`)."""
+        for table in self.tables():
+            yield table.to_pandas()
+
+
+def summarise_log(
+    profile: ReferenceProfile,
+    tables: Iterable[Any],
+    *,
+    max_values: int | None = 1_000_000,
+    seed: int = 0,
+    on_chunk: Callable[[Any], None] | None = None,
+    on_table: Callable[[], None] | None = None,
+    lanes: int | None = None,
+) -> WindowSummary:
+    """:func:`mlcd.monitor.current.summarise_window` for prediction-log rows read as Arrow
+    tables (:meth:`LogReader.tables`): the same summary, number for number, without pandas.
+
+    Columns are reduced straight from Arrow buffers; columns of other types than numbers and
+    text fall back to pandas one column at a time. The work is spread over ``lanes`` threads
+    (one per core by default), each owning some columns (and one the row counts) and taking
+    the chunks in order, so a column sees the same chunks as it would alone and no lane
+    waits for the others, at most a few chunks apart. ``on_chunk`` gets the accepted rows of
+    each chunk as an Arrow table (built only for it), ``on_table`` is called after each
+    chunk is handed over (progress).
+    """
+    from collections import Counter
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from mlcd.monitor.current import _MAX_ERRORS, WindowSummary
+    from mlcd.monitor.profile import LOG_COLUMNS, PREDICTION_COLUMNS
+    from mlcd.monitor.summary import ColumnAccumulator, map_columns, workers
+
+    accumulators = {
+        name: feature.accumulator(max_values, seed=seed + index)
+        for index, (name, feature) in enumerate(profile.features.items())
+    }
+    used: set[str] = set()
+    seen: set[str] = set()
+    counts = _RowCounts()
+    # Lanes balanced by cost: a numeric column about twice a text one or the row counts.
+    lanes = max(1, lanes or workers())
+    loads = [0] * lanes
+    owners: list[list[ColumnAccumulator | _RowCounts]] = [[] for _ in range(lanes)]
+    items: list[ColumnAccumulator | _RowCounts] = [*accumulators.values(), counts]
+    for item in items:
+        lane = loads.index(min(loads))
+        owners[lane].append(item)
+        loads[lane] += 2 if isinstance(item, ColumnAccumulator) and item.kind == "numeric" else 1
+
+    def work(items: list[ColumnAccumulator | _RowCounts], table: Any, bad: Any) -> None:
+        keep = None
+        for item in items:
+            if isinstance(item, _RowCounts):
+                item.add(table, bad)
+                continue
+            if item.name not in table.column_names or not counts.accepted(table, bad):
+                continue
+            if bad is not None and keep is None:
+                keep = _invert(bad)
+            column = table.column(item.name)
+            item.add_arrow(column if keep is None else column.filter(keep))
+
+    pending: list[list[Future[None]]] = []
+    executors = [
+        ThreadPoolExecutor(1, thread_name_prefix=f"mlcd-monitor-{i}") for i in range(lanes)
+    ]
+    try:
+        for table in tables:
+            names = table.column_names
+            seen.update(str(c) for c in names)
+            used.update(n for n in names if n in accumulators)
+            bad = _rejected(table.column("status")) if "status" in names else None
+            if bad is not None and not bad.true_count:
+                bad = None
+            if on_chunk is not None and table.num_rows > (bad.true_count if bad else 0):
+                on_chunk(table if bad is None else table.filter(_invert(bad)))
+            pending.append(
+                [
+                    ex.submit(work, items, table, bad)
+                    for ex, items in zip(executors, owners, strict=True)
+                ]
+            )
+            if on_table is not None:
+                on_table()
+            while len(pending) > 2:  # bounded: a few chunks in flight
+                for future in pending.pop(0):
+                    future.result()
+        for futures in pending:
+            for future in futures:
+                future.result()
+    finally:
+        for ex in executors:
+            ex.shutdown(wait=True, cancel_futures=True)
+    summaries = map_columns(
+        lambda acc: acc.finish(), [acc for name, acc in accumulators.items() if name in used]
+    )
+    errors = counts.errors
+    if len(errors) > _MAX_ERRORS:
+        top = dict(errors.most_common(_MAX_ERRORS - 1))
+        top["(other messages)"] = sum(errors.values()) - sum(top.values())
+        errors = Counter(top)
+    skip = set(LOG_COLUMNS) | set(PREDICTION_COLUMNS)
+    rows = counts.rows
+    return WindowSummary(
+        rows=rows,
+        rejected=counts.rejected,
+        columns={s.name: s for s in summaries},
+        rejection_errors=dict(errors.most_common()),
+        first_at=counts.first if math.isfinite(counts.first) else None,
+        last_at=counts.last if math.isfinite(counts.last) else None,
+        versions=dict(counts.versions),
+        missing_columns=[n for n in profile.inputs if n not in seen] if rows else [],
+        extra_columns=sorted(c for c in seen if c not in profile.features and c not in skip),
+    )
+
+
+class _RowCounts:
+    """The window's row-level counts: rows, rejections and their messages, time range and
+    versions (what :func:`summarise_window` counts beside the columns)."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.rows = self.rejected = 0
+        self.errors: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.first, self.last = math.inf, -math.inf
+
+    @staticmethod
+    def accepted(table: Any, bad: Any) -> bool:
+        """Whether ``table`` has rows the server answered."""
+        return bool(table.num_rows > (bad.true_count if bad is not None else 0))
+
+    def add(self, table: Any, bad: Any) -> None:
+        names = table.column_names
+        self.rows += table.num_rows
+        if bad is not None:
+            self.rejected += bad.true_count
+            if "error" in names:
+                self.errors.update(_messages(table.column("error").filter(bad)))
+        if "ts" in names and table.num_rows:
+            ts = np.asarray(table.column("ts").to_numpy(), dtype=np.float64)
+            if np.isfinite(ts).any():
+                self.first = min(self.first, float(np.nanmin(ts)))
+                self.last = max(self.last, float(np.nanmax(ts)))
+        if "version" in names:
+            self.versions.update(_version_counts(table.column("version")))
+
+
+def _invert(mask: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.invert(mask)
+
+
+def _is_text(array: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(array.type) or pa.types.is_large_string(array.type))
+
+
+def _rejected(status: Any) -> Any:
+    """Rows whose status is ``rejected``, as an Arrow boolean array without nulls (a missing
+    status is not a rejection)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if _is_text(status):
+        mask = pc.fill_null(pc.equal(status, "rejected"), False)
+    else:
+        flags = (status.to_pandas() == "rejected").fillna(False)
+        mask = pa.array(np.asarray(flags.to_numpy(dtype=bool), dtype=bool))
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
+def _messages(errors: Any) -> Any:
+    """The rejection messages' counts (in order of first appearance), or the messages."""
+    import pyarrow.compute as pc
+
+    if _is_text(errors):
+        counts = pc.value_counts(pc.fill_null(errors, "(no message)"))
+        return dict(
+            zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+        )
+    return errors.to_pandas().fillna("(no message)").astype(str)
+
+
+def _version_counts(version: Any) -> dict[str, int]:
+    """Rows per version, keyed as pandas prints the value (``1``; ``1.0`` beside nulls)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(version.type) and not version.null_count:
+        counts = pc.value_counts(version)
+        keys = counts.field("values").to_pylist()
+        return {
+            str(k): int(n) for k, n in zip(keys, counts.field("counts").to_pylist(), strict=True)
+        }
+    found = version.to_pandas().value_counts(dropna=True, sort=False)
+    return {str(v): int(n) for v, n in found.items()}
 
 
 def iter_file_chunks(
