@@ -69,12 +69,19 @@ def run_command(
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
     if queued:  # only the queue's row: no pipeline machinery is loaded
-        from mlcd.experiments.queue import enqueue_to_store
+        from mlcd.experiments.queue import enqueue_to_store, open_queue_store
 
-        with Project.open() as project:
-            entry = enqueue_to_store(
-                project.root, project.store, settings or (), name, jobs, executor
-            )
+        fast = open_queue_store()
+        if fast is not None:
+            try:
+                entry = enqueue_to_store(fast[0], fast[1], settings or (), name, jobs, executor)
+            finally:
+                fast[1].dispose()
+        else:
+            with Project.open() as project:
+                entry = enqueue_to_store(
+                    project.root, project.store, settings or (), name, jobs, executor
+                )
         emit(
             entry,
             as_json,

@@ -22,31 +22,39 @@ from mlcd.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from mlcd.pipeline.plan import Services
-    from mlcd.store import Store
 
 
-def name_taken(store: Store, name: str) -> bool:
-    """Whether a run is tagged as the experiment ``name``."""
-    from sqlalchemy import select
-
+def name_taken(store: Any, name: str) -> bool:
+    """Whether a run is tagged as the experiment ``name`` (``store``: a ``Store`` or the
+    SQLite fast path's ``LiteStore``)."""
     from mlcd.experiments.tags import TAG_NAME
-    from mlcd.store.tables import run_tags
 
     with store.read() as conn:
-        found = conn.execute(
-            select(run_tags.c.run_id)
-            .where(run_tags.c.key == TAG_NAME, run_tags.c.value == name)
-            .limit(1)
-        ).first()
+        return _tagged(conn, name, TAG_NAME)
+
+
+def _tagged(conn: Any, name: str, tag: str) -> bool:
+    from mlcd.store.lite import LiteConn, run_tagged
+
+    if isinstance(conn, LiteConn):
+        return run_tagged(conn, tag, name)
+    from sqlalchemy import select
+
+    from mlcd.store.tables import run_tags
+
+    found = conn.execute(
+        select(run_tags.c.run_id).where(run_tags.c.key == tag, run_tags.c.value == name).limit(1)
+    ).first()
     return found is not None
 
 
-def _check_name(store: Store, name: str) -> None:
-    from mlcd.store import queue
+def _check_name(store: Any, name: str) -> None:
+    from mlcd.experiments.tags import TAG_NAME
+    from mlcd.store.lite import queue_repository
 
     with store.read() as conn:
-        queued = queue.name_queued(conn, name)
-    if queued or name_taken(store, name):
+        taken = queue_repository(conn).name_queued(conn, name) or _tagged(conn, name, TAG_NAME)
+    if taken:
         raise UsageError(
             f"an experiment named '{name}' exists already",
             hint="pick another name with -n, or remove it: mlcd exp remove " + name,
@@ -85,9 +93,30 @@ def _head(root: Path) -> str | None:
     return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
+def open_queue_store(start: str | Path = ".") -> tuple[Path, Any] | None:
+    """``(root, store)`` on the embedded store's fast path (stdlib ``sqlite3``, no SQLAlchemy
+    or pydantic), when ``mlcd.yaml`` is unchanged since its last full check and its store is
+    a SQLite file at the current schema; else None: open the ``Project`` instead."""
+    import os
+
+    from mlcd.errors import ConfigError
+    from mlcd.layout import find_root, validated_settings
+    from mlcd.store import lite
+
+    try:
+        root = find_root(start)
+    except ConfigError:
+        return None  # the project opens the usual way, and says what is wrong
+    known = None if os.environ.get("MLCD_REMOTE") else validated_settings(root)
+    if known is None:
+        return None
+    store = lite.open_fast(os.environ.get("MLCD_STORE") or known["store"], root)
+    return None if store is None else (root, store)
+
+
 def enqueue_to_store(
     root: Path,
-    store: Store,
+    store: Any,
     settings: Sequence[str] = (),
     name: str | None = None,
     jobs: int | None = None,
@@ -100,7 +129,7 @@ def enqueue_to_store(
 
     from mlcd.experiments.overrides import parse_overrides
     from mlcd.pipeline.snapshot import load_snapshot
-    from mlcd.store import queue
+    from mlcd.store.lite import LiteConn, queue_entry, queue_repository
 
     snapshot = load_snapshot(root)
     parse_overrides(settings, snapshot.params_file)  # refuse a bad -S now, not in the worker
@@ -111,9 +140,13 @@ def enqueue_to_store(
     options = {"jobs": jobs, "executor": executor}
 
     def work(conn: Any) -> dict[str, Any]:
-        queue.enqueue(
+        queue_repository(conn).enqueue(
             conn, name=name, settings=settings, base=base, options=options, entry_id=entry_id
         )
+        if isinstance(conn, LiteConn):
+            return queue_entry(conn, entry_id)
+        from mlcd.store import queue
+
         return queue.get(conn, entry_id)
 
     return store.transact(work)

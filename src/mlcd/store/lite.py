@@ -363,6 +363,33 @@ def name_queued(conn: LiteConn, name: str) -> bool:
     return found.fetchone() is not None
 
 
+def queue_entry(conn: LiteConn, entry_id: str) -> dict[str, Any]:
+    """The entry of this exact id as ``mlcd.store.queue.get`` returns it (JSON decoded,
+    ``kill_requested`` a bool).
+
+    Raises:
+        NotFound: no entry has this id.
+    """
+    cursor = conn.run("queue_entry", {"id": entry_id})
+    row = cursor.fetchone()
+    if row is None:
+        from mlcd.errors import NotFound
+
+        raise NotFound(f"no queued experiment '{entry_id}'")
+    entry = dict(zip([d[0] for d in cursor.description], row, strict=True))
+    for key in ("settings", "options"):
+        if entry[key] is not None:
+            entry[key] = json.loads(entry[key])
+    entry["kill_requested"] = bool(entry["kill_requested"])
+    return entry
+
+
+def run_tagged(conn: LiteConn, key: str, value: str) -> bool:
+    """Whether some run has the tag ``key`` = ``value``."""
+    found = conn.run("run_tagged", {"key": key, "value": value, "limit": 1, "offset": 0})
+    return found.fetchone() is not None
+
+
 def queue_repository(conn: Any) -> Any:
     """``enqueue`` and ``name_queued`` for a connection of either path: this module for a
     ``LiteConn`` (from ``open_fast(...).transact``), else ``mlcd.store.queue``."""

@@ -134,6 +134,11 @@ def statements() -> dict[str, tuple[str, tuple[str, ...]]]:
         )
         .limit(bindparam("limit"))
         .offset(bindparam("offset")),
+        "queue_entry": select(t.exp_queue).where(t.exp_queue.c.id == bindparam("id")),
+        "run_tagged": select(t.run_tags.c.run_id)
+        .where(t.run_tags.c.key == bindparam("key"), t.run_tags.c.value == bindparam("value"))
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset")),
         "newest_runs": select(*(t.runs.c[name] for name in ATTRIBUTE_COLUMNS))
         .order_by(t.runs.c.started_at.desc(), t.runs.c.id)
         .limit(bindparam("limit"))

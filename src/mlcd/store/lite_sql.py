@@ -70,6 +70,10 @@ SQL: dict[str, tuple[str, tuple[str, ...]]] = {
         "SELECT runs.id, runs.name, runs.kind, runs.status, runs.parent_id, runs.started_at, runs.ended_at, runs.git_commit, runs.git_dirty, runs.user FROM runs ORDER BY runs.started_at DESC, runs.id LIMIT ? OFFSET ?",
         ("limit", "offset"),
     ),
+    "queue_entry": (
+        "SELECT exp_queue.id, exp_queue.name, exp_queue.kind, exp_queue.settings, exp_queue.base, exp_queue.options, exp_queue.sweep_id, exp_queue.trial, exp_queue.status, exp_queue.attempts, exp_queue.worker, exp_queue.heartbeat_at, exp_queue.kill_requested, exp_queue.created_at, exp_queue.started_at, exp_queue.ended_at, exp_queue.run_id, exp_queue.log_path, exp_queue.error FROM exp_queue WHERE exp_queue.id = ?",
+        ("id",),
+    ),
     "revision": (
         "SELECT alembic_version.version_num FROM alembic_version",
         (),
@@ -81,6 +85,10 @@ SQL: dict[str, tuple[str, tuple[str, ...]]] = {
     "run_exists": (
         "SELECT runs.id FROM runs WHERE runs.id = ?",
         ("run_id",),
+    ),
+    "run_tagged": (
+        'SELECT run_tags.run_id FROM run_tags WHERE run_tags."key" = ? AND run_tags.value = ? LIMIT ? OFFSET ?',
+        ("key", "value", "limit", "offset"),
     ),
     "upsert_latest_metric": (
         'INSERT INTO run_latest_metrics (run_id, "key", value, step, timestamp) VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, "key") DO UPDATE SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp WHERE excluded.step > run_latest_metrics.step OR excluded.step = run_latest_metrics.step AND excluded.timestamp >= run_latest_metrics.timestamp',
