@@ -7,7 +7,6 @@ Argument parsing and rendering only; the queries live in ``mlcd.tracking``. Heav
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ import typer
 
 from mlcd.cli.output import console, emit
 from mlcd.cli.output import table as _rich_table
+from mlcd.cli.runs_view import _duration, _when
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 runs_app = typer.Typer(help="Find, inspect and compare tracked runs.", no_args_is_help=True)
@@ -42,22 +42,6 @@ def _print(out: Any, renderable: Any) -> None:
     from rich.console import Console
 
     Console(width=250, highlight=False, file=out.file).print(renderable)
-
-
-def _when(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _cell(value: Any) -> str:
