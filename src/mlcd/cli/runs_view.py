@@ -9,6 +9,7 @@ without filter and ordering; ``tests/cli/test_runs_fast.py`` compares the two ou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,19 @@ def _duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def run_row(record: Any, cells: Iterable[str]) -> list[str]:
+    """A run's row of ``runs list``: its own columns, then ``cells`` (formatted values)."""
+    return [
+        record.id[:8],
+        record.name or "",
+        record.kind,
+        record.status,
+        _when(record.started_at),
+        _duration(record.duration),
+        *cells,
+    ]
 
 
 def _cell(value: Any) -> str:
@@ -66,15 +80,7 @@ def list_newest(limit: int = 50, as_json: bool = False) -> None:
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     columns = [key for key, _ in ranked][:_EXTRA_COLUMNS]
     rows = [
-        [
-            r.id[:8],
-            r.name or "",
-            r.kind,
-            r.status,
-            _when(r.started_at),
-            _duration(r.duration),
-            *(_cell(r.metrics.get(c.removeprefix("metrics."))) for c in columns),
-        ]
+        run_row(r, (_cell(r.metrics.get(c.removeprefix("metrics."))) for c in columns))
         for r in records
     ]
 

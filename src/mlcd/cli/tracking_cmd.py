@@ -14,7 +14,7 @@ import typer
 
 from mlcd.cli.output import console, emit
 from mlcd.cli.output import table as _rich_table
-from mlcd.cli.runs_view import _duration, _when
+from mlcd.cli.runs_view import _duration, _when, run_row
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 runs_app = typer.Typer(help="Find, inspect and compare tracked runs.", no_args_is_help=True)
@@ -100,18 +100,7 @@ def list_runs(
         namespace, _, key = column.partition(".")
         return getattr(record, namespace).get(key)
 
-    rows = [
-        [
-            r.id[:8],
-            r.name or "",
-            r.kind,
-            r.status,
-            _when(r.started_at),
-            _duration(r.duration),
-            *(_cell(value(r, c)) for c in columns),
-        ]
-        for r in records
-    ]
+    rows = [run_row(r, (_cell(value(r, c)) for c in columns)) for r in records]
 
     def render(out: Any) -> None:
         if not records:

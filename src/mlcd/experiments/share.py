@@ -31,6 +31,7 @@ from mlcd.experiments.apply import find_experiment
 from mlcd.experiments.run import LOCK_ARTIFACT, PARAMS_PREFIX, TAG_EXP, TAG_NAME
 from mlcd.layout import project_path_problem
 from mlcd.pipeline.cachefiles import RemoteDocuments
+from mlcd.store.records import RUN_COLUMNS
 
 if TYPE_CHECKING:
     from mlcd.objects import ObjectStore
@@ -175,21 +176,7 @@ def export_experiment(conn: Any, record: RunRecord) -> dict[str, Any]:
     points = runs.metric_history(conn, record.id)
     return {
         "format": FORMAT,
-        "run": {
-            k: row[k]
-            for k in (
-                "id",
-                "name",
-                "kind",
-                "status",
-                "parent_id",
-                "started_at",
-                "ended_at",
-                "git_commit",
-                "git_dirty",
-                "user",
-            )
-        },
+        "run": {k: row[k] for k in RUN_COLUMNS},
         "params": runs.params_of(conn, record.id),
         "tags": {k: v for k, v in runs.tags_of(conn, record.id).items() if k != TAG_REMOTE},
         "metrics": [[p.key, p.value, p.step, p.timestamp] for p in points],
