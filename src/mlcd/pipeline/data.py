@@ -266,6 +266,100 @@ def _check_addable(relative: str, produced: dict[str, str], tracked: Iterable[st
             )
 
 
+def _fast_settings(root: Path) -> tuple[str, str, str] | None:
+    """``(store URL, object folder, cache.link)`` of a project whose ``mlcd.yaml`` is byte for
+    byte the one last validated in full (``mlcd.layout.validated_settings``), with a local
+    object folder; else None. ``cache.link`` is read from that already-validated text."""
+    from mlcd.layout import CONFIG_FILE, validated_settings
+
+    if os.environ.get("MLCD_REMOTE"):
+        return None
+    known = validated_settings(root)
+    if known is None:
+        return None
+    artifacts = os.environ.get("MLCD_ARTIFACTS") or known["artifacts"]
+    if "://" in artifacts:
+        return None  # a remote or file:// URL: the object store factory decides
+    try:
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load((root / CONFIG_FILE).read_text(encoding="utf-8"), Loader=loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    cache = data.get("cache") if isinstance(data, dict) else None
+    link = (cache or {}).get("link", "copy") if isinstance(cache, dict) or cache is None else None
+    if link not in ("copy", "reflink", "hardlink"):
+        return None
+    folder = Path(artifacts)
+    folder = folder if folder.is_absolute() else root / folder
+    return os.environ.get("MLCD_STORE") or known["store"], str(folder), str(link)
+
+
+def add_data_fast(
+    paths: Iterable[str | os.PathLike[str]], start: str | os.PathLike[str] = "."
+) -> list[tuple[Pointer, bool]] | None:
+    """``mlcd data add`` without pydantic or SQLAlchemy: the same :func:`add_data` and the
+    same ``data`` run record (through ``mlcd.store.lite``), when ``mlcd.yaml`` is unchanged
+    since its last full check, the object store is a local folder and the metadata store a
+    SQLite file at the current schema. Returns None when any of that does not hold (nothing
+    was done: open the ``Project`` and call :func:`add_data`).
+
+    Raises:
+        UsageError, PipelineError, ObjectError: as :func:`add_data`.
+    """
+    import threading
+
+    from mlcd.errors import ConfigError
+    from mlcd.layout import find_root
+    from mlcd.store import lite
+
+    try:
+        root = find_root(start)
+    except ConfigError:
+        return None  # the usual path says what is wrong
+    settings = _fast_settings(root)
+    if settings is None:
+        return None
+    store_url, folder, link = settings
+    store = lite.open_fast(store_url, root)
+    if store is None:
+        return None
+    try:
+        from mlcd.objects.local import LocalObjectStore
+        from mlcd.pipeline.record import _user, git_state
+        from mlcd.pipeline.snapshot import load_snapshot
+        from mlcd.store.records import ArtifactRef
+
+        snapshot = load_snapshot(root)
+        produced = {p: spec.name for spec in snapshot.stages.values() for p in spec.produced}
+        git: list[tuple[str | None, bool | None]] = []
+        # git runs in subprocesses while the data is copied and hashed
+        asker = threading.Thread(target=lambda: git.append(git_state(root)), daemon=True)
+        asker.start()
+        with StatCache(snapshot.state_dir / "statcache.db") as statcache:
+            added = add_data(root, paths, LocalObjectStore(folder, link), statcache, produced)
+        asker.join()
+        commit, dirty = git[0] if git else (None, None)
+
+        def work(conn: lite.LiteConn) -> str:
+            run_id = lite.create_run(
+                conn, name="data add", kind="data", git_commit=commit, git_dirty=dirty, user=_user()
+            )
+            lite.add_artifacts(
+                conn,
+                run_id,
+                [ArtifactRef("output", p.path, p.digest, p.size) for p, _ in added],
+            )
+            lite.end_run(conn, run_id, "finished")
+            return run_id
+
+        store.transact(work)
+    finally:
+        store.dispose()
+    return added
+
+
 def add_data(
     root: Path,
     paths: Iterable[str | os.PathLike[str]],
