@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from mlcd.digest import Digest, hash_file
-from mlcd.objects import LocalObjectStore
+from mlcd.objects import LocalObjectStore, local
+from mlcd.objects.local import _SMALL, _WINDOW
 from mlcd.pipeline.data import add_data_fast, read_pointer
 from tests.conftest import run_cli
 
@@ -209,3 +210,29 @@ def test_fast_add_honours_cache_link(tmp_path: Path) -> None:
     assert added is not None
     stored = LocalObjectStore(root / ".mlcd" / "objects").path_of(hash_file(root / "a.bin"))
     assert stored.stat().st_ino == (root / "a.bin").stat().st_ino
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "in-kernel"])
+@pytest.mark.parametrize(
+    "size",
+    [_SMALL, _WINDOW * 2, _WINDOW * 2 + 1, _WINDOW + 4095, _SMALL + 4096 * 3 + 17],
+)
+def test_large_files_are_stored_whole_with_or_without_direct_writes(
+    tmp_path: Path, size: int, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large files, read, hashed and written window by window with O_DIRECT (the last partial
+    block through the cache), or copied in-kernel where O_DIRECT is refused: the object's
+    bytes are the file's and its name their digest, whatever the size's alignment."""
+    monkeypatch.setattr(local, "_DIRECT_WRITES", direct)
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as handle:
+        handle.write(os.urandom(size))
+    expected = hash_file(source)
+    store = LocalObjectStore(tmp_path / "objects")
+
+    assert store.put_file(source) == expected
+
+    stored = store.path_of(expected)
+    assert stored.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o444
+    assert os.listdir(tmp_path / "objects" / "tmp") == []

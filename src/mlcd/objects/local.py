@@ -203,7 +203,94 @@ def _write_new(tmp: Path, data: memoryview) -> None:
         os.close(out)
 
 
+#: O_DIRECT writes: offsets, lengths and buffer addresses are multiples of this.
+_DIRECT_ALIGN = 4096
+#: Windows being written to the disk while the next is read and hashed.
+_DIRECT_INFLIGHT = 2
+#: Large files are written with O_DIRECT where the system has it (else: in-kernel copies).
+_DIRECT_WRITES = hasattr(os, "O_DIRECT")
+
+
 def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
+    """Read window by window into memory, hash each window there (BLAKE3 on all cores) and
+    write that same buffer to the temp file with ``O_DIRECT``, the writes of earlier windows
+    going on in helper threads while the next is read and hashed: one read of the source, and
+    what is kept is exactly what was hashed.
+
+    Direct writes skip the page cache: the object is made durable right after (so its bytes
+    must reach the disk before the command ends anyway), and a copy through the page cache
+    costs a second memory copy, page allocation and writeback work for pages nobody reads
+    next. Where ``O_DIRECT`` is refused (tmpfs, some network filesystems) the copy is made
+    in-kernel (``copy_file_range``) and hashed from the copy's page cache."""
+    flag = getattr(os, "O_DIRECT", 0) if _DIRECT_WRITES else 0
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, _READ_ONLY) if flag else -1
+    except OSError:
+        out = -1  # refused by the filesystem: the temp file was not created
+    if out < 0:
+        return _ingest_large_in_kernel(source, size, tmp)
+    try:
+        return _ingest_large_direct(source, size, out)
+    finally:
+        os.close(out)
+
+
+def _ingest_large_direct(source: int, size: int, out: int) -> Digest:
+    import errno
+    import fcntl
+    import mmap
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from blake3 import blake3
+
+    hasher = blake3(max_threads=blake3.AUTO)
+    # page-aligned buffers (anonymous maps), one per window in flight plus the one being read
+    buffers = [mmap.mmap(-1, _WINDOW) for _ in range(_DIRECT_INFLIGHT + 1)]
+
+    def write(view: memoryview, offset: int) -> None:
+        try:
+            _write_all(out, view, offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # an alignment the filesystem does not accept: this and the rest go through the
+            # page cache (pwrite at the same offset: what was written already is rewritten)
+            fcntl.fcntl(out, fcntl.F_SETFL, fcntl.fcntl(out, fcntl.F_GETFL) & ~os.O_DIRECT)
+            _write_all(out, view, offset)
+
+    pending: list[Future[None]] = []
+    with ThreadPoolExecutor(max_workers=_DIRECT_INFLIGHT) as writers:
+        for index, offset in enumerate(range(0, size, _WINDOW)):
+            if len(pending) > _DIRECT_INFLIGHT - 1:
+                pending.pop(0).result()  # its buffer is the one read into next
+            view = memoryview(buffers[index % len(buffers)])
+            length = min(_WINDOW, size - offset)
+            done = 0
+            while done < length:
+                count = os.preadv(source, [view[done:length]], offset + done)
+                if count == 0:
+                    raise _changed(None)  # shorter than its stat said
+                done += count
+            hasher.update(view[:length])
+            aligned = length - length % _DIRECT_ALIGN
+            if aligned:
+                pending.append(writers.submit(write, view[:aligned], offset))
+            if aligned < length:  # the file's last, partial block: through the cache
+                for future in pending:
+                    future.result()
+                pending.clear()
+                flags = fcntl.fcntl(out, fcntl.F_GETFL)
+                fcntl.fcntl(out, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                _write_all(out, view[aligned:length], offset + aligned)
+        for future in pending:
+            future.result()
+    if os.pread(source, 1, size):
+        raise _changed(None)  # longer than its stat said
+    # (the buffers are unmapped when the last view of them goes, with this frame)
+    return Digest(hasher.hexdigest())
+
+
+def _ingest_large_in_kernel(source: int, size: int, tmp: Path) -> Digest:
     """Copy in-kernel window by window, the next window copying in a helper thread while this
     one is hashed (BLAKE3 on all cores) from the page cache of the copy and starts its way to
     the disk: one read of the source, and what is kept is what was hashed."""
