@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo sweep bench clean
+.PHONY: install lint test test-fast durations demo sweep bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,8 @@ lint: $(STAMP)
 
 # The suite runs on pytest-xdist workers, one per core (PYTEST_WORKERS=0: one process); tests
 # marked xdist_group run on one worker. --no-loadscope-reorder: work is handed out in the order
-# tests/conftest.py sorts it (the Ray group, the demo, other slow tests first), not biggest
-# group first. It prints its wall time and the 25 slowest tests.
+# tests/conftest.py sorts it (the Ray group, then longest first by tests/durations.json), not
+# biggest group first. It prints its wall time and the 25 slowest tests.
 # compileall first: with PYTHONDONTWRITEBYTECODE set (as on our runners) every CLI subprocess
 # of the suite would otherwise compile mlcd from source again.
 PYTEST_WORKERS ?= auto
@@ -35,9 +35,17 @@ test: lint
 	echo "make test: pytest took $$(( $$(date +%s) - start )) s wall time (exit $$status)"; \
 	exit $$status
 
+# The quick tier: every test that is not marked slow and took at most 1.5 s in the recorded
+# full run (tests/durations.json; tests/conftest.py marks the others slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m compileall -q src
 	$(PYTEST) -x -m "not slow" --durations=10 $(PYTEST_ARGS)
+
+# The whole suite, writing each test's time into tests/durations.json (commit it when the
+# suite's shape changed: it decides the work order and the quick tier).
+durations: $(STAMP)
+	$(BIN)/python -m compileall -q src
+	$(PYTEST) --store-durations $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py $(DEMO_ARGS)

@@ -160,13 +160,37 @@ def open_store() -> Iterator[object]:
         store.dispose()
 
 
-#: Scheduled first (``make test`` passes --no-loadscope-reorder, so the workers' order below is
-#: the order xdist hands work out): the longest serial chain, the Ray group (a two-node cluster,
-#: pipelines, Ray Serve swap and autoscale; its cluster users first, back to back, so the
-#: cluster starts once), then the longest single tests (the demo, end to end), then the other
-#: slow tests, then everything else.
+#: How long each test took in the last full run (``make durations`` rewrites it, merging in
+#: what a partial run measured). It orders the work longest first, and a test that took more
+#: than SLOW_AFTER_S there counts as slow: ``make test-fast`` skips it.
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+SLOW_AFTER_S = 1.5
+#: The Ray group goes first even when its recorded total is not the largest: its cluster users
+#: back to back, so the two-node cluster starts once and is stopped before the rest piles up.
 _FIRST_GROUPS = ("ray",)
-_LONGEST = ("tests/test_demo_lifecycle.py::",)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write each test's duration into {DURATIONS_FILE.name} (merged with what is there)",
+    )
+
+
+def _plain_nodeid(nodeid: str) -> str:
+    """The node id without the ``@group`` suffix that ``--dist loadgroup`` adds."""
+    head, at, tail = nodeid.rpartition("@")
+    return head if at and "::" in head and not any(c in tail for c in "[]:/") else nodeid
+
+
+def _recorded_durations() -> dict[str, float]:
+    import json
+
+    try:
+        return dict(json.loads(DURATIONS_FILE.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
 
 
 def _xdist_groups(item: pytest.Item) -> list[str]:
@@ -191,28 +215,62 @@ def _tag_xdist_group(item: pytest.Item, groups: list[str]) -> None:
     item._id = NodeId.parse(item.nodeid + suffix)
 
 
-def _schedule_rank(item: pytest.Item, groups: list[str]) -> int:
-    if any(group in _FIRST_GROUPS for group in groups):
-        return 0 if "ray_cluster" in getattr(item, "fixturenames", ()) else 1
-    if item.nodeid.startswith(_LONGEST):
-        return 2
-    return 3 if item.get_closest_marker("slow") is not None else 4
-
-
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On xdist workers: tag grouped tests for --dist loadgroup, and start the longest work
-    first (the Ray group, then slow tests), so no long test runs alone at the end."""
+    """Mark as slow the tests that took more than SLOW_AFTER_S in the recorded run (before
+    ``-m "not slow"`` deselects), and, on xdist workers, tag grouped tests for --dist
+    loadgroup and hand the work out longest first (a group counts as its summed time), so
+    no long test starts last and runs alone at the end."""
+    recorded = _recorded_durations()
+    took = {item.nodeid: recorded.get(_plain_nodeid(item.nodeid), 0.0) for item in items}
+    for item in items:
+        if took[item.nodeid] > SLOW_AFTER_S and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     loadgroup = bool(getattr(config.option, "loadgroup", False))
-    ranks: dict[str, int] = {}
+    groups = {item.nodeid: _xdist_groups(item) for item in items}
+    group_total: dict[str, float] = {}
     for item in items:
-        groups = _xdist_groups(item)
-        if groups and loadgroup:
-            _tag_xdist_group(item, groups)
-        ranks[item.nodeid] = _schedule_rank(item, groups)
-    items.sort(key=lambda item: ranks[item.nodeid])  # stable: file order within a rank
+        for group in groups[item.nodeid]:
+            group_total[group] = group_total.get(group, 0.0) + took[item.nodeid]
+    keys: dict[str, tuple[int, float]] = {}
+    for item in items:
+        mine = groups[item.nodeid]
+        if any(group in _FIRST_GROUPS for group in mine):
+            first = 0 if "ray_cluster" in getattr(item, "fixturenames", ()) else 1
+            keys[item.nodeid] = (first, 0.0)
+        else:
+            weight = max((group_total[g] for g in mine), default=took[item.nodeid])
+            keys[item.nodeid] = (2, -weight)
+    rank = {id(item): (*keys[item.nodeid], index) for index, item in enumerate(items)}
+    if loadgroup:
+        for item in items:
+            if groups[item.nodeid]:
+                _tag_xdist_group(item, groups[item.nodeid])
+    items.sort(key=lambda item: rank[id(item)])
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _measured[_plain_nodeid(report.nodeid)] = (
+        _measured.get(_plain_nodeid(report.nodeid), 0.0) + report.duration
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With --store-durations, on the controller: merge this run's durations into the file."""
+    config = session.config
+    if not config.getoption("--store-durations") or hasattr(config, "workerinput"):
+        return
+    import json
+
+    merged = {**_recorded_durations(), **{k: round(v, 2) for k, v in _measured.items()}}
+    DURATIONS_FILE.write_text(
+        json.dumps(dict(sorted(merged.items())), indent=0) + "\n", encoding="utf-8"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:

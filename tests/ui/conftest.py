@@ -148,8 +148,11 @@ def ui(ui_project: tuple[Path, str, str]) -> Iterator[Ui]:
     stop(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """Chromium for this package's tests. Package scope, not session: Playwright's sync API
+    keeps an event loop running in the main thread while it is open, and a later test of
+    another package on the same worker could not ``asyncio.run`` anything."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (.ci/run installs it with apt)")
     from playwright.sync_api import sync_playwright
