@@ -32,7 +32,14 @@ STARTUP_S = 180.0
 #: Set for the nodes and every driver. Auth explicitly off: a local ``ray.init()`` (another
 #: test) leaves a token in ~/.ray/auth_token, which would turn it on for ``ray start --head``
 #: but not for drivers given an address.
-_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    # Serve's replicas and proxy report their load every second, not every 10 s, so that an
+    # autoscaling test follows its load within seconds (a documented Ray Serve setting)
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+}
 
 
 def free_port() -> int:

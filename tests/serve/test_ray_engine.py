@@ -104,8 +104,10 @@ def _serve(
         "MLCD_RAY_PROXY": "HeadOnly",  # two nodes on one host: one proxy, one port
         "MLCD_RAY_REPLICA_CPUS": "0.5",
         # autoscaling follows the test's load in seconds, not the defaults' 10 s up, 60 s down
+        # and 30 s of averaged history (the cluster pushes its load metrics every second)
         "MLCD_RAY_UPSCALE_DELAY_S": "2",
-        "MLCD_RAY_DOWNSCALE_DELAY_S": "10",
+        "MLCD_RAY_DOWNSCALE_DELAY_S": "5",
+        "MLCD_RAY_LOOK_BACK_S": "3",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "mlcd.cli.main", "serve", "cancer@champion", "--engine", "ray",
@@ -153,25 +155,58 @@ class _Output:
         return self.text
 
 
-def _serve_status(cluster: RayCluster) -> dict[str, Any]:
-    """Serve's view of the application, asked by a separate driver."""
-    probe = (
-        "import json, ray\n"
+class _ServeProbe:
+    """Serve's view of the application, asked by a separate driver: one process that joins the
+    cluster once and answers a status line for each line it is sent (a new driver per poll
+    spent seconds in ``ray.init`` each time, under the load the test makes)."""
+
+    _SCRIPT = (
+        "import json, sys, ray\n"
         "from ray import serve\n"
         "ray.init(log_to_driver=False, configure_logging=False)\n"
-        "app = serve.status().applications['mlcd-cancer']\n"
-        "print(json.dumps({'status': str(app.status), 'replicas': {k: {str(s): n for s, n in "
-        "d.replica_states.items()} for k, d in app.deployments.items()}}))\n"
+        "for _ in sys.stdin:\n"
+        "    app = serve.status().applications['mlcd-cancer']\n"
+        "    print(json.dumps({'status': str(app.status), 'replicas': {k: {str(s): n for s, n in "
+        "d.replica_states.items()} for k, d in app.deployments.items()}}), flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={**os.environ, **cluster.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self._SCRIPT],
+            env={**os.environ, **cluster.env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def status(self) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=10)
+            raise AssertionError(f"the Serve status probe died: {self.process.stderr.read()}")
+        return dict(json.loads(line))
+
+    def running(self) -> int:
+        return int(self.status()["replicas"]["mlcd-cancer"].get("RUNNING", 0))
+
+    def close(self) -> None:
+        """End of input: the driver leaves the cluster and exits; its pipes are closed."""
+        try:
+            self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def serve_probe(ray_cluster: RayCluster) -> Iterator[_ServeProbe]:
+    probe = _ServeProbe(ray_cluster)
+    yield probe
+    probe.close()
 
 
 @pytest.mark.slow
@@ -179,7 +214,11 @@ def _serve_status(cluster: RayCluster) -> dict[str, Any]:
 @pytest.mark.postgres
 @pytest.mark.xdist_group("ray")
 def test_ray_serve_answers_and_swaps_with_zero_failed_requests(
-    ray_project: Path, ray_cluster: RayCluster, s3_server: S3Server, serve_port: int
+    ray_project: Path,
+    ray_cluster: RayCluster,
+    s3_server: S3Server,
+    serve_port: int,
+    serve_probe: _ServeProbe,
 ) -> None:
     pytest.importorskip("ray.serve")
     from mlcd.project import Project
@@ -199,7 +238,7 @@ def test_ray_serve_answers_and_swaps_with_zero_failed_requests(
         output.wait_for("serving cancer@champion on Ray Serve", timeout=300)
         with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=30) as client:
             assert client.get("/v2/health/ready").status_code == 200
-            status = _serve_status(ray_cluster)
+            status = serve_probe.status()
             assert status["status"].endswith("RUNNING"), status
             assert sum(status["replicas"]["mlcd-cancer"].values()) == 2, status
 
@@ -296,17 +335,16 @@ def test_flags_that_do_not_go_with_the_engine_are_usage_errors(tmp_path: Path) -
     assert f"no Ray cluster answers at RAY_ADDRESS={address}" in result.stderr
 
 
-def _running(cluster: RayCluster) -> int:
-    status = _serve_status(cluster)
-    return int(status["replicas"]["mlcd-cancer"].get("RUNNING", 0))
-
-
 @pytest.mark.slow
 @pytest.mark.s3
 @pytest.mark.postgres
 @pytest.mark.xdist_group("ray")
 def test_autoscale_adds_a_replica_under_load_and_removes_it_after(
-    ray_project: Path, ray_cluster: RayCluster, s3_server: S3Server, serve_port: int
+    ray_project: Path,
+    ray_cluster: RayCluster,
+    s3_server: S3Server,
+    serve_port: int,
+    serve_probe: _ServeProbe,
 ) -> None:
     """A forest of 300 trees scores 50-row batches slowly enough that eight clients keep
     more than two requests per replica in flight (Serve's target), until a third replica."""
@@ -344,18 +382,18 @@ def test_autoscale_adds_a_replica_under_load_and_removes_it_after(
 
     try:
         output.wait_for("serving cancer@champion on Ray Serve", timeout=300)
-        assert _running(ray_cluster) == 1
+        assert serve_probe.running() == 1
         threads = [threading.Thread(target=client_loop) for _ in range(8)]
         for thread in threads:
             thread.start()
-        _until(lambda: _running(ray_cluster) >= 2, timeout=240, what="a replica added")
-        peak = _running(ray_cluster)
+        _until(lambda: serve_probe.running() >= 2, timeout=240, what="a replica added")
+        peak = serve_probe.running()
         with lock:
             answered_under_load = statuses[200]
         stop.set()
         for thread in threads:
             thread.join()
-        _until(lambda: _running(ray_cluster) == 1, timeout=300, what="back to one replica")
+        _until(lambda: serve_probe.running() == 1, timeout=300, what="back to one replica")
     finally:
         stop.set()
         for thread in threads:

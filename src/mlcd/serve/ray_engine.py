@@ -44,15 +44,19 @@ REPLICA_CPUS_ENV = "MLCD_RAY_REPLICA_CPUS"
 #: than the defaults follow.
 UPSCALE_DELAY_ENV = "MLCD_RAY_UPSCALE_DELAY_S"
 DOWNSCALE_DELAY_ENV = "MLCD_RAY_DOWNSCALE_DELAY_S"
+#: Seconds of load history each autoscaling decision averages (Ray's default 30): shorter
+#: follows a changing load sooner, longer ignores short bursts.
+LOOK_BACK_ENV = "MLCD_RAY_LOOK_BACK_S"
 #: How long a new replica may take to load its model before Serve counts it as failed.
 LOAD_TIMEOUT_S = 300.0
 
 
-def _delay(name: str, default: float) -> float:
+def _delay(name: str, default: float, *, positive: bool = False) -> float:
     """A delay in seconds from the environment variable ``name``, or ``default``.
 
     Raises:
-        UsageError: the variable is set but is not a number of seconds >= 0.
+        UsageError: the variable is set but is not a number of seconds >= 0 (> 0 with
+            ``positive``).
     """
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -61,10 +65,11 @@ def _delay(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0 or value == float("inf"):
+    if not value >= 0 or value == float("inf") or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
         raise UsageError(
             f"{name}={raw!r} is not a number of seconds",
-            hint=f"set it to a delay like 10 (seconds, >= 0) or unset it for {default:g}",
+            hint=f"set it to a delay like 10 (seconds, {bound}) or unset it for {default:g}",
         )
     return value
 
@@ -80,6 +85,7 @@ class Scaling:
     #: removing one (Ray's defaults are 30 and 600: too slow to follow a load test)
     upscale_delay_s: float = 10.0
     downscale_delay_s: float = 60.0
+    look_back_s: float = 30.0
 
     @classmethod
     def parse(cls, replicas: int | None, autoscale: str | None) -> Scaling:
@@ -114,6 +120,7 @@ class Scaling:
             maximum=maximum,
             upscale_delay_s=_delay(UPSCALE_DELAY_ENV, cls.upscale_delay_s),
             downscale_delay_s=_delay(DOWNSCALE_DELAY_ENV, cls.downscale_delay_s),
+            look_back_s=_delay(LOOK_BACK_ENV, cls.look_back_s, positive=True),
         )
 
     def options(self) -> dict[str, Any]:
@@ -128,6 +135,7 @@ class Scaling:
                 "target_ongoing_requests": 2,
                 "upscale_delay_s": self.upscale_delay_s,
                 "downscale_delay_s": self.downscale_delay_s,
+                "look_back_period_s": self.look_back_s,
             }
         }
 
