@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +42,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
+def _start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server on a free port; its access log (one line a request) goes to ``log``."""
     port = _free_port()
     binary = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -140,10 +144,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _monitor(root: Path, server: int | None = None) -> dict[str, float]:
+def _requests(log: Path | None, start: int) -> dict[str, int]:
+    """Requests moto logged after byte ``start`` of its access log, by method (GET, HEAD...)."""
+    if log is None:
+        return {}
+    with open(log, "rb") as handle:
+        handle.seek(start)
+        text = handle.read().decode(errors="replace")
+    counts: dict[str, int] = {}
+    for method in re.findall(r'"([A-Z]+) /', text):
+        counts[method] = counts.get(method, 0) + 1
+    return counts
+
+
+def _monitor(root: Path, server: int | None = None, log: Path | None = None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "mlcd.cli.main", "monitor", "bench", "--reference",
             "ref.parquet", "--since", "30d", "--json"]  # fmt: skip
     served = _cpu_seconds(server) if server else 0.0
+    logged = log.stat().st_size if log is not None else 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=root, stdout=out, stderr=err)
@@ -165,6 +183,8 @@ def _monitor(root: Path, server: int | None = None) -> dict[str, float]:
         "drifted": len(data["drift"]["drifted"]),
         # moto answers on the same cores: its CPU during the run competes with the monitor's
         **({"server_cpu_s": round(_cpu_seconds(server) - served, 1)} if server else {}),
+        # every request the monitor sent to moto (a ranged GET costs moto a whole read)
+        **({"requests": _requests(log, logged)} if log is not None else {}),
     }
 
 
@@ -174,7 +194,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--local", action="store_true", help="also monitor a local copy")
     args = parser.parse_args()
-    moto, endpoint = _start_moto()
+    access_log = Path(tempfile.mkstemp(prefix="mlcd-bench-moto-", suffix=".log")[1])
+    moto, endpoint = _start_moto(access_log)
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
@@ -197,7 +218,7 @@ def main() -> None:
 
             for root in [s3_root, *([local_root] if local_root else [])]:
                 pq.write_table(reference, root / "ref.parquet")
-            s3 = _monitor(s3_root, moto.pid)
+            s3 = _monitor(s3_root, moto.pid, access_log)
             report("log_s3.monitor", where="s3", files=args.files, generate_s=round(generated, 1),
                    **s3)  # fmt: skip
             if local_root is not None:
@@ -206,6 +227,7 @@ def main() -> None:
     finally:
         moto.terminate()
         moto.wait(30)
+        access_log.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,3 +116,92 @@ def remote_log(tmp_path: Path, open_store: Callable[..., Store], s3_log: str) ->
     root = tmp_path / "remote"
     root.mkdir()
     return Log(root, open_store(f"sqlite:///{root / '.mlcd' / 'mlcd.db'}"), s3_log)
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that counts the HTTP requests it
+    forwards, by method: what a reader really sent, seen from the wire."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self.upstream = (host, int(port))
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.closed = False
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts = {}
+
+    def count(self, method: str) -> int:
+        with self.lock:
+            return self.counts.get(method, 0)
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        import re
+
+        line = re.compile(rb"(?:^|\r\n)(GET|HEAD|PUT|POST|DELETE) /")
+        tail = b""
+        try:
+            while data := source.recv(65536):
+                if requests:  # request lines only: the bodies of a read are empty
+                    found = line.findall(tail + data)
+                    with self.lock:
+                        for method in found:
+                            key = method.decode()
+                            self.counts[key] = self.counts.get(key, 0) + 1
+                    tail = data[-8:]
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+        with self.lock:
+            for sock in self.sockets:
+                sock.close()
+
+
+@pytest.fixture
+def counted_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingProxy]:
+    """The session's moto server behind a request-counting proxy, set as the endpoint every
+    S3 client of the test (and its subprocesses) uses."""
+    proxy = CountingProxy(s3_endpoint)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": proxy.endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

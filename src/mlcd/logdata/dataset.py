@@ -139,7 +139,7 @@ def _read_segment(
 
     location = locate(root, str(segment["path"]))
     try:
-        dataset = open_dataset(location)
+        dataset = open_dataset(location, whole=True)
         columns = [c for c in dataset.schema.names if c not in _DROPPED]
         batches = list(
             scan(location, columns, start=since, end=until, status="ok", dataset=dataset)

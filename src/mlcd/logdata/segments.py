@@ -9,6 +9,16 @@ Parquet reader (row groups outside the window are skipped from their statistics)
 
 Credentials and endpoints of a remote log come from the environment, as for every fsspec
 user (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...).
+
+A remote segment read from start to end (``open_dataset(..., whole=True)``: the monitor and
+the dataset builder) is fetched with one GET of the whole object when it is no larger than
+``MLCD_LOG_WHOLE_READ_MAX`` bytes (default 256 MiB; 0 turns it off), and parsed from memory
+with the same projection and row-group pruning: a ranged reader sends a request for the
+footer and one per column chunk of each row group (about ten for a 500,000-row daily file),
+each paying the storage's latency, and on an S3 server that reads the whole object for any
+range (moto) the full object's cost. The buffer lives while the segment is scanned, so a
+reader holds at most one object per segment it reads at once. Larger objects, and
+``mlcd log compact`` (which opens every segment it merges at once), keep ranged reads.
 """
 
 from __future__ import annotations
@@ -171,15 +181,105 @@ def _unreachable(location: Location, exc: BaseException) -> MonitorError:
     )
 
 
-def open_dataset(location: Location) -> ds.Dataset:
+#: Remote segments up to this many bytes are fetched whole (one GET) to be read from start to end.
+WHOLE_READ_ENV = "MLCD_LOG_WHOLE_READ_MAX"
+DEFAULT_WHOLE_READ_MAX = 256 * 1024 * 1024
+
+
+def whole_read_max() -> int:
+    """The largest remote segment fetched with one whole-object GET (bytes; 0: never).
+
+    Raises:
+        ConfigError: ``MLCD_LOG_WHOLE_READ_MAX`` is not a number of bytes.
+    """
+    import os
+
+    raw = os.environ.get(WHOLE_READ_ENV, "").strip()
+    if not raw:
+        return DEFAULT_WHOLE_READ_MAX
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            f"{WHOLE_READ_ENV}={raw!r} is not a number of bytes",
+            hint=f"a whole number such as {DEFAULT_WHOLE_READ_MAX} (256 MiB), or 0 to read "
+            "every remote segment with ranged requests",
+        )
+    return value
+
+
+def _missing(location: Location, exc: BaseException) -> SegmentMissing:
+    return SegmentMissing(
+        f"prediction log segment {location.display} is registered but missing",
+        hint="restore the file from a backup, or delete its row from prediction_segments",
+    )
+
+
+def _damaged(location: Location, exc: BaseException) -> MonitorError:
+    return MonitorError(
+        f"prediction log segment {location.display} cannot be read: it is not a readable "
+        f"Parquet file ({exc})",
+        hint="the object is damaged or was overwritten; restore it from a backup, or delete "
+        "its row from prediction_segments",
+    )
+
+
+def _whole(location: Location, limit: int) -> pa.Buffer | None:
+    """The object's bytes with one GET (after the HEAD that gives its size), or None when it
+    is larger than ``limit``."""
+    with location.fs.open_input_file(location.path) as handle:
+        size = handle.size()
+        if size > limit:
+            return None
+        data: pa.Buffer = handle.read_buffer(size)
+    if data.size != size:
+        raise OSError(f"read {data.size} of {size} bytes")
+    return data
+
+
+def _buffered(location: Location, limit: int) -> ds.Dataset | None:
+    """The segment as a dataset over its bytes in memory (None: larger than ``limit``)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        data = _whole(location, limit)
+    except Exception as exc:  # Arrow's or the driver's error for a missing key, or any other
+        if _is_missing(exc):
+            raise _missing(location, exc) from exc
+        raise _unreachable(location, exc) from exc
+    if data is None:
+        return None
+    form = ds.ParquetFileFormat()
+    try:
+        fragment = form.make_fragment(data)
+        schema = fragment.physical_schema  # parses the footer
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _damaged(location, exc) from exc
+    return ds.FileSystemDataset([fragment], schema, form)
+
+
+def open_dataset(location: Location, *, whole: bool = False) -> ds.Dataset:
     """The segment as a pyarrow dataset (reads the Parquet footer only).
+
+    With ``whole`` (a caller about to read the segment from start to end), a remote segment
+    no larger than :func:`whole_read_max` is fetched with one GET and read from memory.
 
     Raises:
         SegmentMissing: the file is not there.
         MonitorError: the storage cannot be reached or the file is not Parquet.
     """
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
+    if whole and location.remote:
+        limit = whole_read_max()
+        if limit > 0:
+            buffered = _buffered(location, limit)
+            if buffered is not None:
+                return buffered
     try:
         return ds.dataset(location.path, filesystem=location.fs, format="parquet")
     except FileNotFoundError as exc:
@@ -193,6 +293,8 @@ def open_dataset(location: Location) -> ds.Dataset:
                 f"prediction log segment {location.display} is registered but missing",
                 hint="restore the file, or delete its row from prediction_segments",
             ) from exc
+        if isinstance(exc, pa.ArrowInvalid):  # read, but not Parquet
+            raise _damaged(location, exc) from exc
         raise _unreachable(location, exc) from exc
 
 

@@ -161,21 +161,33 @@ class LogReader:
 
         location = locate(self.root, segment.path)
         try:
-            dataset = open_dataset(location)
+            dataset = open_dataset(location, whole=True)
         except SegmentMissing:
             return None
         return list(self._scan(location, dataset, columns))
+
+    def _open(self, segment: Segment) -> tuple[Any, Any] | None:
+        """A large segment's location and dataset, to be streamed (None when its file is
+        missing). A remote one up to ``MLCD_LOG_WHOLE_READ_MAX`` bytes is fetched whole."""
+        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
+
+        location = locate(self.root, segment.path)
+        try:
+            return location, open_dataset(location, whole=True)
+        except SegmentMissing:
+            return None
 
     def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
         """``(record batch or None, registered rows of the segments finished so far)``, in
         segment order. Small segments (a server writes one every few seconds) are read whole,
         ``parallel`` at a time, so the storage's latency per file is paid concurrently; large
-        ones (daily files) are streamed in batches."""
+        ones (daily files) are streamed in batches, the next one opened (for a remote file:
+        fetched) while the current one streams, so at most two are held at once."""
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
         done = 0
-        ahead: deque[tuple[Segment, Future[list[Any] | None] | None]] = deque()
+        ahead: deque[tuple[Segment, Future[Any] | None]] = deque()
         todo = iter(self.segments)
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="mlcd-log-read") as pool:
 
@@ -188,10 +200,18 @@ class LogReader:
                     job = pool.submit(self._read_small, segment, columns) if small else None
                     ahead.append((segment, job))
 
+            def open_next_large() -> None:
+                for index, (segment, job) in enumerate(ahead):
+                    if segment.rows > self.chunk_rows:
+                        if job is None:
+                            ahead[index] = (segment, pool.submit(self._open, segment))
+                        return
+
             refill()
             while ahead:
                 segment, job = ahead.popleft()
-                if job is not None:
+                if segment.rows <= self.chunk_rows:
+                    assert job is not None
                     batches = job.result()
                     refill()
                     if batches is None:
@@ -199,22 +219,19 @@ class LogReader:
                     for batch in batches or ():
                         yield batch, done
                 else:
-                    for batch in self._stream(segment, columns):
-                        yield batch, done
+                    opened = job.result() if job is not None else self._open(segment)
                     refill()
+                    open_next_large()
+                    if opened is None:
+                        self._missing(segment)
+                    else:
+                        location, dataset = opened
+                        opened = None
+                        for batch in self._scan(location, dataset, columns):
+                            yield batch, done
+                        dataset = None
                 done += segment.rows
                 yield None, done
-
-    def _stream(self, segment: Segment, columns: list[str] | None) -> Iterator[Any]:
-        from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
-
-        location = locate(self.root, segment.path)
-        try:
-            dataset = open_dataset(location)
-        except SegmentMissing:
-            self._missing(segment)
-            return
-        yield from self._scan(location, dataset, columns)
 
     def _scan(self, location: Any, dataset: Any, columns: list[str] | None) -> Iterator[Any]:
         """The segment's batches inside the window: ``scan``'s rows, cheaper.
