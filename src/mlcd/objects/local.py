@@ -8,9 +8,9 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from mlcd.digest import Digest, hash_file, map_window
 from mlcd.errors import ObjectError
@@ -319,6 +319,48 @@ def _ingest_large_in_kernel(source: int, size: int, tmp: Path) -> Digest:
     return Digest(hasher.hexdigest())
 
 
+_Item = TypeVar("_Item")
+_Staged = tuple[Digest, "Path | None", bool]
+
+
+def _run_threads(
+    stage: Callable[[_Item], _Staged], items: Sequence[_Item], threads: int
+) -> list[_Staged]:
+    """``stage`` of every item, in order, on ``threads`` threads that take the next item
+    themselves (no future, lock and condition per item, as a pool's ``map`` makes: for
+    thousands of small files that bookkeeping held the GIL longer than the work). On an
+    error the other threads stop taking items, the temp files of the items staged are
+    removed, and the first error is raised."""
+    results: list[_Staged | None] = [None] * len(items)
+    errors: list[BaseException] = []
+    taken = itertools.count()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not errors:
+            with lock:
+                index = next(taken)
+            if index >= len(items):
+                return
+            try:
+                results[index] = stage(items[index])
+            except BaseException as exc:  # reported by the caller's thread
+                errors.append(exc)
+                return
+
+    workers = [threading.Thread(target=work) for _ in range(max(1, min(threads, len(items))))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        for result in results:
+            if result is not None and result[1] is not None:
+                result[1].unlink(missing_ok=True)
+        raise errors[0]
+    return [result for result in results if result is not None]
+
+
 def _place(source: Path, dest: Path, link: str) -> bool:
     """Make ``dest`` (a new name) hold ``source``'s bytes the ``link`` way; falls back to a
     copy across filesystems or where links are refused. True if ``dest`` IS ``source``'s
@@ -504,7 +546,6 @@ class LocalObjectStore(ObjectStore):
     ) -> list[Digest]:
         if len(items) <= 1 and all(st is None for _, _, st in items):
             return [self.put_file(path, digest) for path, digest, _ in items]
-        from concurrent.futures import ThreadPoolExecutor
 
         def stage(
             item: tuple[Path, Digest | None, os.stat_result | None],
@@ -533,23 +574,20 @@ class LocalObjectStore(ObjectStore):
             if tmp is not None:
                 self._commit(tmp, digest, read_only)
 
-        staged: list[tuple[Digest, Path | None, bool]] = []
+        staged = _run_threads(stage, items, _PUT_THREADS)
         try:
-            with ThreadPoolExecutor(max_workers=_PUT_THREADS) as pool:
-                for result in pool.map(stage, items):
-                    staged.append(result)
-                pending = [item for item in staged if item[1] is not None]
-                shards = [self.root / digest.hex[:2] for digest, _, _ in pending]
-                if pending:
-                    # 1. every temp file's bytes durable, before any rename
-                    _sync_filesystem(self._staging(), [tmp for _, tmp, _ in pending if tmp])
-                    # 2. the renames, one thread: a rename from tmp/ into a shard takes the
-                    # filesystem's cross-directory rename lock, so threads would only queue
-                    while pending:
-                        commit(pending[-1])
-                        pending.pop()
-                    # 3. the renames durable, before anything naming the objects is written
-                    _sync_filesystem(self.root, (), shards)
+            pending = [item for item in staged if item[1] is not None]
+            shards = [self.root / digest.hex[:2] for digest, _, _ in pending]
+            if pending:
+                # 1. every temp file's bytes durable, before any rename
+                _sync_filesystem(self._staging(), [tmp for _, tmp, _ in pending if tmp])
+                # 2. the renames, one thread: a rename from tmp/ into a shard takes the
+                # filesystem's cross-directory rename lock, so threads would only queue
+                while pending:
+                    commit(pending[-1])
+                    pending.pop()
+                # 3. the renames durable, before anything naming the objects is written
+                _sync_filesystem(self.root, (), shards)
         except BaseException:
             for _, leftover, _ in staged:  # those not renamed yet
                 if leftover is not None:

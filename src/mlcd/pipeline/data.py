@@ -325,6 +325,12 @@ def add_data_fast(
     store = lite.open_fast(store_url, root)
     if store is None:
         return None
+    import gc
+
+    # A short command that builds thousands of small objects and no reference cycles: the
+    # cyclic collector would only walk them (and every module's objects) again and again.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         from mlcd.objects.local import LocalObjectStore
         from mlcd.pipeline.record import _user, git_state
@@ -357,6 +363,8 @@ def add_data_fast(
         store.transact(work)
     finally:
         store.dispose()
+        if collecting:
+            gc.enable()
     return added
 
 
