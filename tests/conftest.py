@@ -217,23 +217,25 @@ def _tag_xdist_group(item: pytest.Item, groups: list[str]) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark as slow the tests that took more than SLOW_AFTER_S in the recorded run (before
-    ``-m "not slow"`` deselects), and, on xdist workers, tag grouped tests for --dist
+    """Mark as slow the tests that took more than SLOW_AFTER_S in the recorded run, or whose
+    xdist group did (before ``-m "not slow"`` deselects), and, on xdist workers, tag grouped tests for --dist
     loadgroup and hand the work out longest first (a group counts as its summed time), so
     no long test starts last and runs alone at the end."""
     recorded = _recorded_durations()
     took = {item.nodeid: recorded.get(_plain_nodeid(item.nodeid), 0.0) for item in items}
-    for item in items:
-        if took[item.nodeid] > SLOW_AFTER_S and item.get_closest_marker("slow") is None:
-            item.add_marker(pytest.mark.slow)
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    loadgroup = bool(getattr(config.option, "loadgroup", False))
     groups = {item.nodeid: _xdist_groups(item) for item in items}
     group_total: dict[str, float] = {}
     for item in items:
         for group in groups[item.nodeid]:
             group_total[group] = group_total.get(group, 0.0) + took[item.nodeid]
+    for item in items:
+        # a group shares a costly fixture (a browser, a cluster): its first test would pay it
+        slow = max([took[item.nodeid], *(group_total[g] for g in groups[item.nodeid])])
+        if slow > SLOW_AFTER_S and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    loadgroup = bool(getattr(config.option, "loadgroup", False))
     keys: dict[str, tuple[int, float]] = {}
     for item in items:
         mine = groups[item.nodeid]
