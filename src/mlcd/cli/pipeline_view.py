@@ -272,8 +272,8 @@ def show_dag(fmt: str = "text") -> None:
         _write(graph.to_text() or "(no stages)\n")
 
 
-def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
-    """Store files or folders by content and write a PATH.mlcd pointer to commit."""
+def _add_data_full(paths: list[Path]) -> list[tuple[Any, bool]]:
+    """``data add`` through the ``Project`` (pydantic config, SQLAlchemy store)."""
     from mlcd.layout import find_root
     from mlcd.pipeline.data import add_data
     from mlcd.pipeline.record import git_state, record_data_add
@@ -318,6 +318,16 @@ def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
         if warmer is not None:
             warmer.join()  # closing the project must not race the store it may be opening
         lazy.close()
+    return added
+
+
+def add_data_paths(paths: list[Path], as_json: bool = False) -> None:
+    """Store files or folders by content and write a PATH.mlcd pointer to commit."""
+    from mlcd.pipeline.data import add_data_fast
+
+    added = add_data_fast(paths)  # None: it could not be sure, nothing done; the full way
+    if added is None:
+        added = _add_data_full(paths)
     if as_json:
         import json
 
