@@ -9,7 +9,11 @@ Then ``mlcd monitor NAME --since 30d --json`` runs in a subprocess; its wall tim
 RSS (``wait4``) are measured. ``--local`` also runs it over a local copy of the same files.
 
     nice -n 5 .venv/bin/python benchmarks/bench_log_s3.py --rows 2000000
-    nice -n 5 .venv/bin/python benchmarks/bench_log_s3.py --rows 20000000 --local
+    nice -n 5 .venv/bin/python benchmarks/bench_log_s3.py --rows 20000000 --local --ranged
+
+``--ranged`` runs the monitor a second time over the same S3 log with ranged reads only
+(``MLCD_LOG_WHOLE_READ_MAX=0``): the requests and moto's CPU of each read path. The report
+gives moto's requests by method, counted from its access log.
 """
 
 from __future__ import annotations
@@ -157,14 +161,21 @@ def _requests(log: Path | None, start: int) -> dict[str, int]:
     return counts
 
 
-def _monitor(root: Path, server: int | None = None, log: Path | None = None) -> dict[str, Any]:
+def _monitor(
+    root: Path,
+    server: int | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "mlcd.cli.main", "monitor", "bench", "--reference",
             "ref.parquet", "--since", "30d", "--json"]  # fmt: skip
     served = _cpu_seconds(server) if server else 0.0
     logged = log.stat().st_size if log is not None else 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=root, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            argv, cwd=root, stdout=out, stderr=err, env={**os.environ, **(env or {})}
+        )
         _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -193,6 +204,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--local", action="store_true", help="also monitor a local copy")
+    parser.add_argument(
+        "--ranged", action="store_true",
+        help="also monitor the S3 log with ranged reads only (MLCD_LOG_WHOLE_READ_MAX=0)",
+    )  # fmt: skip
     args = parser.parse_args()
     access_log = Path(tempfile.mkstemp(prefix="mlcd-bench-moto-", suffix=".log")[1])
     moto, endpoint = _start_moto(access_log)
@@ -221,6 +236,9 @@ def main() -> None:
             s3 = _monitor(s3_root, moto.pid, access_log)
             report("log_s3.monitor", where="s3", files=args.files, generate_s=round(generated, 1),
                    **s3)  # fmt: skip
+            if args.ranged:
+                ranged = _monitor(s3_root, moto.pid, access_log, {"MLCD_LOG_WHOLE_READ_MAX": "0"})
+                report("log_s3.monitor", where="s3-ranged", files=args.files, **ranged)
             if local_root is not None:
                 local = _monitor(local_root)
                 report("log_s3.monitor", where="local", files=args.files, **local)
