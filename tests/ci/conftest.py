@@ -137,25 +137,29 @@ def commit_all(root: Path, message: str) -> None:
     git(root, "commit", "-q", "-m", message)
 
 
+def make_project(root: Path, extra_config: str = "") -> Path:
+    """Write the project in ``root`` and commit it once in a new git repository (branch main)."""
+    write(
+        root,
+        {
+            "mlcd.yaml": CONFIG + textwrap.dedent(extra_config),
+            "params.yaml": PARAMS,
+            "src/data.py": DATA,
+            "src/train.py": TRAIN,
+            ".gitignore": ".mlcd/\n",
+        },
+    )
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "project")
+    return root
+
+
 @pytest.fixture
 def make_repo(tmp_path: Path) -> Callable[..., Path]:
     """A git repository (branch main) holding the project, committed once."""
 
     def make(name: str = "repo", extra_config: str = "") -> Path:
-        root = tmp_path / name
-        write(
-            root,
-            {
-                "mlcd.yaml": CONFIG + textwrap.dedent(extra_config),
-                "params.yaml": PARAMS,
-                "src/data.py": DATA,
-                "src/train.py": TRAIN,
-                ".gitignore": ".mlcd/\n",
-            },
-        )
-        git(root, "init", "-q", "-b", "main")
-        commit_all(root, "project")
-        return root
+        return make_project(tmp_path / name, extra_config)
 
     return make
 

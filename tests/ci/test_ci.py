@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -10,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.ci.conftest import Cli, ci_json, commit_all, git, set_params, write
+from tests.ci.conftest import (
+    Cli,
+    ci_json,
+    commit_all,
+    git,
+    make_project,
+    set_params,
+    stage_env,
+    write,
+)
+from tests.conftest import run_cli
 
 RELATIVE_GATE = "roc_auc >= champion.roc_auc - 0.02"
 #: Two of the four features carry almost no signal: clearly worse than the champion, but
@@ -31,6 +42,33 @@ def champion_version(root: Path, mlcd: Cli) -> int | None:
     assert result.returncode == 0, result.stderr
     aliases = json.loads(result.stdout)["aliases"]
     return None if "champion" not in aliases else int(aliases["champion"])
+
+
+@pytest.fixture(scope="module")
+def _first_promotion(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str], Path]:
+    """A fresh repository after ``mlcd ci --promote --report <file> --json``, made once for the
+    module by the real CLI: the repository, that call's result and its report (written beside
+    the repository, so the repository holds what a plain ``ci --promote`` leaves)."""
+    base = tmp_path_factory.mktemp("ci-promoted")
+    root = make_project(base / "repo")
+    report = base / "first-report.md"
+    result = run_cli(
+        ["ci", "--promote", "--report", str(report), "--json"], cwd=root, env=stage_env()
+    )
+    return root, result, report
+
+
+@pytest.fixture
+def promoted_repo(
+    _first_promotion: tuple[Path, subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> tuple[Path, subprocess.CompletedProcess[str], Path]:
+    """A copy of the module's first-promotion repository (git, .mlcd and all) for this test."""
+    template, result, report = _first_promotion
+    root = tmp_path / "repo"
+    shutil.copytree(template, root, symlinks=True)
+    return root, result, report
 
 
 def test_first_pull_request_without_champion_passes_and_writes_both_reports(
@@ -74,10 +112,9 @@ def test_first_pull_request_without_champion_passes_and_writes_both_reports(
 
 @pytest.mark.slow
 def test_candidate_worse_than_champion_fails_the_check_naming_the_gate(
-    make_repo: Callable[..., Path], mlcd: Cli
+    promoted_repo: tuple[Path, subprocess.CompletedProcess[str], Path], mlcd: Cli
 ) -> None:
-    root = make_repo()
-    promoted = mlcd(root, "ci", "--promote", "--json")
+    root, promoted, _ = promoted_repo  # a fresh repository after `mlcd ci --promote --json`
     assert promoted.returncode == 0, promoted.stderr
     assert ci_json(promoted)["models"][0]["promoted"] is True
     commit_all(root, "record mlcd.lock")  # the base now records params and metrics
@@ -111,13 +148,12 @@ def test_candidate_worse_than_champion_fails_the_check_naming_the_gate(
 
 @pytest.mark.slow
 def test_promote_moves_champion_only_when_the_gates_pass(
-    make_repo: Callable[..., Path], mlcd: Cli
+    promoted_repo: tuple[Path, subprocess.CompletedProcess[str], Path], mlcd: Cli
 ) -> None:
-    root = make_repo()
-    first = mlcd(root, "ci", "--promote", "--report", "report.md", "--json")
+    root, first, report = promoted_repo  # after `mlcd ci --promote --report <file> --json`
     assert first.returncode == 0, first.stderr
     assert champion_version(root, mlcd) == 1
-    assert "promoted to `champion`" in (root / "report.md").read_text()
+    assert "promoted to `champion`" in report.read_text()
 
     set_params(root, **WORSE)
     refused = mlcd(root, "ci", "--promote", "--junit", "junit.xml", "--json")

@@ -43,11 +43,55 @@ class RetrainProject:
         path.write_text(path.read_text().split("retrain:")[0] + text)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[RetrainProject]:
-    root = tmp_path / "proj"
+def _copy(template: Path, root: Path) -> RetrainProject:
+    """A copy of a prepared project (nothing in it names its folder: the store and object paths
+    are relative, the stat cache is keyed by path and simply misses in the copy)."""
+    shutil.copytree(template, root, symlinks=True)
+    return RetrainProject(root)
+
+
+@pytest.fixture(scope="session")
+def _fresh_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project with git and the raw data of seed 1, made once per session (per worker)."""
+    root = tmp_path_factory.mktemp("retrain-fresh") / "proj"
     shutil.copytree(PROJECT, root)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    made = RetrainProject(root)
-    made.raw(seed=1)
-    yield made
+    RetrainProject(root).raw(seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def _baseline_template(_fresh_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fresh project after ``mlcd retrain clf --reason baseline`` (v1 is the champion),
+    made once per session by the real CLI."""
+    made = _copy(_fresh_template, tmp_path_factory.mktemp("retrain-baseline") / "proj")
+    result = made.cli("retrain", "clf", "--reason", "baseline")
+    assert result.returncode == 0, result.stderr
+    return made.root
+
+
+@pytest.fixture(scope="session")
+def _watched_template(_baseline_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline project after one ``mlcd watch --once`` (the data digests are recorded)."""
+    made = _copy(_baseline_template, tmp_path_factory.mktemp("retrain-watched") / "proj")
+    result = made.cli("watch", "--once")
+    assert result.returncode == 0, result.stderr
+    return made.root
+
+
+@pytest.fixture
+def project(tmp_path: Path, _fresh_template: Path) -> Iterator[RetrainProject]:
+    """A fresh project: no model yet."""
+    yield _copy(_fresh_template, tmp_path / "proj")
+
+
+@pytest.fixture
+def baselined(tmp_path: Path, _baseline_template: Path) -> Iterator[RetrainProject]:
+    """A project whose first retrain (reason "baseline") promoted v1 to champion."""
+    yield _copy(_baseline_template, tmp_path / "proj")
+
+
+@pytest.fixture
+def watched(tmp_path: Path, _watched_template: Path) -> Iterator[RetrainProject]:
+    """A baselined project on which ``watch --once`` recorded the data digests."""
+    yield _copy(_watched_template, tmp_path / "proj")

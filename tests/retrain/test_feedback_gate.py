@@ -36,7 +36,7 @@ def _wait_ready(client: httpx.Client, process: subprocess.Popen[bytes], log: Pat
 
 
 def test_unauthenticated_labels_cannot_fire_the_decay_trigger(
-    project: RetrainProject, open_store, tmp_path: Path
+    baselined: RetrainProject, open_store, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from mlcd.config import load_config
     from mlcd.objects import open_object_store
@@ -44,7 +44,7 @@ def test_unauthenticated_labels_cannot_fire_the_decay_trigger(
     from mlcd.retrain.triggers import evaluate_triggers
     from mlcd.store import predictions
 
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    project = baselined  # v1 promoted by the baseline retrain (made once, copied)
     project.config(DECAY)
     config = load_config(project.root)
     store = open_store(f"sqlite:///{project.root / '.mlcd' / 'mlcd.db'}")

@@ -47,8 +47,8 @@ def test_manual_retrain_promotes_then_gates_refuse_a_worse_model(project: Retrai
     assert (Path(outcome["report_dir"]) / "report.md").is_file()
 
 
-def test_new_data_fires_only_when_the_data_changes(project: RetrainProject) -> None:
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+def test_new_data_fires_only_when_the_data_changes(baselined: RetrainProject) -> None:
+    project = baselined  # the baseline retrain was made once for the session and copied
     first_look = project.cli("watch", "--once", "--json")
     assert first_look.returncode == 0, first_look.stderr
     assert json.loads(first_look.stdout.splitlines()[-1])["retrains"] == []
@@ -102,9 +102,8 @@ def test_schedule_fires_per_tick_and_respects_the_daily_budget(
     )
 
 
-def test_two_watchers_never_retrain_the_same_model_at_once(project: RetrainProject) -> None:
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
-    assert project.cli("watch", "--once").returncode == 0  # record the data digests
+def test_two_watchers_never_retrain_the_same_model_at_once(watched: RetrainProject) -> None:
+    project = watched  # baseline retrained and the data digests recorded (copied)
     project.raw(seed=3, rows=60_000)  # bigger data: a retrain that takes a while
     env = {**os.environ, **stage_env()}
     procs = [
@@ -127,9 +126,8 @@ def test_two_watchers_never_retrain_the_same_model_at_once(project: RetrainProje
 
 
 @pytest.mark.slow
-def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> None:
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
-    assert project.cli("watch", "--once").returncode == 0
+def test_watch_killed_mid_retrain_resumes_cleanly(watched: RetrainProject) -> None:
+    project = watched  # baseline retrained and the data digests recorded (copied)
     (project.root / "train.py").write_text(
         "import time, pathlib\npathlib.Path('train.started').write_text('x')\ntime.sleep(8)\n"
         + (project.root / "train.py").read_text()
@@ -174,11 +172,11 @@ def test_watch_killed_mid_retrain_resumes_cleanly(project: RetrainProject) -> No
 
 
 def _signals_context(project: RetrainProject, open_store, policy: str):  # type: ignore[no-untyped-def]
+    """A retrain context on a baselined project (v1 promoted by the baseline retrain)."""
     from mlcd.config import load_config
     from mlcd.objects import open_object_store
     from mlcd.retrain.context import Context
 
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
     project.config(policy)
     config = load_config(project.root)
     store = open_store(f"sqlite:///{project.root / '.mlcd' / 'mlcd.db'}")
@@ -202,11 +200,11 @@ def _traffic(n: int, shift: float, seed: int):  # type: ignore[no-untyped-def]
     return frame
 
 
-def test_drift_trigger_fires_on_shifted_traffic_only(project: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
+def test_drift_trigger_fires_on_shifted_traffic_only(baselined: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
     from mlcd.retrain.triggers import evaluate_triggers
 
     ctx = _signals_context(
-        project, open_store, "retrain:\n  clf:\n    triggers:\n      drift: {share: 0.5}\n"
+        baselined, open_store, "retrain:\n  clf:\n    triggers:\n      drift: {share: 0.5}\n"
     )
     _log_predictions(ctx, _traffic(600, 0.0, seed=11))
     (calm,) = evaluate_triggers(ctx, "clf")
@@ -216,12 +214,12 @@ def test_drift_trigger_fires_on_shifted_traffic_only(project: RetrainProject, op
     assert drifted.fired and set(drifted.details["drifted"]) == {"a", "b"}
 
 
-def test_decay_trigger_fires_when_labels_disagree(project: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
+def test_decay_trigger_fires_when_labels_disagree(baselined: RetrainProject, open_store) -> None:  # type: ignore[no-untyped-def]
     from mlcd.retrain.triggers import evaluate_triggers
     from tests.monitor.conftest import PredictionLogDir
 
     ctx = _signals_context(
-        project,
+        baselined,
         open_store,
         "retrain:\n  clf:\n    triggers:\n      decay: {metric: accuracy, below: 0.7, min_labels: 50}\n",
     )
@@ -252,7 +250,7 @@ def test_decay_trigger_fires_when_labels_disagree(project: RetrainProject, open_
 
 
 def test_labels_trigger_fires_once_per_threshold_and_waits_out_the_cooldown(
-    project: RetrainProject, open_store
+    baselined: RetrainProject, open_store
 ) -> None:
     """Through the watch's pass on a real project: labels that fire during the cooldown wait
     (the retrain is skipped and the labels are not forgotten); once the cooldown allows it they
@@ -263,7 +261,7 @@ def test_labels_trigger_fires_once_per_threshold_and_waits_out_the_cooldown(
     from mlcd.retrain.watch import run_pass
     from mlcd.store import predictions
 
-    assert project.cli("retrain", "clf", "--reason", "baseline").returncode == 0
+    project = baselined  # the baseline retrain (made once for the session, copied) just ran
 
     def context(cooldown: str) -> Context:
         project.config(
