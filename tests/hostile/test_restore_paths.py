@@ -1,7 +1,8 @@
 """Issue 20, item 2: paths from mlcd.lock, pointer files and remote manifests never write
 outside the project, into ``.git/`` or into ``.mlcd/``.
 
-Each test builds a real project, pushes it to a real remote folder, makes a clone as git would
+One real project is built and pushed to a real remote folder per module (copied into each test),
+each test makes a clone as git would
 give it, plants one hostile path and runs the real CLI.
 """
 
@@ -16,11 +17,12 @@ import pytest
 
 from mlcd.digest import Digest
 from mlcd.objects import LocalObjectStore
+from tests.conftest import run_cli
 from tests.pipeline.conftest import (
     CHAIN,
     CHAIN_FILES,
     calls,
-    run_json,
+    stage_env,
     write,
 )
 from tests.pipeline.conftest import make_project as _make_project
@@ -36,15 +38,33 @@ CONFIG = (
 COMMITTED = ["mlcd.yaml", "params.yaml", "input.txt", "raw.mlcd", "mlcd.lock"]
 
 
-def _origin(make_project, mlcd) -> Path:
-    """A project that ran and pushed everything to ``../remote``; nested so ``../..`` exists."""
-    root = make_project(CONFIG, CHAIN_FILES, name="deep/er/origin")
+@pytest.fixture(scope="module")
+def _pushed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project that ran and pushed everything to ``../remote``, made once per module by the
+    real CLI (data add, run, push); nested so ``../..`` exists."""
+    base = tmp_path_factory.mktemp("restore-origin")
+    root = base / "deep" / "er" / "origin"
+    root.mkdir(parents=True)
+    write(root, {"mlcd.yaml": CONFIG, **CHAIN_FILES})
     write(root, {"raw/a.csv": "x\n1\n", "raw/b.csv": "x\n2\n"})
-    assert mlcd(root, "data", "add", "raw").returncode == 0
-    run_json(mlcd, root)
-    pushed = mlcd(root, "push")
+    assert _mlcd_call(root, "data", "add", "raw").returncode == 0
+    ran = _mlcd_call(root, "run", "--json")
+    assert ran.returncode == 0, ran.stderr
+    pushed = _mlcd_call(root, "push")
     assert pushed.returncode == 0, pushed.stderr
-    return root
+    return base / "deep"
+
+
+def _mlcd_call(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(list(args), cwd=root, env=stage_env())
+
+
+@pytest.fixture
+def origin(_pushed: Path, tmp_path: Path) -> Path:
+    """The pushed project and its remote, copied into this test's folder (the same files the
+    CLI wrote; a copy of the folder is what the CLI would make here)."""
+    shutil.copytree(_pushed, tmp_path / "deep", symlinks=True)
+    return tmp_path / "deep" / "er" / "origin"
 
 
 def _clone(origin: Path, name: str = "clone") -> Path:
@@ -96,9 +116,8 @@ def _hostile_target(clone: Path, which: str) -> tuple[str, Path]:
     "which",
     ["absolute", "dotdot", "git-hook", "git-hook-case", "state-dir", "symlinked-folder"],
 )
-def test_pull_refuses_a_hostile_lock_entry_and_writes_nothing(make_project, mlcd, which) -> None:
+def test_pull_refuses_a_hostile_lock_entry_and_writes_nothing(origin: Path, mlcd, which) -> None:
     # Guards against a pull request's mlcd.lock making 'mlcd pull' write outside the project.
-    origin = _origin(make_project, mlcd)
     clone = _clone(origin)
     entry, target = _hostile_target(clone, which)
     _retarget_lock(clone, "a.txt", entry)
@@ -111,9 +130,8 @@ def test_pull_refuses_a_hostile_lock_entry_and_writes_nothing(make_project, mlcd
     assert not (clone / "c.txt").exists() and not (clone / "raw").exists()  # nothing at all
 
 
-def test_run_refuses_a_hostile_lock_entry(make_project, mlcd) -> None:
+def test_run_refuses_a_hostile_lock_entry(origin: Path, mlcd) -> None:
     # Guards against any other reader of mlcd.lock (run, status) trusting a hostile out path.
-    origin = _origin(make_project, mlcd)
     clone = _clone(origin)
     _retarget_lock(clone, "a.txt", ".git/hooks/post-checkout")
 
@@ -129,9 +147,8 @@ def test_run_refuses_a_hostile_lock_entry(make_project, mlcd) -> None:
     ("pointer", "name"),
     [(".git.mlcd", ".git"), ("decoy.mlcd", "mlcd.yaml"), (".mlcd.mlcd", ".mlcd")],
 )
-def test_pull_refuses_a_hostile_pointer_file(make_project, mlcd, pointer, name) -> None:
+def test_pull_refuses_a_hostile_pointer_file(origin: Path, mlcd, pointer, name) -> None:
     # Guards against a committed *.mlcd pointer naming git's or mlcd's state, or another file.
-    origin = _origin(make_project, mlcd)
     clone = _clone(origin)
     digest = (origin / "raw.mlcd").read_text().split("digest: ")[1].split()[0]
     (clone / pointer).write_text(f"path: {name}\ndigest: {digest}\nsize: 1\nfiles: 2\n")
@@ -157,9 +174,8 @@ def test_pull_refuses_a_hostile_pointer_file(make_project, mlcd, pointer, name) 
         "./../dot.txt",
     ],
 )
-def test_pull_skips_a_remote_manifest_with_a_hostile_entry(make_project, mlcd, name) -> None:
+def test_pull_skips_a_remote_manifest_with_a_hostile_entry(origin: Path, mlcd, name) -> None:
     # Guards against a hand-crafted directory manifest on the remote writing outside its folder.
-    origin = _origin(make_project, mlcd)
     remote = LocalObjectStore(origin.parent / "remote")
     blob = remote.put_bytes(b"#!/bin/sh\necho owned\n")
     manifest = json.dumps([{"path": name, "digest": blob.hex, "size": 20}]).encode()
@@ -188,9 +204,8 @@ def test_pull_skips_a_remote_manifest_with_a_hostile_entry(make_project, mlcd, n
     assert (clone / "raw" / "a.csv").exists()
 
 
-def test_ci_with_a_hostile_lock_fails_before_running_anything(make_project, mlcd) -> None:
+def test_ci_with_a_hostile_lock_fails_before_running_anything(origin: Path, mlcd) -> None:
     # Guards against 'mlcd ci' (which pulls first) writing a git hook from a pull request's lock.
-    origin = _origin(make_project, mlcd)
     clone = _clone(origin)
     _git_init(clone)
     _retarget_lock(clone, "a.txt", ".git/hooks/post-checkout")
@@ -204,9 +219,8 @@ def test_ci_with_a_hostile_lock_fails_before_running_anything(make_project, mlcd
     assert not (clone / "c.txt").exists()
 
 
-def test_symlink_planted_after_the_lock_was_read_is_refused_at_restore(make_project, mlcd) -> None:
+def test_symlink_planted_after_the_lock_was_read_is_refused_at_restore(origin: Path, mlcd) -> None:
     # Guards against a symlinked folder appearing after mlcd.lock was parsed and cached.
-    origin = _origin(make_project, mlcd)
     clone = _clone(origin)
     _retarget_lock(clone, "a.txt", "later/a.txt")
     mlcd(clone, "status")  # parses mlcd.lock and caches it in .mlcd/pipeline.json
@@ -238,9 +252,8 @@ def test_a_stage_out_through_a_symlinked_folder_is_a_config_error(make_project, 
     assert calls(root) == [] and not (outside / "out.txt").exists()
 
 
-def test_ci_stops_before_running_anything_on_a_hostile_remote_manifest(make_project, mlcd) -> None:
+def test_ci_stops_before_running_anything_on_a_hostile_remote_manifest(origin: Path, mlcd) -> None:
     # Guards against 'mlcd ci' going on (running stages) after a pull met a crafted manifest.
-    origin = _origin(make_project, mlcd)
     remote = LocalObjectStore(origin.parent / "remote")
     blob = remote.put_bytes(b"owned\n")
     manifest = json.dumps([{"path": "../../ci-escape.txt", "digest": blob.hex, "size": 6}])
@@ -260,10 +273,9 @@ def test_ci_stops_before_running_anything_on_a_hostile_remote_manifest(make_proj
 
 
 def test_tracked_folder_holding_a_nested_git_repository_still_round_trips(
-    make_project, mlcd
+    origin: Path, mlcd
 ) -> None:
     # Guards against the manifest check refusing honest data (a dataset cloned with git).
-    origin = _origin(make_project, mlcd)
     write(origin, {"corpus/text.txt": "hello\n", "corpus/.git/HEAD": "ref: refs/heads/main\n"})
     assert mlcd(origin, "data", "add", "corpus").returncode == 0
     assert mlcd(origin, "push").returncode == 0
