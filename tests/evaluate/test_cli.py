@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -46,9 +47,26 @@ def _setup(project: Path) -> None:
             register_from_path(opened.store, opened.objects, "churn", project / "models" / kind)
 
 
+@pytest.fixture(scope="module")
+def _setup_template(_init_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ``mlcd init`` project after ``_setup`` (churn v1 good, v2 weak), made once."""
+    root = tmp_path_factory.mktemp("evaluate-cli") / "proj"
+    shutil.copytree(_init_template, root, symlinks=True)
+    _setup(root)
+    return root
+
+
+@pytest.fixture
+def set_up(_setup_template: Path, tmp_path: Path) -> Path:
+    """A copy, for this test, of the project after ``_setup``."""
+    root = tmp_path / "proj"
+    shutil.copytree(_setup_template, root, symlinks=True)
+    return root
+
+
 @pytest.mark.slow
-def test_gated_promotion_and_evaluation_from_the_cli(project: Path) -> None:
-    _setup(project)
+def test_gated_promotion_and_evaluation_from_the_cli(set_up: Path) -> None:
+    project = set_up  # churn v1 (good) and v2 (weak) registered (made once, copied)
 
     first = run_cli(["models", "promote", "churn", "1", "--resamples", "200"], cwd=project)
     assert first.returncode == 0, first.stderr
@@ -102,8 +120,8 @@ def test_gated_promotion_and_evaluation_from_the_cli(project: Path) -> None:
     assert history[0]["reason"] == "incident 7"
 
 
-def test_evaluate_refuses_training_data_and_missing_data(project: Path) -> None:
-    _setup(project)
+def test_evaluate_refuses_training_data_and_missing_data(set_up: Path) -> None:
+    project = set_up  # churn v1 (good) and v2 (weak) registered (made once, copied)
 
     on_train = run_cli(
         ["evaluate", "churn", "--candidate", "1", "--data", "data/train.parquet"], cwd=project

@@ -4,6 +4,7 @@ progress of long steps, and report badges that need no emoji font."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,23 @@ def _model_from_a_run(project: Path) -> None:
         register_from_path(opened.store, opened.objects, "churn", project / "models" / "good")
 
 
+@pytest.fixture(scope="module")
+def _run_model_template(_init_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ``mlcd init`` project whose v1 of churn was saved inside a run (made once)."""
+    root = tmp_path_factory.mktemp("run-model") / "proj"
+    shutil.copytree(_init_template, root, symlinks=True)
+    _model_from_a_run(root)
+    return root
+
+
+@pytest.fixture
+def run_model_project(_run_model_template: Path, tmp_path: Path) -> Path:
+    """A copy, for this test, of the project whose churn v1 came from a run."""
+    root = tmp_path / "proj"
+    shutil.copytree(_run_model_template, root, symlinks=True)
+    return root
+
+
 def _evaluate(project: Path, gates: list[str], progress: object = None) -> object:
     with Project.open(project) as opened:
         return evaluate(
@@ -53,8 +71,8 @@ def _evaluate(project: Path, gates: list[str], progress: object = None) -> objec
         )  # fmt: skip
 
 
-def test_a_gate_on_the_candidates_run_metric_passes_and_fails(project: Path) -> None:
-    _model_from_a_run(project)
+def test_a_gate_on_the_candidates_run_metric_passes_and_fails(run_model_project: Path) -> None:
+    project = run_model_project  # churn v1 saved inside a run (made once, copied)
     passing = _evaluate(project, ["run.metrics.roc_auc.test >= 0.9", "roc_auc >= 0.5"])
     assert passing.passed, passing.verdict.summary()
     failing = _evaluate(project, ["run.metrics.roc_auc.test >= 0.95"])
@@ -62,16 +80,16 @@ def test_a_gate_on_the_candidates_run_metric_passes_and_fails(project: Path) -> 
     assert "roc_auc.test = 0.91" in failing.verdict.summary()
 
 
-def test_a_gate_on_a_metric_the_run_lacks_is_a_clear_error(project: Path) -> None:
-    _model_from_a_run(project)
+def test_a_gate_on_a_metric_the_run_lacks_is_a_clear_error(run_model_project: Path) -> None:
+    project = run_model_project  # churn v1 saved inside a run (made once, copied)
     with pytest.raises(ConfigError) as caught:
         _evaluate(project, ["run.metrics.roc_auc.tset >= 0.9"])
     assert "roc_auc.tset" in caught.value.message
     assert "roc_auc.test" in str(caught.value)
 
 
-def test_evaluation_reports_progress_and_badges_need_no_emoji_font(project: Path) -> None:
-    _model_from_a_run(project)
+def test_evaluation_reports_progress_and_badges_need_no_emoji_font(run_model_project: Path) -> None:
+    project = run_model_project  # churn v1 saved inside a run (made once, copied)
     seen: list[tuple[str, int | None, int | None]] = []
     evaluation = _evaluate(
         project, ["roc_auc >= 0.5"], progress=lambda s, d=None, t=None: seen.append((s, d, t))
