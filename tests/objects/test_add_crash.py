@@ -21,6 +21,7 @@ from mlcd.digest import Digest, hash_file
 from mlcd.objects import LocalObjectStore, local
 from mlcd.objects.local import _SMALL, _WINDOW
 from mlcd.pipeline.data import add_data_fast, read_pointer
+from mlcd.pipeline.statcache import StatCache, walk_files
 from tests.conftest import run_cli
 
 CONFIG = "stages: {}\n"
@@ -236,3 +237,29 @@ def test_large_files_are_stored_whole_with_or_without_direct_writes(
     assert stored.read_bytes() == source.read_bytes()
     assert stat.S_IMODE(stored.stat().st_mode) == 0o444
     assert os.listdir(tmp_path / "objects" / "tmp") == []
+
+
+def test_a_folder_added_is_not_read_again_and_a_changed_file_is(tmp_path: Path) -> None:
+    """The stat cache learns each new file's digest under the stat it was listed and read
+    with: adding the folder again reads nothing (no object is written again), and a file
+    rewritten since is hashed again and stored."""
+    root = _project(tmp_path / "proj")
+    _data(root, files=50, size=4096, big_mib=0)
+    time.sleep(0.1)  # the files older than the stat cache's racy window when recorded
+    first = add_data_fast([root / "raw"], start=root)
+    assert first is not None
+    objects = root / ".mlcd" / "objects"
+    before = {p: p.stat().st_mtime_ns for p in objects.glob("??/*")}
+    listing = walk_files(str(root / "raw"))
+    with StatCache(root / ".mlcd" / "statcache.db") as cache:
+        assert len(cache.known_below(root / "raw", listing)) == 50  # nothing to read again
+
+    again = add_data_fast([root / "raw"], start=root)
+
+    assert again is not None and again[0][0].digest == first[0][0].digest and not again[0][1]
+    assert {p: p.stat().st_mtime_ns for p in objects.glob("??/*")} == before
+    changed = root / "raw" / "part-0" / "0007.bin"
+    changed.write_bytes(b"new bytes")
+    third = add_data_fast([root / "raw"], start=root)
+    assert third is not None and third[0][1] and third[0][0].digest != first[0][0].digest
+    assert LocalObjectStore(objects).has(hash_file(changed))

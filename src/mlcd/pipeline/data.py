@@ -368,6 +368,15 @@ def add_data_fast(
     return added
 
 
+def _reads_as_listed(objects: ObjectStore) -> bool:
+    """Whether ``objects.put_tree`` reads every new file checking that its stat is the listed
+    one before and after (the local store copying or cloning; a hard link is hashed in place
+    without that check, and other stores do not check)."""
+    from mlcd.objects.local import LocalObjectStore
+
+    return isinstance(objects, LocalObjectStore) and objects.link != "hardlink"
+
+
 def add_data(
     root: Path,
     paths: Iterable[str | os.PathLike[str]],
@@ -425,11 +434,17 @@ def add_data(
             stored, entries = objects.put_tree(
                 full, files, known={rel: Digest(h) for rel, h in known.items()}
             )
-            for entry in entries:
-                if entry.path not in known:
+            new = [entry for entry in entries if entry.path not in known]
+            if _reads_as_listed(objects):
+                # the store read each file under its listed stat (checked before and after):
+                # recorded under that stat, with no second stat per file
+                stats = dict(files)
+                statcache.record_listed(full, [(e.path, stats[e.path], e.digest.hex) for e in new])
+            else:
+                for entry in new:
                     try:
                         statcache.record(full / entry.path, entry.digest.hex)
-                    except FileNotFoundError:  # removed since it was stored: nothing to learn
+                    except FileNotFoundError:  # removed since it was stored
                         pass
             digest = str(stored)
             pointer = Pointer(relative, digest, sum(e.size for e in entries), len(entries), source)

@@ -202,6 +202,19 @@ class StatCache:
         with self._lock:
             self._pending[key] = (signature(st), time.time_ns(), digest_hex)
 
+    def record_listed(
+        self, folder: str | os.PathLike[str], entries: Iterable[tuple[str, os.stat_result, str]]
+    ) -> None:
+        """Remember the digests of files below ``folder`` under the stat they were listed
+        and read with (``(relative path, stat, digest hex)``; the object store checks a
+        file's stat is the listed one before and after it reads it): no second ``stat``,
+        and a file changed since gets another stat, so it is hashed again next time."""
+        base = os.path.abspath(folder)
+        recorded = time.time_ns()
+        with self._lock:
+            for relative, st, digest_hex in entries:
+                self._pending[base + "/" + relative] = (signature(st), recorded, digest_hex)
+
     def flush(self) -> None:
         """Write new entries (one transaction); a no-op when nothing was hashed."""
         with self._lock:
