@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -63,7 +64,7 @@ def run_model_project(_run_model_template: Path, tmp_path: Path) -> Path:
     return root
 
 
-def _evaluate(project: Path, gates: list[str], progress: object = None) -> object:
+def _evaluate(project: Path, gates: list[str], progress: Any = None) -> Any:
     with Project.open(project) as opened:
         return evaluate(
             opened.store, opened.objects, "churn", 1, data=project / "data" / "test.parquet",
