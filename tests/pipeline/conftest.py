@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,32 @@ def mlcd() -> Cli:
         return run_cli(list(args), cwd=root, env={**stage_env(), **(env or {})})
 
     return call
+
+
+@pytest.fixture(scope="session")
+def _chain_ran_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CHAIN project after one ``mlcd run`` by the real CLI, made once per session."""
+    root = tmp_path_factory.mktemp("chain-ran") / "proj"
+    root.mkdir()
+    write(root, {"mlcd.yaml": CHAIN, **CHAIN_FILES})
+    result = run_cli(["run", "--json"], cwd=root, env=stage_env())
+    assert result.returncode == 0, result.stderr
+    assert sorted(calls(root)) == ["a", "b", "c"]
+    return root
+
+
+@pytest.fixture
+def ran_chain(_chain_ran_template: Path, tmp_path: Path) -> Callable[[], Path]:
+    """``ran_chain()``: what ``make_project(CHAIN, CHAIN_FILES)`` then ``mlcd run`` leave, as
+    a copy of the session's (nothing in the project names its folder but the stat cache,
+    keyed by absolute path, which just misses in the copy)."""
+
+    def copy() -> Path:
+        root = tmp_path / "proj"
+        shutil.copytree(_chain_ran_template, root, symlinks=True)
+        return root
+
+    return copy
 
 
 def run_json(mlcd: Cli, root: Path, *args: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlcd.cli.entry import parse
-from tests.pipeline.conftest import CHAIN, CHAIN_FILES, run_json, stage_env
+from tests.pipeline.conftest import CHAIN, CHAIN_FILES, stage_env
 
 HEAVY = ["typer", "pydantic", "sqlalchemy", "rich", "yaml", "pandas", "numpy", "click"]
 
@@ -71,9 +71,8 @@ def _entry(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_fast_path_prints_what_the_full_cli_prints(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_fast_path_prints_what_the_full_cli_prints(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "a.txt").write_text("changed\n")
 
     for args in (["status"], ["status", "--json"], ["status", "--check"]):
@@ -98,9 +97,8 @@ def test_help_falls_back_to_typer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["status", "run"])
-def test_no_op_loads_no_heavy_library(make_project, mlcd, command: str) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_no_op_loads_no_heavy_library(ran_chain, mlcd, command: str) -> None:
+    root = ran_chain()
     _entry(root, "status")  # settles the snapshot and stat caches once
     probe = (
         "import sys, json\n"

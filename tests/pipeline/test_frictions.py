@@ -109,9 +109,8 @@ def test_config_validate_reports_a_missing_dep_and_param(make_project, mlcd) -> 
     assert "nope.lr" in no_param.stderr
 
 
-def test_force_forces_named_stage_only(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_force_forces_named_stage_only(ran_chain, mlcd) -> None:
+    root = ran_chain()
 
     document = run_json(mlcd, root, "c", "--force")
 
@@ -120,9 +119,8 @@ def test_force_forces_named_stage_only(make_project, mlcd) -> None:
     assert sorted(log[:2]) == ["a", "b"] and log[2:] == ["c", "c"]
 
 
-def test_force_still_runs_stale_upstream(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_force_still_runs_stale_upstream(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "input.txt").write_text("changed\n")
 
     document = run_json(mlcd, root, "c", "--force")
@@ -130,9 +128,8 @@ def test_force_still_runs_stale_upstream(make_project, mlcd) -> None:
     assert outcomes(document) == {"a": "ran", "b": "skipped", "c": "ran"}
 
 
-def test_force_upstream_forces_every_selected_stage(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_force_upstream_forces_every_selected_stage(ran_chain, mlcd) -> None:
+    root = ran_chain()
 
     document = run_json(mlcd, root, "c", "--force-upstream")
     dry = json.loads(mlcd(root, "run", "c", "--force-upstream", "--dry-run", "--json").stdout)
@@ -141,18 +138,16 @@ def test_force_upstream_forces_every_selected_stage(make_project, mlcd) -> None:
     assert {s["outcome"] for s in dry["stages"]} == {"run"}
 
 
-def test_force_without_targets_forces_all(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_force_without_targets_forces_all(ran_chain, mlcd) -> None:
+    root = ran_chain()
 
     document = run_json(mlcd, root, "--force")
 
     assert outcomes(document) == {"a": "ran", "b": "ran", "c": "ran"}
 
 
-def test_single_runs_one_stage_without_upstream(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_single_runs_one_stage_without_upstream(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "input.txt").write_text("changed\n")
     (root / "a.txt").write_text("hand made\n")
 

@@ -63,10 +63,9 @@ def test_run_records_stages_lineage_params_metrics_and_git_state(
 
 
 def test_restored_and_skipped_stages_are_recorded_with_their_metrics(
-    make_project, mlcd, open_store
+    ran_chain, mlcd, open_store
 ) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+    root = ran_chain()
     (root / "a.txt").unlink()
 
     document = run_json(mlcd, root)

@@ -29,9 +29,8 @@ def test_first_run_executes_every_stage_and_writes_the_lock(make_project, mlcd) 
     assert (root / "c.txt").read_text() == "a=hello\n  size: 10\n"
 
 
-def test_no_op_rerun_executes_nothing_and_records_no_run(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_no_op_rerun_executes_nothing_and_records_no_run(ran_chain, mlcd) -> None:
+    root = ran_chain()
     before = calls(root)
 
     document = run_json(mlcd, root)
@@ -44,10 +43,9 @@ def test_no_op_rerun_executes_nothing_and_records_no_run(make_project, mlcd) -> 
 
 
 def test_changed_param_reruns_exactly_the_stages_declaring_it_and_their_dependents(
-    make_project, mlcd
+    ran_chain, mlcd
 ) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+    root = ran_chain()
     (root / "calls.log").unlink()
 
     write(root, {"params.yaml": "a: 1\nb:\n  size: 11\n  unused: 3\n"})
@@ -64,10 +62,9 @@ def test_changed_param_reruns_exactly_the_stages_declaring_it_and_their_dependen
 
 
 def test_dependent_is_skipped_when_the_rerun_upstream_writes_the_same_outputs(
-    make_project, mlcd
+    ran_chain, mlcd
 ) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+    root = ran_chain()
     (root / "calls.log").unlink()
 
     # without its newline input.txt is a changed dep of a, but $(cat) writes the same a.txt
@@ -78,9 +75,8 @@ def test_dependent_is_skipped_when_the_rerun_upstream_writes_the_same_outputs(
     assert calls(root) == ["a"]
 
 
-def test_param_outside_the_declared_keys_changes_nothing(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_param_outside_the_declared_keys_changes_nothing(ran_chain, mlcd) -> None:
+    root = ran_chain()
 
     write(root, {"params.yaml": "a: 1\nb:\n  size: 10\n  unused: 4\n"})
     document = run_json(mlcd, root)
@@ -88,9 +84,8 @@ def test_param_outside_the_declared_keys_changes_nothing(make_project, mlcd) -> 
     assert set(outcomes(document).values()) == {"skipped"}
 
 
-def test_deleted_out_is_restored_from_cache_without_running_the_stage(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_deleted_out_is_restored_from_cache_without_running_the_stage(ran_chain, mlcd) -> None:
+    root = ran_chain()
     before = calls(root)
     shutil.rmtree(root / "out_b")
     (root / "metrics_b.json").unlink()
@@ -106,9 +101,8 @@ def test_deleted_out_is_restored_from_cache_without_running_the_stage(make_proje
     assert json.loads((root / "metrics_b.json").read_text()) == {"score": 0.5}
 
 
-def test_reverting_a_change_restores_the_earlier_results_from_cache(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_reverting_a_change_restores_the_earlier_results_from_cache(ran_chain, mlcd) -> None:
+    root = ran_chain()
     write(root, {"input.txt": "changed\n"})
     run_json(mlcd, root)
     (root / "calls.log").unlink()
@@ -121,9 +115,8 @@ def test_reverting_a_change_restores_the_earlier_results_from_cache(make_project
     assert (root / "c.txt").read_text() == "a=hello\n  size: 10\n"
 
 
-def test_out_edited_by_hand_is_reported_by_status_and_fixed_by_run(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_out_edited_by_hand_is_reported_by_status_and_fixed_by_run(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "a.txt").write_text("edited by hand\n")
 
     status = mlcd(root, "status")
@@ -319,9 +312,8 @@ def test_target_runs_with_its_upstream_only(make_project, mlcd) -> None:
     assert calls(root) == ["a"]
 
 
-def test_force_runs_up_to_date_stages(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_force_runs_up_to_date_stages(ran_chain, mlcd) -> None:
+    root = ran_chain()
 
     document = run_json(mlcd, root, "--force", "b")
 
@@ -347,9 +339,8 @@ def test_always_run_stage_runs_every_time(make_project, mlcd) -> None:
     assert calls(root) == ["clock", "clock"]
 
 
-def test_dry_run_says_what_would_happen_and_does_nothing(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_dry_run_says_what_would_happen_and_does_nothing(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "a.txt").unlink()
     write(root, {"params.yaml": "a: 1\nb:\n  size: 12\n"})
     before = calls(root)
@@ -386,9 +377,8 @@ def test_env_is_part_of_the_fingerprint_and_stage_variables_are_set(make_project
     assert outcomes(second) == {"show": "ran"}
 
 
-def test_status_explains_changed_command_and_dep(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_status_explains_changed_command_and_dep(ran_chain, mlcd) -> None:
+    root = ran_chain()
     write(
         root,
         {
@@ -404,9 +394,8 @@ def test_status_explains_changed_command_and_dep(make_project, mlcd) -> None:
     assert "command changed: 'cat a.txt out_b/b.txt > c.txt" in status.stdout
 
 
-def test_stage_removed_from_mlcd_yaml_leaves_the_lock(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_stage_removed_from_mlcd_yaml_leaves_the_lock(ran_chain, mlcd) -> None:
+    root = ran_chain()
     shortened = CHAIN[: CHAIN.index("  c:")]
 
     write(root, {"mlcd.yaml": shortened, "input.txt": "again\n"})
@@ -416,9 +405,8 @@ def test_stage_removed_from_mlcd_yaml_leaves_the_lock(make_project, mlcd) -> Non
     assert set(lock["stages"]) == {"a", "b"}
 
 
-def test_corrupt_lock_file_is_reported_with_a_fix(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_corrupt_lock_file_is_reported_with_a_fix(ran_chain, mlcd) -> None:
+    root = ran_chain()
     (root / "mlcd.lock").write_text("<<<<<<< HEAD\nschema: 1\n=======\n")
 
     result = mlcd(root, "status")
@@ -428,9 +416,8 @@ def test_corrupt_lock_file_is_reported_with_a_fix(make_project, mlcd) -> None:
     assert "delete it: 'mlcd run' rebuilds it" in result.stderr
 
 
-def test_deleted_lock_is_rebuilt_from_the_run_cache_without_running(make_project, mlcd) -> None:
-    root = make_project(CHAIN, CHAIN_FILES)
-    run_json(mlcd, root)
+def test_deleted_lock_is_rebuilt_from_the_run_cache_without_running(ran_chain, mlcd) -> None:
+    root = ran_chain()
     before = calls(root)
     (root / "mlcd.lock").unlink()
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mlcd.digest import hash_file
-from tests.pipeline.conftest import CHAIN, CHAIN_FILES, calls, outcomes, run_json, write
+from tests.conftest import run_cli
+from tests.pipeline.conftest import (
+    CHAIN,
+    CHAIN_FILES,
+    calls,
+    outcomes,
+    run_json,
+    stage_env,
+    write,
+)
 
 CONFIG = (
     CHAIN.replace("deps: [input.txt]", "deps: [input.txt, raw]")
@@ -17,12 +29,37 @@ CONFIG = (
 COMMITTED = ["mlcd.yaml", "params.yaml", "input.txt", "raw.mlcd", "mlcd.lock"]
 
 
-def _origin(make_project, mlcd) -> Path:
-    root = make_project(CONFIG, CHAIN_FILES, name="origin")
+@pytest.fixture(scope="module")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Made once per module by the real CLI: ``ran`` (data add, run) and ``pushed`` (the same,
+    then push to ``../remote``); each a folder holding ``origin`` (and ``remote``)."""
+    ran = tmp_path_factory.mktemp("transfer-ran")
+    root = ran / "origin"
+    root.mkdir()
+    write(root, {"mlcd.yaml": CONFIG, **CHAIN_FILES})
     write(root, {"raw/a.csv": "x\n1\n", "raw/b.csv": "x\n2\n"})
-    assert mlcd(root, "data", "add", "raw").returncode == 0
-    run_json(mlcd, root)
-    return root
+    added = run_cli(["data", "add", "raw"], cwd=root, env=stage_env())
+    assert added.returncode == 0, added.stderr
+    done = run_cli(["run", "--json"], cwd=root, env=stage_env())
+    assert done.returncode == 0, done.stderr
+    pushed = tmp_path_factory.mktemp("transfer-pushed")
+    shutil.copytree(root, pushed / "origin", symlinks=True)
+    result = run_cli(["push"], cwd=pushed / "origin", env=stage_env())
+    assert result.returncode == 0, result.stderr
+    return {"ran": ran, "pushed": pushed}
+
+
+@pytest.fixture
+def origin_from(_templates: dict[str, Path], tmp_path: Path) -> Callable[[str], Path]:
+    """``origin_from("ran" | "pushed")``: that project (and its remote) copied into the test's
+    folder; nothing in them names their folder, so the copy is what the CLI would make here."""
+
+    def copy(which: str) -> Path:
+        for item in _templates[which].iterdir():
+            shutil.copytree(item, tmp_path / item.name, symlinks=True)
+        return tmp_path / "origin"
+
+    return copy
 
 
 def _clone(origin: Path, name: str) -> Path:
@@ -35,9 +72,9 @@ def _clone(origin: Path, name: str) -> Path:
 
 
 def test_push_then_pull_in_a_fresh_clone_restores_everything_without_running(
-    make_project, mlcd
+    origin_from, mlcd
 ) -> None:
-    origin = _origin(make_project, mlcd)
+    origin = origin_from("ran")
 
     pushed = mlcd(origin, "push", "--json")
     clone = _clone(origin, "clone")
@@ -54,9 +91,8 @@ def test_push_then_pull_in_a_fresh_clone_restores_everything_without_running(
     assert calls(clone) == []
 
 
-def test_second_push_sends_nothing(make_project, mlcd) -> None:
-    origin = _origin(make_project, mlcd)
-    mlcd(origin, "push")
+def test_second_push_sends_nothing(origin_from, mlcd) -> None:
+    origin = origin_from("pushed")
 
     again = json.loads(mlcd(origin, "push", "--json").stdout)
 
@@ -65,8 +101,8 @@ def test_second_push_sends_nothing(make_project, mlcd) -> None:
     assert again["objects_present"] > 0
 
 
-def test_pulled_run_cache_restores_a_stage_run_elsewhere(make_project, mlcd) -> None:
-    origin = _origin(make_project, mlcd)
+def test_pulled_run_cache_restores_a_stage_run_elsewhere(origin_from, mlcd) -> None:
+    origin = origin_from("ran")
     write(origin, {"params.yaml": "a: 1\nb:\n  size: 11\n"})
     run_json(mlcd, origin)
     assert mlcd(origin, "push", "--all").returncode == 0  # both sizes' entries
@@ -82,9 +118,8 @@ def test_pulled_run_cache_restores_a_stage_run_elsewhere(make_project, mlcd) -> 
     assert (clone / "out_b" / "b.txt").read_text() == "  size: 10\n"
 
 
-def test_pull_keeps_locally_modified_files_unless_forced(make_project, mlcd) -> None:
-    origin = _origin(make_project, mlcd)
-    mlcd(origin, "push")
+def test_pull_keeps_locally_modified_files_unless_forced(origin_from, mlcd) -> None:
+    origin = origin_from("pushed")
     clone = _clone(origin, "clone")
     mlcd(clone, "pull")
     (clone / "a.txt").write_text("mine\n")
@@ -97,9 +132,8 @@ def test_pull_keeps_locally_modified_files_unless_forced(make_project, mlcd) -> 
     assert (clone / "a.txt").read_text() == "a=hello\n"
 
 
-def test_corrupt_object_on_the_remote_is_refused_on_arrival(make_project, mlcd) -> None:
-    origin = _origin(make_project, mlcd)
-    mlcd(origin, "push")
+def test_corrupt_object_on_the_remote_is_refused_on_arrival(origin_from, mlcd) -> None:
+    origin = origin_from("pushed")
     digest = hash_file(origin / "raw" / "a.csv").hex
     blob = origin.parent / "remote" / digest[:2] / digest[2:]
     os.chmod(blob, 0o644)
@@ -113,8 +147,8 @@ def test_corrupt_object_on_the_remote_is_refused_on_arrival(make_project, mlcd) 
     assert not (clone / ".mlcd" / "objects" / digest[:2] / digest[2:]).exists()
 
 
-def test_push_names_objects_missing_locally(make_project, mlcd) -> None:
-    origin = _origin(make_project, mlcd)
+def test_push_names_objects_missing_locally(origin_from, mlcd) -> None:
+    origin = origin_from("ran")
     digest = hash_file(origin / "a.txt").hex
     (origin / ".mlcd" / "objects" / digest[:2] / digest[2:]).unlink()
 
