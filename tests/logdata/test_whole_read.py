@@ -137,9 +137,9 @@ def test_the_monitor_window_is_the_same_whatever_the_bound(
         local_gone = [s["path"] for s in segments(conn, model="churn")][-1]
     (local.root / local_gone).unlink()
 
-    window = Window(now - 2.5 * DAY, now)
+    window = Window(now - 4 * DAY, now)  # holds every segment whole
     expected, missing = _window_rows(local, window, chunk_rows)
-    assert missing == [local_gone] and len(expected) > 1000
+    assert missing == [local_gone] and len(expected) == 300 + 4000 + 2500
     middle = sorted(sizes[:3])[1]  # two segments fetched whole, one read with ranges
     for limit, whole_reads in (("", 3), (str(middle), 2), ("0", 0)):
         monkeypatch.setenv(WHOLE_READ_ENV, limit)
@@ -152,6 +152,16 @@ def test_the_monitor_window_is_the_same_whatever_the_bound(
             assert gets == 3, gets  # one GET per segment there, none for the missing one
         else:
             assert gets > whole_reads, (limit, gets)
+
+    # A window that cuts a segment: that one keeps ranged reads of the row groups it needs,
+    # the one inside is fetched whole. ``last N``: its ts-only pass reads ranges.
+    monkeypatch.delenv(WHOLE_READ_ENV)
+    for cut in (Window(now - 1.75 * DAY, now), Window(end=now, last=3000)):
+        expected, _ = _window_rows(local, cut, chunk_rows)
+        counted_s3.reset()
+        got, _ = _window_rows(remote, cut, chunk_rows)
+        pd.testing.assert_frame_equal(got, expected)
+        assert counted_s3.count("GET") > 2, cut
 
 
 def test_from_log_datasets_are_the_same_whatever_the_bound(
@@ -168,14 +178,16 @@ def test_from_log_datasets_are_the_same_whatever_the_bound(
     for log in (local, remote):
         log.write("churn", 1, traffic(2000, 1, now - 2 * DAY, DAY))
         log.write("churn", 2, traffic(1500, 2, now - DAY, DAY / 2))
-    expected = read_log_dataset(local.store, local.root, "churn", since=now - 1.5 * DAY)
-    for limit in ("", "0"):
-        monkeypatch.setenv(WHOLE_READ_ENV, limit)
-        counted_s3.reset()
-        got = read_log_dataset(remote.store, remote.root, "churn", since=now - 1.5 * DAY)
-        pd.testing.assert_frame_equal(got.frame, expected.frame)
-        gets = counted_s3.count("GET")
-        assert gets == 2 if limit == "" else gets > 2, (limit, gets)
+    for since in (now - 3 * DAY, now - 1.5 * DAY):  # both segments inside; one cut
+        expected = read_log_dataset(local.store, local.root, "churn", since=since)
+        for limit in ("", "0"):
+            monkeypatch.setenv(WHOLE_READ_ENV, limit)
+            counted_s3.reset()
+            got = read_log_dataset(remote.store, remote.root, "churn", since=since)
+            pd.testing.assert_frame_equal(got.frame, expected.frame)
+            gets = counted_s3.count("GET")
+            whole = limit == "" and since == now - 3 * DAY
+            assert gets == 2 if whole else gets > 2, (limit, since, gets)
 
 
 @pytest.mark.parametrize("limit", ["", "0"])

@@ -135,11 +135,12 @@ def _read_segment(
     import pyarrow as pa
 
     from mlcd.errors import MonitorError
-    from mlcd.logdata.segments import SegmentMissing, locate, open_dataset, scan
+    from mlcd.logdata.segments import SegmentMissing, inside, locate, open_dataset, scan
 
     location = locate(root, str(segment["path"]))
+    whole = inside(segment.get("first_at"), segment.get("last_at"), since, until)
     try:
-        dataset = open_dataset(location, whole=True)
+        dataset = open_dataset(location, whole=whole)
         columns = [c for c in dataset.schema.names if c not in _DROPPED]
         batches = list(
             scan(location, columns, start=since, end=until, status="ok", dataset=dataset)

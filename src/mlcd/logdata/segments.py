@@ -11,7 +11,8 @@ Credentials and endpoints of a remote log come from the environment, as for ever
 user (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...).
 
 A remote segment read from start to end (``open_dataset(..., whole=True)``: the monitor and
-the dataset builder) is fetched with one GET of the whole object when it is no larger than
+the dataset builder, for a segment whose registered time range lies inside the window) is
+fetched with one GET of the whole object when it is no larger than
 ``MLCD_LOG_WHOLE_READ_MAX`` bytes (default 256 MiB; 0 turns it off), and parsed from memory
 with the same projection and row-group pruning: a ranged reader sends a request for the
 footer and one per column chunk of each row group (about ten for a 500,000-row daily file),
@@ -208,6 +209,15 @@ def whole_read_max() -> int:
             "every remote segment with ranged requests",
         )
     return value
+
+
+def inside(first_at: Any, last_at: Any, start: float | None, end: float | None) -> bool:
+    """Whether a segment's registered time range lies inside ``[start, end)``: read whole,
+    none of its row groups would be pruned, so it is worth one whole-object GET (a segment
+    the window cuts keeps ranged reads of the row groups that can hold window rows)."""
+    if first_at is None or last_at is None:
+        return start is None and end is None
+    return (start is None or float(first_at) >= start) and (end is None or float(last_at) < end)
 
 
 def _missing(location: Location, exc: BaseException) -> SegmentMissing:

@@ -155,29 +155,39 @@ class LogReader:
         """Registered rows of every segment of the window (before filtering)."""
         return sum(s.rows for s in self.segments)
 
-    def _read_small(self, segment: Segment, columns: list[str] | None) -> list[Any] | None:
+    def _whole(self, segment: Segment, whole: bool) -> bool:
+        """Whether a remote segment is worth one whole-object GET: read for every column
+        asked (not the ``ts``-only pass of ``last N``) and inside the window's time range."""
+        from mlcd.logdata.segments import inside
+
+        window = self.window
+        return whole and inside(segment.first_at, segment.last_at, window.start, window.end)
+
+    def _read_small(
+        self, segment: Segment, columns: list[str] | None, whole: bool = True
+    ) -> list[Any] | None:
         """A small segment's batches, read whole (None when its file is missing)."""
         from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
 
         location = locate(self.root, segment.path)
         try:
-            dataset = open_dataset(location, whole=True)
+            dataset = open_dataset(location, whole=self._whole(segment, whole))
         except SegmentMissing:
             return None
         return list(self._scan(location, dataset, columns))
 
-    def _open(self, segment: Segment) -> tuple[Any, Any] | None:
+    def _open(self, segment: Segment, whole: bool = True) -> tuple[Any, Any] | None:
         """A large segment's location and dataset, to be streamed (None when its file is
         missing). A remote one up to ``MLCD_LOG_WHOLE_READ_MAX`` bytes is fetched whole."""
         from mlcd.logdata.segments import SegmentMissing, locate, open_dataset
 
         location = locate(self.root, segment.path)
         try:
-            return location, open_dataset(location, whole=True)
+            return location, open_dataset(location, whole=self._whole(segment, whole))
         except SegmentMissing:
             return None
 
-    def _batches(self, columns: list[str] | None) -> Iterator[tuple[Any, int]]:
+    def _batches(self, columns: list[str] | None, whole: bool = True) -> Iterator[tuple[Any, int]]:
         """``(record batch or None, registered rows of the segments finished so far)``, in
         segment order. Small segments (a server writes one every few seconds) are read whole,
         ``parallel`` at a time, so the storage's latency per file is paid concurrently; large
@@ -197,14 +207,14 @@ class LogReader:
                     if segment is None:
                         return
                     small = segment.rows <= self.chunk_rows
-                    job = pool.submit(self._read_small, segment, columns) if small else None
+                    job = pool.submit(self._read_small, segment, columns, whole) if small else None
                     ahead.append((segment, job))
 
             def open_next_large() -> None:
                 for index, (segment, job) in enumerate(ahead):
                     if segment.rows > self.chunk_rows:
                         if job is None:
-                            ahead[index] = (segment, pool.submit(self._open, segment))
+                            ahead[index] = (segment, pool.submit(self._open, segment, whole))
                         return
 
             refill()
@@ -219,7 +229,7 @@ class LogReader:
                     for batch in batches or ():
                         yield batch, done
                 else:
-                    opened = job.result() if job is not None else self._open(segment)
+                    opened = job.result() if job is not None else self._open(segment, whole)
                     refill()
                     open_next_large()
                     if opened is None:
@@ -359,7 +369,7 @@ class LogReader:
         n = self.window.last
         top = np.empty(0)
         count = 0
-        for batch, _done in self._batches(["ts"]):
+        for batch, _done in self._batches(["ts"], whole=False):  # a column: ranged reads
             if batch is None or batch.num_columns == 0:
                 continue
             ts = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
