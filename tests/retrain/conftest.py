@@ -61,13 +61,21 @@ def _fresh_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _baseline_template(_fresh_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fresh project after ``mlcd retrain clf --reason baseline`` (v1 is the champion),
-    made once per session by the real CLI."""
+def _baseline_retrain(
+    _fresh_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The fresh project after ``mlcd retrain clf --reason baseline --json`` (v1 is the
+    champion), made once per session by the real CLI, and that call's result."""
     made = _copy(_fresh_template, tmp_path_factory.mktemp("retrain-baseline") / "proj")
-    result = made.cli("retrain", "clf", "--reason", "baseline")
+    result = made.cli("retrain", "clf", "--reason", "baseline", "--json")
+    return made.root, result
+
+
+@pytest.fixture(scope="session")
+def _baseline_template(_baseline_retrain: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    root, result = _baseline_retrain
     assert result.returncode == 0, result.stderr
-    return made.root
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +97,15 @@ def project(tmp_path: Path, _fresh_template: Path) -> Iterator[RetrainProject]:
 def baselined(tmp_path: Path, _baseline_template: Path) -> Iterator[RetrainProject]:
     """A project whose first retrain (reason "baseline") promoted v1 to champion."""
     yield _copy(_baseline_template, tmp_path / "proj")
+
+
+@pytest.fixture
+def first_retrain(
+    tmp_path: Path, _baseline_retrain: tuple[Path, subprocess.CompletedProcess[str]]
+) -> tuple[RetrainProject, subprocess.CompletedProcess[str]]:
+    """A copy of the project right after its first manual retrain, and that retrain's result."""
+    template, result = _baseline_retrain
+    return _copy(template, tmp_path / "proj"), result
 
 
 @pytest.fixture

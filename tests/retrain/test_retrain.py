@@ -29,8 +29,12 @@ def _champion(project: RetrainProject) -> int | None:
     return models[0]["aliases"].get("champion") if models else None
 
 
-def test_manual_retrain_promotes_then_gates_refuse_a_worse_model(project: RetrainProject) -> None:
-    first = project.cli("retrain", "clf", "--reason", "first model", "--json")
+def test_manual_retrain_promotes_then_gates_refuse_a_worse_model(
+    first_retrain: tuple[RetrainProject, subprocess.CompletedProcess[str]],
+) -> None:
+    # the first `mlcd retrain clf --reason baseline --json` on a fresh project, made once for
+    # the session (the other tests start from copies of it), and a copy of its project
+    project, first = first_retrain
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["status"] == "promoted"
     assert _champion(project) == 1
