@@ -49,9 +49,11 @@ def mlcd(
     )
 
 
-def _project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    assert run_cli(["init", str(root)], cwd=tmp_path).returncode == 0
+@pytest.fixture(scope="module")
+def _ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose one stage ran, made once per module by the real CLI."""
+    root = tmp_path_factory.mktemp("cli-errors") / "proj"
+    assert run_cli(["init", str(root)], cwd=root.parent).returncode == 0
     (root / "mlcd.yaml").write_text(
         "version: 1\nstages:\n  train:\n"
         "    cmd: python -c \"open('out.txt', 'w').write('one')\"\n"
@@ -60,6 +62,14 @@ def _project(tmp_path: Path) -> Path:
     )
     first = mlcd(["run"], cwd=root)
     assert first.returncode == 0, first.stderr
+    return root
+
+
+def _project(ran: Path, tmp_path: Path) -> Path:
+    """The module's ran project copied into ``tmp_path`` (it names no folder of its own but in
+    the stat cache, which just misses)."""
+    root = tmp_path / "proj"
+    shutil.copytree(ran, root, symlinks=True)
     return root
 
 
@@ -76,9 +86,9 @@ def _mount_works(root: Path) -> bool:
 
 
 @pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[tuple[Path, Runner]]:
+def read_only(_ran: Path, tmp_path: Path) -> Iterator[tuple[Path, Runner]]:
     """A project that ran once, and a runner that sees it read-only."""
-    root = _project(tmp_path)
+    root = _project(_ran, tmp_path)
     (root / "data.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     # the stage is now out of date: 'mlcd run' would have to run it and write out.txt
     text = (root / "mlcd.yaml").read_text(encoding="utf-8").replace("'one'", "'two'")
@@ -187,8 +197,8 @@ def _small_files() -> None:
 
 
 # guards against: OSError [Errno 27] (EFBIG) as a traceback from 'mlcd data add'
-def test_data_add_past_the_file_size_limit_exits_3(tmp_path: Path) -> None:
-    root = _project(tmp_path)
+def test_data_add_past_the_file_size_limit_exits_3(_ran: Path, tmp_path: Path) -> None:
+    root = _project(_ran, tmp_path)
     (root / "big.bin").write_bytes(os.urandom(3_000_000))
 
     result = mlcd(["data", "add", "big.bin"], cwd=root, preexec_fn=_small_files)
@@ -202,8 +212,8 @@ def test_data_add_past_the_file_size_limit_exits_3(tmp_path: Path) -> None:
 
 
 # guards against: OverflowError from a version number SQLite cannot hold
-def test_model_version_too_large_is_a_usage_error(tmp_path: Path) -> None:
-    root = _project(tmp_path)
+def test_model_version_too_large_is_a_usage_error(_ran: Path, tmp_path: Path) -> None:
+    root = _project(_ran, tmp_path)
 
     result = mlcd(["models", "show", "m/99999999999999999999999"], cwd=root)
 
@@ -213,8 +223,8 @@ def test_model_version_too_large_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # guards against: a raw pydantic ValidationError for a port out of range
-def test_serve_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
-    root = _project(tmp_path)
+def test_serve_port_out_of_range_is_a_usage_error(_ran: Path, tmp_path: Path) -> None:
+    root = _project(_ran, tmp_path)
 
     result = mlcd(["serve", "m", "--port", "99999"], cwd=root)
 

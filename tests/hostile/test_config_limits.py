@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-
 _MEMORY_LIMIT = 1536 * 1024 * 1024
 
 
@@ -45,12 +43,7 @@ def _billion_laughs(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    result = run_cli(["init", str(root)], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    return root
+# ``project`` (tests/conftest.py): what ``mlcd init`` makes, copied from the session's.
 
 
 # guards against: nine levels of anchors in mlcd.yaml expanding to a billion nodes (5.5 GB)

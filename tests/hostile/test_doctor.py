@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +27,11 @@ def mlcd(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project whose one stage ran, and one tracked data file."""
-    root = tmp_path / "proj"
-    assert run_cli(["init", str(root)], cwd=tmp_path).returncode == 0
+@pytest.fixture(scope="module")
+def _ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose one stage ran, and one tracked data file, made once per module."""
+    root = tmp_path_factory.mktemp("doctor") / "proj"
+    assert run_cli(["init", str(root)], cwd=root.parent).returncode == 0
     (root / "mlcd.yaml").write_text(
         "version: 1\nstages:\n  train:\n"
         "    cmd: python -c \"open('model.txt', 'w').write('weights')\"\n"
@@ -41,6 +42,15 @@ def project(tmp_path: Path) -> Path:
     for command in (["run"], ["data", "add", "raw.csv"]):
         result = mlcd(command, cwd=root)
         assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def project(_ran: Path, tmp_path: Path) -> Path:
+    """A project whose one stage ran, and one tracked data file: a copy of the module's (the
+    project names no folder of its own but in the stat cache, which just misses)."""
+    root = tmp_path / "proj"
+    shutil.copytree(_ran, root, symlinks=True)
     return root
 
 

@@ -36,11 +36,10 @@ HOSTILE = [
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    assert run_cli(["init", str(root)], cwd=tmp_path).returncode == 0
-    (tmp_path / "outside.txt").write_text("secret outside the project\n")
-    return root
+def project(project: Path) -> Path:
+    """What ``mlcd init`` makes (the session's copy, tests/conftest.py), and a file beside it."""
+    (project.parent / "outside.txt").write_text("secret outside the project\n")
+    return project
 
 
 @pytest.mark.parametrize("path", HOSTILE)
