@@ -26,6 +26,11 @@ import pytest
 
 from tests.conftest import run_cli
 
+#: One worker runs the module: the store and the imported project are module fixtures, and the
+#: tests that first use them (each recorded at the full build) went to both xdist workers,
+#: which built the same store twice.
+pytestmark = pytest.mark.xdist_group("import_mlflow")
+
 N_PARENTS = 16
 
 
