@@ -19,7 +19,7 @@ import pytest
 from mlcd.project import Project
 from mlcd.store import Store, queue
 from mlcd.store.tables import runs as runs_table
-from tests.experiments.conftest import CONFIG, FILES, calls, env_for, git
+from tests.experiments.conftest import FILES, calls, env_for, git
 from tests.pipeline.conftest import Cli
 
 # train.py of the conftest's project, but a run whose lr is $HOLD_LR writes $HOLD_DIR/started
@@ -48,19 +48,6 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _project(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, env: dict[str, str]
-) -> Path:
-    root = make_project(CONFIG, {**FILES, "train.py": HOLDING_TRAIN})
-    git(root, "init", "-q", "-b", "main")
-    result = mlcd(root, "run", "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "baseline")
-    (tmp_path / "calls.log").unlink()
-    return root
-
-
 def _ok(mlcd: Cli, root: Path, env: dict[str, str], *args: str) -> Any:
     result = mlcd(root, "exp", *args, "--json", env=env)
     assert result.returncode == 0, result.stderr
@@ -73,9 +60,9 @@ def _store(root: Path, env: dict[str, str]) -> Store:
 
 
 def test_queue_of_six_with_two_workers_runs_each_exactly_once(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, store_env: dict[str, str]
+    committed_for: Callable[..., Path], mlcd: Cli, tmp_path: Path, store_env: dict[str, str]
 ) -> None:
-    root = _project(make_project, mlcd, tmp_path, store_env)
+    root = committed_for(store_env, {**FILES, "train.py": HOLDING_TRAIN})
     lrs = [0.11, 0.22, 0.33, 0.44, 0.55, 0.66]
     queued = [
         _ok(mlcd, root, store_env, "run", "-S", f"train.lr={lr}", "-n", f"q{i}", "--queue")
@@ -126,10 +113,10 @@ def _wait_for(condition: Callable[[], Any], what: str, seconds: float = 120) -> 
 
 
 def test_sigkilled_worker_experiment_is_requeued_once_and_the_rest_finish(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_for: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env, {**FILES, "train.py": HOLDING_TRAIN})
     hold = tmp_path / "hold"
     hold.mkdir()
     env = {**env, "HOLD_DIR": str(hold), "HOLD_LR": "0.7"}
@@ -249,10 +236,10 @@ def test_claim_from_many_processes_gives_each_entry_once(
 
 
 def test_queue_kill_remove_and_unhappy_paths(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_for: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env, {**FILES, "train.py": HOLDING_TRAIN})
 
     empty = mlcd(root, "exp", "start", "-j", "2", env=env)
     assert empty.returncode == 2 and "the queue is empty" in empty.stderr
@@ -287,10 +274,10 @@ def test_queue_kill_remove_and_unhappy_paths(
 
 
 def test_kill_of_a_running_experiment_stops_it_and_the_worker_goes_on(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_for: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env, {**FILES, "train.py": HOLDING_TRAIN})
     hold = tmp_path / "hold"
     hold.mkdir()
     env = {**env, "HOLD_DIR": str(hold), "HOLD_LR": "0.7"}

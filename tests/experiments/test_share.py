@@ -12,22 +12,17 @@ from typing import Any
 
 import pytest
 
-from tests.experiments.conftest import CONFIG, FILES, env_for, exp_json, git
+from tests.experiments.conftest import CONFIG, committed_project, env_for, exp_json, git
 from tests.pipeline.conftest import Cli
 
 FOLDER_REMOTE = "\nremotes:\n  origin: {url: ../remote}\n"
 OUTPUTS = ("mlcd.lock", "params.yaml", "prepared.txt", "model.txt", "metrics.json")
 
 
-def _committed(make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, config: str) -> Path:
-    """The first clone: the project with ``config``, run once and committed."""
-    root = make_project(config, FILES)
-    git(root, "init", "-q", "-b", "main")
-    result = mlcd(root, "run", "--json", env=env_for(tmp_path))
-    assert result.returncode == 0, result.stderr
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "baseline")
-    return root
+def _committed(templates: Callable[..., Path], tmp_path: Path, config: str) -> Path:
+    """The first clone: the project with ``config``, run once and committed (a copy of the
+    session's, made by the same CLI and git calls; no calls.log is left in ``tmp_path``)."""
+    return committed_project(templates(config), tmp_path)
 
 
 def _clone(first: Path, tmp_path: Path) -> Path:
@@ -84,10 +79,9 @@ def _share_and_apply(
 
 
 def test_exp_push_pull_through_a_remote_folder_and_apply_byte_for_byte(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_templates: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
-    first = _committed(make_project, mlcd, tmp_path, CONFIG + FOLDER_REMOTE)
-    (tmp_path / "calls.log").unlink()
+    first = _committed(committed_templates, tmp_path, CONFIG + FOLDER_REMOTE)
     second = _clone(first, tmp_path)
 
     ran = _share_and_apply(first, second, mlcd, tmp_path, {})
@@ -102,10 +96,9 @@ def test_exp_push_pull_through_a_remote_folder_and_apply_byte_for_byte(
 
 @pytest.mark.postgres
 def test_exp_pull_into_a_clone_whose_store_is_postgresql(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, pg_url: str
+    committed_templates: Callable[..., Path], mlcd: Cli, tmp_path: Path, pg_url: str
 ) -> None:
-    first = _committed(make_project, mlcd, tmp_path, CONFIG + FOLDER_REMOTE)
-    (tmp_path / "calls.log").unlink()
+    first = _committed(committed_templates, tmp_path, CONFIG + FOLDER_REMOTE)
     second = _clone(first, tmp_path)
 
     _share_and_apply(first, second, mlcd, tmp_path, {}, {"MLCD_STORE": pg_url})
@@ -114,9 +107,9 @@ def test_exp_pull_into_a_clone_whose_store_is_postgresql(
 
 
 def test_exp_pull_skips_an_experiment_whose_objects_the_remote_lacks(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_templates: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
-    first = _committed(make_project, mlcd, tmp_path, CONFIG + FOLDER_REMOTE)
+    first = _committed(committed_templates, tmp_path, CONFIG + FOLDER_REMOTE)
     second = _clone(first, tmp_path)
     ran = exp_json(mlcd, first, tmp_path, "run", "-S", "train.lr=0.3", "-n", "lost")
     exp_json(mlcd, first, tmp_path, "push", "lost")
@@ -137,9 +130,9 @@ def test_exp_pull_skips_an_experiment_whose_objects_the_remote_lacks(
 
 
 def test_exp_pull_refuses_a_document_with_an_unsafe_params_path(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_templates: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
-    first = _committed(make_project, mlcd, tmp_path, CONFIG + FOLDER_REMOTE)
+    first = _committed(committed_templates, tmp_path, CONFIG + FOLDER_REMOTE)
     second = _clone(first, tmp_path)
     ran = exp_json(mlcd, first, tmp_path, "run", "-S", "train.lr=0.3", "-n", "evil")
     exp_json(mlcd, first, tmp_path, "push", "evil")
@@ -159,9 +152,9 @@ def test_exp_pull_refuses_a_document_with_an_unsafe_params_path(
 
 
 def test_exp_push_pull_refuse_bad_input_with_clear_errors(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    committed_templates: Callable[..., Path], mlcd: Cli, tmp_path: Path
 ) -> None:
-    alone = _committed(make_project, mlcd, tmp_path, CONFIG)  # no remote declared
+    alone = _committed(committed_templates, tmp_path, CONFIG)  # no remote declared
     exp_json(mlcd, alone, tmp_path, "run", "-S", "train.lr=0.3", "-n", "x")
     no_remote = mlcd(alone, "exp", "push", "x")
     assert no_remote.returncode == 2
@@ -199,7 +192,7 @@ S3_ENV = {
 @pytest.mark.s3
 @pytest.mark.xdist_group("s3")
 def test_exp_push_pull_through_s3_and_apply_byte_for_byte(
-    make_project: Callable[..., Path],
+    committed_templates: Callable[..., Path],
     mlcd: Cli,
     tmp_path: Path,
     s3_endpoint: str,
@@ -215,8 +208,7 @@ def test_exp_push_pull_through_s3_and_apply_byte_for_byte(
         f"\nremotes:\n  origin:\n    url: s3://{bucket}/store\n"
         f"    options: {{client_kwargs: {{endpoint_url: '{s3_endpoint}'}}}}\n"
     )
-    first = _committed(make_project, mlcd, tmp_path, CONFIG + remote)
-    (tmp_path / "calls.log").unlink()
+    first = _committed(committed_templates, tmp_path, CONFIG + remote)
     second = _clone(first, tmp_path)
 
     ran = _share_and_apply(first, second, mlcd, tmp_path, dict(os.environ) | S3_ENV)

@@ -25,19 +25,6 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _project(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, env: dict[str, str]
-) -> Path:
-    root = make_project(CONFIG, FILES)
-    git(root, "init", "-q", "-b", "main")
-    result = mlcd(root, "run", "--json", env=env)
-    assert result.returncode == 0, result.stderr
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "baseline")
-    (tmp_path / "calls.log").unlink()
-    return root
-
-
 def _store(root: Path, env: dict[str, str]) -> Store:
     return Store(env.get("MLCD_STORE") or f"sqlite:///{root / '.mlcd' / 'mlcd.db'}", root=root)
 
@@ -59,10 +46,12 @@ def _children(root: Path, env: dict[str, str], parent: str) -> list[dict[str, An
 
 
 def test_grid_sweep_3x3_makes_nine_child_runs_of_one_parent(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    mlcd: Cli,
+    tmp_path: Path,
+    committed_for: Callable[..., Path],
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env)
 
     shown = _sweep(
         mlcd, root, env,
@@ -92,13 +81,16 @@ def test_grid_sweep_3x3_makes_nine_child_runs_of_one_parent(
 
 
 def test_optuna_sweep_two_workers_share_one_study(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path, store_env: dict[str, str]
+    mlcd: Cli,
+    tmp_path: Path,
+    committed_for: Callable[..., Path],
+    store_env: dict[str, str],
 ) -> None:
     import optuna
 
     from mlcd.experiments.sweep import optuna_storage, study_name
 
-    root = _project(make_project, mlcd, tmp_path, store_env)
+    root = committed_for(store_env)
 
     shown = _sweep(
         mlcd, root, store_env,
@@ -142,10 +134,12 @@ def test_optuna_sweep_two_workers_share_one_study(
 
 
 def test_random_sweep_draws_ints_and_choices_within_the_space(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    mlcd: Cli,
+    tmp_path: Path,
+    committed_for: Callable[..., Path],
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env)
 
     shown = _sweep(
         mlcd, root, env,
@@ -161,10 +155,12 @@ def test_random_sweep_draws_ints_and_choices_within_the_space(
 
 
 def test_sweep_bad_input_is_refused_with_a_clear_error(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    mlcd: Cli,
+    tmp_path: Path,
+    committed_for: Callable[..., Path],
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env)
 
     def refused(*args: str) -> str:
         result = mlcd(root, "exp", "sweep", *args, env=env)
@@ -344,10 +340,12 @@ def test_optuna_sweep_prunes_a_trial_whose_intermediate_values_are_worse(
 
 
 def test_sweep_queued_then_run_by_exp_start_ends_its_parent_run(
-    make_project: Callable[..., Path], mlcd: Cli, tmp_path: Path
+    mlcd: Cli,
+    tmp_path: Path,
+    committed_for: Callable[..., Path],
 ) -> None:
     env = env_for(tmp_path)
-    root = _project(make_project, mlcd, tmp_path, env)
+    root = committed_for(env)
 
     made = _sweep(mlcd, root, env, "--grid", "train.lr=0.4,0.5", "--queue", "-n", "later")
     assert made["trials"] == 2 and calls(tmp_path) == []
