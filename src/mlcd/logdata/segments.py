@@ -14,10 +14,10 @@ A remote segment read from start to end (``open_dataset(..., whole=True)``: the 
 the dataset builder, for a segment whose registered time range lies inside the window) is
 fetched with one GET of the whole object when it is no larger than
 ``MLCD_LOG_WHOLE_READ_MAX`` bytes (default 256 MiB; 0 turns it off), and parsed from memory
-with the same projection and row-group pruning: a ranged reader sends a request for the
-footer and one per column chunk of each row group (about ten for a 500,000-row daily file),
-each paying the storage's latency, and on an S3 server that reads the whole object for any
-range (moto) the full object's cost. The buffer lives while the segment is scanned, so a
+with the same projection and row-group pruning: a ranged reader sends requests for the
+footer and for the column chunks of each row group (ten GETs and four HEADs for a
+500,000-row daily file), each paying the storage's latency, and on an S3 server that reads
+the whole object for any range (moto) the full object's cost. The buffer lives while the segment is scanned, so a
 reader holds at most one object per segment it reads at once. Larger objects, and
 ``mlcd log compact`` (which opens every segment it merges at once), keep ranged reads.
 """
