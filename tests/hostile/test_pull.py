@@ -11,17 +11,18 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from mlcd.digest import hash_file
+from tests.conftest import run_cli
 from tests.pipeline.conftest import (
     CHAIN,
     CHAIN_FILES,
-    run_json,
+    stage_env,
     write,
 )
-from tests.pipeline.conftest import make_project as _make_project
 from tests.pipeline.conftest import mlcd as _mlcd
 
-make_project = _make_project  # the pipeline tests' fixtures
 mlcd = _mlcd
 
 CONFIG = (
@@ -31,13 +32,27 @@ CONFIG = (
 COMMITTED = ["mlcd.yaml", "params.yaml", "input.txt", "raw.mlcd", "mlcd.lock"]
 
 
-def _pushed_origin(make_project, mlcd) -> Path:
-    root = make_project(CONFIG, CHAIN_FILES, name="origin")
+@pytest.fixture(scope="module")
+def _pushed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project that ran and pushed to ``../remote``, made once per module by the real CLI."""
+    base = tmp_path_factory.mktemp("pull-origin")
+    root = base / "origin"
+    root.mkdir()
+    write(root, {"mlcd.yaml": CONFIG, **CHAIN_FILES})
     write(root, {"raw/a.csv": "x\n1\n", "raw/b.csv": "x\n2\n"})
-    assert mlcd(root, "data", "add", "raw").returncode == 0
-    run_json(mlcd, root)
-    assert mlcd(root, "push").returncode == 0
-    return root
+    for args in (["data", "add", "raw"], ["run", "--json"], ["push"]):
+        result = run_cli(args, cwd=root, env=stage_env())
+        assert result.returncode == 0, result.stderr
+    return base
+
+
+@pytest.fixture
+def origin(_pushed: Path, tmp_path: Path) -> Path:
+    """The pushed project and its remote copied into the test's folder (nothing in them names
+    their folder but the stat cache, which just misses)."""
+    for item in _pushed.iterdir():
+        shutil.copytree(item, tmp_path / item.name, symlinks=True)
+    return tmp_path / "origin"
 
 
 def _clone(origin: Path) -> Path:
@@ -53,9 +68,8 @@ def _tamper(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def test_a_corrupt_remote_object_is_skipped_and_the_rest_restored(make_project, mlcd) -> None:
+def test_a_corrupt_remote_object_is_skipped_and_the_rest_restored(origin: Path, mlcd) -> None:
     # Guards against one tampered blob on the remote aborting the whole pull.
-    origin = _pushed_origin(make_project, mlcd)
     digest = hash_file(origin / "raw" / "a.csv").hex
     _tamper(origin.parent / "remote" / digest[:2] / digest[2:], b"tampered\n")
     clone = _clone(origin)
@@ -80,9 +94,8 @@ def test_a_corrupt_remote_object_is_skipped_and_the_rest_restored(make_project, 
     assert (clone / "out_b" / "b.txt").read_text() == "  size: 10\n"
 
 
-def test_a_corrupt_run_cache_entry_is_skipped_and_the_rest_restored(make_project, mlcd) -> None:
+def test_a_corrupt_run_cache_entry_is_skipped_and_the_rest_restored(origin: Path, mlcd) -> None:
     # Guards against one malformed run-cache entry on the remote aborting the whole pull.
-    origin = _pushed_origin(make_project, mlcd)
     entries = sorted((origin.parent / "remote" / "runcache").glob("*.json"))
     _tamper(entries[0], b"{not json")
     clone = _clone(origin)
@@ -96,9 +109,8 @@ def test_a_corrupt_run_cache_entry_is_skipped_and_the_rest_restored(make_project
     assert sorted(report["restored"]) == ["a.txt", "c.txt", "metrics_b.json", "out_b", "raw"]
 
 
-def test_a_run_cache_entry_with_an_unsafe_output_is_skipped_exit_2(make_project, mlcd) -> None:
+def test_a_run_cache_entry_with_an_unsafe_output_is_skipped_exit_2(origin: Path, mlcd) -> None:
     # Guards against a crafted run-cache entry on the remote naming a path outside the project.
-    origin = _pushed_origin(make_project, mlcd)
     fingerprint = "f" * 64
     entry = {"fingerprint": fingerprint, "stage": "a", "outputs": {"../evil.txt": "0" * 64}}
     (origin.parent / "remote" / "runcache" / f"{fingerprint}.json").write_text(json.dumps(entry))
