@@ -218,9 +218,9 @@ def _tag_xdist_group(item: pytest.Item, groups: list[str]) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark as slow the tests that took more than SLOW_AFTER_S in the recorded run, or whose
-    xdist group did (before ``-m "not slow"`` deselects), and, on xdist workers, tag grouped tests for --dist
-    loadgroup and hand the work out longest first (a group counts as its summed time), so
-    no long test starts last and runs alone at the end."""
+    xdist group did (before ``-m "not slow"`` deselects), and, on xdist workers, tag grouped
+    tests for --dist loadgroup and hand the work out longest first (by file or group), so no
+    long test starts last and runs alone at the end."""
     recorded = _recorded_durations()
     took = {item.nodeid: recorded.get(_plain_nodeid(item.nodeid), 0.0) for item in items}
     groups = {item.nodeid: _xdist_groups(item) for item in items}
@@ -236,15 +236,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     loadgroup = bool(getattr(config.option, "loadgroup", False))
-    keys: dict[str, tuple[int, float]] = {}
+    # A test file's tests stay together (its module-scoped fixtures are built once per
+    # worker, not again each time the order comes back to the file): files and groups are
+    # ordered by their summed time, tests within them keep their file order.
+    file_total: dict[str, float] = {}
+    for item in items:
+        if not groups[item.nodeid]:
+            path = item.nodeid.split("::")[0]
+            file_total[path] = file_total.get(path, 0.0) + took[item.nodeid]
+    keys: dict[str, tuple[int, float, str]] = {}
     for item in items:
         mine = groups[item.nodeid]
         if any(group in _FIRST_GROUPS for group in mine):
             first = 0 if "ray_cluster" in getattr(item, "fixturenames", ()) else 1
-            keys[item.nodeid] = (first, 0.0)
+            keys[item.nodeid] = (first, 0.0, "")
+        elif mine:
+            keys[item.nodeid] = (2, -max(group_total[g] for g in mine), "@".join(mine))
         else:
-            weight = max((group_total[g] for g in mine), default=took[item.nodeid])
-            keys[item.nodeid] = (2, -weight)
+            path = item.nodeid.split("::")[0]
+            keys[item.nodeid] = (2, -file_total[path], path)
     rank = {id(item): (*keys[item.nodeid], index) for index, item in enumerate(items)}
     if loadgroup:
         for item in items:
