@@ -123,8 +123,26 @@ def _init_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project(tmp_path: Path, _init_template: Path) -> Path:
     """A fresh project made by ``mlcd init``: a copy of the session's (init writes no absolute
     path, so the copy is what init would make here, without a CLI start per test)."""
-    root = tmp_path / "proj"
-    shutil.copytree(_init_template, root, symlinks=True)
+    return copy_project(_init_template, tmp_path)
+
+
+def copy_project(template: Path, folder: Path) -> Path:
+    """A copy of the prepared project ``template`` as ``folder/proj`` (git, .mlcd and all)."""
+    root = folder / "proj"
+    shutil.copytree(template, root, symlinks=True)
+    return root
+
+
+def prepared_project(
+    init_template: Path,
+    factory: pytest.TempPathFactory,
+    label: str,
+    prepare: Any,
+) -> Path:
+    """An ``mlcd init`` project that ``prepare(root)`` set up, for a module- or session-scoped
+    fixture to make once and tests to take a :func:`copy_project` of."""
+    root = copy_project(init_template, factory.mktemp(label))
+    prepare(root)
     return root
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from mlcd.project import Project
 from mlcd.registry import register_from_path
-from tests.conftest import run_cli
+from tests.conftest import copy_project, prepared_project, run_cli
 from tests.registry.fixtures import churn_frame, save_churn_model, split
 
 CONFIG = """
@@ -50,18 +49,13 @@ def _setup(project: Path) -> None:
 @pytest.fixture(scope="module")
 def _setup_template(_init_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``mlcd init`` project after ``_setup`` (churn v1 good, v2 weak), made once."""
-    root = tmp_path_factory.mktemp("evaluate-cli") / "proj"
-    shutil.copytree(_init_template, root, symlinks=True)
-    _setup(root)
-    return root
+    return prepared_project(_init_template, tmp_path_factory, "evaluate-cli", _setup)
 
 
 @pytest.fixture
 def set_up(_setup_template: Path, tmp_path: Path) -> Path:
     """A copy, for this test, of the project after ``_setup``."""
-    root = tmp_path / "proj"
-    shutil.copytree(_setup_template, root, symlinks=True)
-    return root
+    return copy_project(_setup_template, tmp_path)
 
 
 @pytest.mark.slow

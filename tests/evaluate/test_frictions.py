@@ -4,7 +4,6 @@ progress of long steps, and report badges that need no emoji font."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from mlcd.evaluate import evaluate
 from mlcd.evaluate.reports import render_html
 from mlcd.project import Project
 from mlcd.registry import register_from_path
-from tests.conftest import run_cli
+from tests.conftest import copy_project, prepared_project, run_cli
 from tests.registry.fixtures import churn_frame, save_churn_model, split
 
 TRAIN_IN_A_RUN = """
@@ -50,18 +49,13 @@ def _model_from_a_run(project: Path) -> None:
 @pytest.fixture(scope="module")
 def _run_model_template(_init_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``mlcd init`` project whose v1 of churn was saved inside a run (made once)."""
-    root = tmp_path_factory.mktemp("run-model") / "proj"
-    shutil.copytree(_init_template, root, symlinks=True)
-    _model_from_a_run(root)
-    return root
+    return prepared_project(_init_template, tmp_path_factory, "run-model", _model_from_a_run)
 
 
 @pytest.fixture
 def run_model_project(_run_model_template: Path, tmp_path: Path) -> Path:
     """A copy, for this test, of the project whose churn v1 came from a run."""
-    root = tmp_path / "proj"
-    shutil.copytree(_run_model_template, root, symlinks=True)
-    return root
+    return copy_project(_run_model_template, tmp_path)
 
 
 def _evaluate(project: Path, gates: list[str], progress: Any = None) -> Any:
