@@ -568,7 +568,11 @@ def _remember_validated(root: Path, text: str, config: Config) -> None:
 
     if secrets_in(_secret_document(config)):
         return
-    remember_validated(root, text, {"store": config.store, "artifacts": config.artifacts})
+    remember_validated(
+        root,
+        text,
+        {"store": config.store, "artifacts": config.artifacts, "cache_link": config.cache.link},
+    )
 
 
 def _secret_document(config: Config) -> dict[str, Any]:

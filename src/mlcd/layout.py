@@ -52,11 +52,12 @@ def _schema_stamp() -> str:
 
 
 def validated_settings(root: Path) -> dict[str, str] | None:
-    """``store`` and ``artifacts`` of ``ROOT/mlcd.yaml`` without parsing it, when its bytes are
-    exactly those the same code last validated in full (``remember_validated``); else None
-    (then ``load_config`` must parse and validate it). Environment overrides are not applied.
+    """``store``, ``artifacts`` and ``cache_link`` (``cache.link``) of ``ROOT/mlcd.yaml``
+    without parsing it, when its bytes are exactly those the same code last validated in full
+    (``remember_validated``); else None (then ``load_config`` must parse and validate it).
+    Environment overrides are not applied.
 
-    A short script (``mlcd.start_run(); log_metric(...)``) needs only these two values; the
+    A short script (``mlcd.start_run(); log_metric(...)``) needs only the first two values; the
     schema (pydantic, the contracts) costs more than the rest of the script.
     """
     import hashlib
@@ -72,7 +73,7 @@ def validated_settings(root: Path) -> dict[str, str] | None:
     if cached.get("sha256") != hashlib.sha256(data).hexdigest():
         return None
     settings = cached.get("settings")
-    if not isinstance(settings, dict) or set(settings) != {"store", "artifacts"}:
+    if not isinstance(settings, dict) or set(settings) != {"store", "artifacts", "cache_link"}:
         return None
     if not all(isinstance(v, str) for v in settings.values()):
         return None

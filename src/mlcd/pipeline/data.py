@@ -269,8 +269,8 @@ def _check_addable(relative: str, produced: dict[str, str], tracked: Iterable[st
 def _fast_settings(root: Path) -> tuple[str, str, str] | None:
     """``(store URL, object folder, cache.link)`` of a project whose ``mlcd.yaml`` is byte for
     byte the one last validated in full (``mlcd.layout.validated_settings``), with a local
-    object folder; else None. ``cache.link`` is read from that already-validated text."""
-    from mlcd.layout import CONFIG_FILE, validated_settings
+    object folder; else None."""
+    from mlcd.layout import validated_settings
 
     if os.environ.get("MLCD_REMOTE"):
         return None
@@ -280,20 +280,9 @@ def _fast_settings(root: Path) -> tuple[str, str, str] | None:
     artifacts = os.environ.get("MLCD_ARTIFACTS") or known["artifacts"]
     if "://" in artifacts:
         return None  # a remote or file:// URL: the object store factory decides
-    try:
-        import yaml
-
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load((root / CONFIG_FILE).read_text(encoding="utf-8"), Loader=loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    cache = data.get("cache") if isinstance(data, dict) else None
-    link = (cache or {}).get("link", "copy") if isinstance(cache, dict) or cache is None else None
-    if link not in ("copy", "reflink", "hardlink"):
-        return None
     folder = Path(artifacts)
     folder = folder if folder.is_absolute() else root / folder
-    return os.environ.get("MLCD_STORE") or known["store"], str(folder), str(link)
+    return os.environ.get("MLCD_STORE") or known["store"], str(folder), known["cache_link"]
 
 
 def add_data_fast(
