@@ -293,16 +293,10 @@ def open_dataset(location: Location, *, whole: bool = False) -> ds.Dataset:
     try:
         return ds.dataset(location.path, filesystem=location.fs, format="parquet")
     except FileNotFoundError as exc:
-        raise SegmentMissing(
-            f"prediction log segment {location.display} is registered but missing",
-            hint="restore the file from a backup, or delete its row from prediction_segments",
-        ) from exc
+        raise _missing(location, exc) from exc
     except Exception as exc:  # driver errors (botocore, aiohttp) and Arrow's own
         if _is_missing(exc):
-            raise SegmentMissing(
-                f"prediction log segment {location.display} is registered but missing",
-                hint="restore the file, or delete its row from prediction_segments",
-            ) from exc
+            raise _missing(location, exc) from exc
         if isinstance(exc, pa.ArrowInvalid):  # read, but not Parquet
             raise _damaged(location, exc) from exc
         raise _unreachable(location, exc) from exc
