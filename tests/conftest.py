@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests import cli_forkserver
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 # One BLAS/OpenMP thread per process: the xdist workers and the CLI subprocesses they start
@@ -149,8 +151,12 @@ def prepared_project(
 def run_cli(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``mlcd`` CLI in a subprocess."""
+    """Run the real ``mlcd`` CLI in a subprocess: forked from a process that has the
+    third-party libraries imported (:mod:`tests.cli_forkserver`), or a new interpreter when the
+    environment asks for different start-up settings or ``MLCD_TEST_CLI_FORK=0``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if cli_forkserver.forkable(full_env):
+        return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout)
     return subprocess.run(
         [sys.executable, "-m", "mlcd.cli.main", *args],
         cwd=cwd,
