@@ -5,8 +5,10 @@ libraries the CLI loads (scikit-learn and skops alone take 1.4 CPU-seconds to im
 Why: the suite runs a few thousand CLI commands on a 2-core machine, and their imports were
 the largest share of its CPU time. What a command does is unchanged: a forked process of its
 own, with the test's working folder, environment, argv and pipes for stdout and stderr, that
-imports mlcd afresh (so mlcd's import-time reads of the environment see the test's values) and
-runs ``mlcd.cli.main`` as ``__main__``, exactly as ``-m`` does. Its exit status (a code or a
+runs ``mlcd.cli.main`` as ``__main__``, exactly as ``-m`` does. Of mlcd itself only the bottom
+layers are imported ahead (config, store, registry, objects), and the server refuses to start
+if any of them reads the environment while it is imported: a value read then would be the
+server's, not the test's. Its exit status (a code or a
 signal) comes back through a waiter process, as ``subprocess.run`` would report it.
 
 Tests about start-up itself (import laziness, ``--help`` time) start their own interpreter and
@@ -55,6 +57,9 @@ PRELOAD = (
     "fsspec",
     "httpx",
 )
+
+#: mlcd's bottom layers, imported ahead too (they read no environment at import; checked).
+PRELOAD_MLCD = ("mlcd.config", "mlcd.store", "mlcd.store.tables", "mlcd.registry", "mlcd.objects")
 
 _HEADER = struct.Struct("!I")
 
@@ -177,6 +182,40 @@ def _serve_connection(conn: socket.socket, listener: socket.socket) -> None:
     _send_msg(conn, {"returncode": os.waitstatus_to_exitcode(status)})
 
 
+def _preload_mlcd() -> None:
+    """Import :data:`PRELOAD_MLCD` with every read of ``os.environ`` watched; refuse (raise)
+    if one came from mlcd's own code."""
+    import traceback
+
+    kind = type(os.environ)
+    plain = kind.__getitem__
+    reads: list[str] = []
+
+    def watched(self: object, key: str) -> str:
+        for frame in reversed(traceback.extract_stack()[:-1]):  # the caller, past os.getenv
+            if frame.filename.endswith(
+                ("os.py", "_collections_abc.py", " os>", "_collections_abc>")
+            ):
+                continue
+            if "/src/mlcd/" in frame.filename:
+                reads.append(f"{key} at {frame.filename}:{frame.lineno}")
+            break
+        return plain(self, key)  # type: ignore[arg-type]
+
+    kind.__getitem__ = watched  # type: ignore[method-assign,assignment]
+    try:
+        for name in PRELOAD_MLCD:
+            __import__(name)
+    finally:
+        kind.__getitem__ = plain  # type: ignore[method-assign]
+    if reads:
+        raise RuntimeError(
+            "the fork server cannot import these ahead, they read the environment at import: "
+            + "; ".join(reads)
+            + " (remove the module from PRELOAD_MLCD in tests/cli_forkserver.py)"
+        )
+
+
 def serve(path: str) -> None:
     """The server: import the libraries, then fork one waiter per connection."""
     here = str(Path(__file__).parent)
@@ -186,6 +225,7 @@ def serve(path: str) -> None:
             __import__(name)
         except ImportError:
             pass
+    _preload_mlcd()
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
