@@ -149,12 +149,21 @@ def prepared_project(
 
 
 def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    *,
+    inherit: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``mlcd`` CLI in a subprocess: forked from a process that has the
     third-party libraries imported (:mod:`tests.cli_forkserver`), or a new interpreter when the
-    environment asks for different start-up settings or ``MLCD_TEST_CLI_FORK=0``."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    environment asks for different start-up settings or ``MLCD_TEST_CLI_FORK=0``.
+
+    ``env`` is added to this process's environment, or (``inherit=False``) is the whole of it.
+    """
+    base = os.environ if inherit else {}
+    full_env = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
     if cli_forkserver.forkable(full_env):
         return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout)
     return subprocess.run(

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import run_cli
+
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
 pytestmark = [
@@ -132,7 +134,12 @@ def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def mlcd(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(root, str(BIN / "mlcd"), *args, check=check)
+    result = run_cli(list(args), cwd=root, env=_env(root.parent / "home"), inherit=False)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"mlcd {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
 
 
 def mlcd_json(root: Path, *args: str) -> Any:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
+
 BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RUNS = 120
@@ -66,6 +68,13 @@ def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         list(args), cwd=root, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def mlcd(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI (:func:`tests.conftest.run_cli`), which must succeed."""
+    result = run_cli(list(args), cwd=root)
+    assert result.returncode == 0, f"mlcd {args}: {result.stdout}\n{result.stderr}"
     return result
 
 
@@ -124,18 +133,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def ui_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     root = tmp_path_factory.mktemp("ui") / "project"
-    run(root.parent, str(BIN / "mlcd"), "init", str(root))
+    mlcd(root.parent, "init", str(root))
     run(root, sys.executable, "-c", SEED)
     for n in range(2):
-        run(root, str(BIN / "mlcd"), "models", "register", "churn", f"model{n}.pkl",
+        mlcd(root, "models", "register", "churn", f"model{n}.pkl",
             "--flavor", "sklearn", "--trust", "--sample", "sample.csv")  # fmt: skip
-    run(root, str(BIN / "mlcd"), "run")  # one pipeline run: the pipeline page's last run
+    mlcd(root, "run")  # one pipeline run: the pipeline page's last run
     for _ in range(2):  # two monitoring passes: a series over time on the monitoring page
-        run(root, str(BIN / "mlcd"), "monitor", "churn/1", "--reference", "sample.csv",
+        mlcd(root, "monitor", "churn/1", "--reference", "sample.csv",
             "--current", "sample.csv")  # fmt: skip
     tokens = {}
     for name, role in (("ui-writer", "write"), ("ui-reader", "read")):
-        created = run(root, str(BIN / "mlcd"), "tokens", "create", name, "--role", role, "--json")
+        created = mlcd(root, "tokens", "create", name, "--role", role, "--json")
         tokens[role] = json.loads(created.stdout)["token"]
     return root, tokens["write"], tokens["read"]
 

@@ -4,14 +4,13 @@ write token, and a run name that tries to run a script."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.ui.conftest import BIN, RUNS, XSS_NAME, Ui
+from tests.ui.conftest import RUNS, XSS_NAME, Ui, mlcd
 
 pytestmark = pytest.mark.xdist_group("ui")
 
@@ -44,11 +43,7 @@ class Watch:
 
 
 def _runs(ui: Ui, *args: str) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [str(BIN / "mlcd"), "runs", "list", *args, "--json"],
-        cwd=ui.root, capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    return json.loads(result.stdout)
+    return json.loads(mlcd(ui.root, "runs", "list", *args, "--json").stdout)
 
 
 def test_every_page_renders_without_errors_or_outside_requests(
