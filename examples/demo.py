@@ -22,7 +22,13 @@ The machinery (running the CLI, background processes, the traffic thread) is in
 ``demo_kit.py`` beside this file; the example's own simulator (``src/customers.py``) supplies
 the customers the traffic plays.
 
-Usage: python examples/demo.py [--workdir DIR] [--small]
+A demo can also run in parts, in the same working folder: ``--until N`` stops after step N
+(and keeps what the steps told each other in ``demo-state.json``), ``--from N`` goes on from
+there. ``--until 7`` prepares the project (data, training, evaluation, registry) once;
+``--from 8`` then runs the live part (serving, traffic, drift, retraining) on it, on a copy of
+the folder as often as you like. The live part runs in one go: it starts at step 8 at the latest.
+
+Usage: python examples/demo.py [--workdir DIR] [--small] [--from N] [--until N]
 """
 
 from __future__ import annotations
@@ -261,6 +267,7 @@ def serve(demo: Demo) -> None:
         "warning",
     )
     url = f"http://127.0.0.1:{port}"
+    say(f"{url} starting (pid {server.process.pid}); log in {server.log}")
 
     def ready() -> bool:
         if not server.alive:
@@ -279,9 +286,7 @@ def serve(demo: Demo) -> None:
     if primary["version"] != 1:
         raise DemoFailed(f"expected the server to load churn@champion = v1: {info}")
     demo.facts["url"] = url
-    say(
-        f"{url} ready in {time.monotonic() - started:.1f}s (pid {server.process.pid}); log in {server.log}"
-    )
+    say(f"{url} ready in {time.monotonic() - started:.1f}s")
     say(
         f"primary: v{primary['version']}, following {primary['follows']}; canary: "
         f"{canary['percent']:.0f}% to {canary['follows']} once it is set (now: "
@@ -490,7 +495,7 @@ def retrain_on_drift(demo: Demo) -> None:
     say(f"the server followed churn@champion: v{version} now answers as primary")
     watch.stop()  # the policy's work is done
     demo.background.remove(watch)
-    time.sleep(2)  # a little more traffic on the new champion, then stop sending
+    time.sleep(demo.size.settle_s)  # a little more traffic on the new champion, then stop
     traffic.finish()
     counts = traffic.counts()
     demo.facts["traffic"] = counts
@@ -649,6 +654,49 @@ def _write_failure(demo: Demo, step: str, error: str) -> None:
         )
 
 
+#: Where ``--until`` leaves what the steps so far told each other, for ``--from``.
+STATE = "demo-state.json"
+#: The live part (server, traffic, watch) runs in one process: a resumed demo starts at it at the latest.
+LAST_START = next(i for i, (_, step) in enumerate(STEPS, 1) if step is serve)
+
+
+def _save_state(demo: Demo, done: int) -> Path:
+    """After ``--until``: the facts, reports and logs so far, paths relative to the folder."""
+
+    def relative(paths: dict[str, str]) -> dict[str, str]:
+        return {k: str(Path(v).relative_to(demo.work)) for k, v in paths.items()}
+
+    facts = {k: v for k, v in demo.facts.items() if k != "started"}
+    document = {"done": done, "size": "small" if demo.size is SMALL else "full", "facts": facts,
+                "reports": relative(demo.reports), "logs": relative(demo.logs)}  # fmt: skip
+    path = demo.work / STATE
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _load_state(demo: Demo, start: int) -> None:
+    """For ``--from START``: what an earlier ``--until START-1`` in this folder left (consumed:
+    the folder is again what the steps made of it)."""
+    path = demo.work / STATE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DemoFailed(
+            f"--from {start} goes on from an earlier run with --until {start - 1} in "
+            f"{demo.work}: no {STATE} there ({exc})"
+        ) from exc
+    size = "small" if demo.size is SMALL else "full"
+    if document["done"] != start - 1 or document["size"] != size:
+        raise DemoFailed(
+            f"--from {start} needs a {size} run stopped after step {start - 1}; {path} is from a "
+            f"{document['size']} run stopped after step {document['done']}"
+        )
+    demo.facts.update(document["facts"])
+    demo.reports.update({k: str(demo.work / v) for k, v in document["reports"].items()})
+    demo.logs.update({k: str(demo.work / v) for k, v in document["logs"].items()})
+    path.unlink()
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -656,20 +704,51 @@ def _interrupt(signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every step; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=REPO / ".demo", help="recreated each time")
+    parser.add_argument(
+        "--workdir", type=Path, default=REPO / ".demo", help="recreated (unless --from)"
+    )
     parser.add_argument(
         "--small", action="store_true", help="fewer rows and shorter windows (for CI)"
     )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=int,
+        choices=range(1, LAST_START + 1),
+        default=1,
+        metavar="N",
+        help=f"go on at step N (at most {LAST_START}) after a run with --until N-1 in --workdir",
+    )
+    parser.add_argument(
+        "--until",
+        type=int,
+        choices=range(1, len(STEPS) + 1),
+        default=len(STEPS),
+        metavar="N",
+        help=f"stop after step N; --from N+1 goes on from there (when N < {LAST_START})",
+    )
     args = parser.parse_args(argv)
+    if args.until < args.start:
+        parser.error(f"--until {args.until} comes before --from {args.start}")
     demo = Demo(work=args.workdir.resolve(), size=SMALL if args.small else FULL)
     signal.signal(signal.SIGTERM, _interrupt)
     # Ctrl-C stops the demo even when it was started with SIGINT ignored (Python installs its
     # handler only over the default disposition; a parent such as a test runner may ignore it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     total = len(STEPS)
-    started = demo.facts["started"] = time.monotonic()
+    started = time.monotonic()
     try:
+        if args.start > 1:
+            try:
+                _load_state(demo, args.start)
+            except DemoFailed as exc:
+                print(f"FAILED: {exc}", file=sys.stderr, flush=True)
+                return 1
+            print(f"==> going on at step {args.start} in {demo.work}", flush=True)
+        demo.facts["started"] = started
         for index, (phase, step) in enumerate(STEPS, 1):
+            if not args.start <= index <= args.until:
+                continue
             title = (step.__doc__ or step.__name__).strip().splitlines()[0]
             print(f"==> [{index}/{total}] ({phase}) {title}", flush=True)
             step_started = time.monotonic()
@@ -687,6 +766,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         demo.close()
+    if args.until < total:
+        print(f"==> stopped after step {args.until} as asked ({time.monotonic() - started:.0f}s)")
+        if args.until < LAST_START:
+            state = _save_state(demo, args.until)
+            print(f"==> go on with --from {args.until + 1} (what the steps found so far: {state})")
+        return 0
     print(f"==> demo complete in {time.monotonic() - started:.0f}s; explore it in {demo.work}")
     print(f"==> browse it: cd {demo.work} && mlcd ui   (then open http://127.0.0.1:5000/)")
     return 0

@@ -1,7 +1,10 @@
 """`make demo` end to end (with --small): the whole lifecycle through the real CLI and server.
 
 Also its unhappy paths: a broken stage, gates that refuse the retrained model, and Ctrl-C —
-each must exit with its code, say why, and leave no server or watch process behind.
+each must exit with its code, say why, and leave no server or watch process behind. The last
+two are about the live part (serving, traffic, retraining): they go on (``--from 8``) on a copy
+of one project the demo prepared (``--until 7``) once per session, instead of each training,
+evaluating and promoting it again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.py"
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --small demo stopped after step 7 (``--until 7``): the project set up, trained, its v1
+    evaluated and champion, a weaker v2 refused. Made once per session: the xdist workers share
+    it (behind a file lock) and each test copies it before it goes on."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above each worker's own
+    work = base / "demo-until-7"
+    with FileLock(str(base / "demo-until-7.lock")):
+        if not (work / "demo-state.json").is_file():
+            shutil.rmtree(work, ignore_errors=True)
+            result = subprocess.run(
+                [sys.executable, str(DEMO), "--workdir", str(work), "--small", "--until", "7"],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "==> stopped after step 7 as asked" in result.stdout
+            assert "(4 deployment)" not in result.stdout  # nothing live started
+    return work
+
+
+def _copy_of(prepared: Path, work: Path) -> Path:
+    """A copy of the prepared demo folder (git repository, mlcd state, demo-state.json)."""
+    shutil.copytree(prepared, work, symlinks=True)
+    return work
 
 
 def _demo_on(tmp_path: Path, edit: dict[str, tuple[str, str]]) -> Path:
@@ -144,15 +179,27 @@ def test_demo_fails_loudly_when_a_stage_breaks(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(tmp_path: Path) -> None:
+def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(
+    prepared_demo: Path, tmp_path: Path
+) -> None:
     # gates for 'challenger' that no model meets: the retrain must be refused, not promoted
-    demo = _demo_on(
-        tmp_path, {"mlcd.yaml": ("gates:\n", "gates:\n  challenger:\n    - roc_auc >= 0.999\n")}
+    # (steps 1-7 never read them: the prepared project gets them before the live part)
+    work = _copy_of(prepared_demo, tmp_path / "work")
+    config = work / "mlcd.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "gates:\n" in text
+    config.write_text(
+        text.replace("gates:\n", "gates:\n  challenger:\n    - roc_auc >= 0.999\n", 1),
+        encoding="utf-8",
     )
-    work = tmp_path / "work"
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "gates"],
+        cwd=work,
+        check=True,
+    )
 
     result = subprocess.run(
-        [sys.executable, str(demo), "--workdir", str(work), "--small"],
+        [sys.executable, str(DEMO), "--workdir", str(work), "--small", "--from", "8"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -176,9 +223,10 @@ def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(tmp_pat
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_server_the_demo_started(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_server_the_demo_started(prepared_demo: Path, tmp_path: Path) -> None:
+    work = _copy_of(prepared_demo, tmp_path / "demo")
     process = subprocess.Popen(
-        [sys.executable, str(DEMO), "--workdir", str(tmp_path / "demo"), "--small"],
+        [sys.executable, str(DEMO), "--workdir", str(work), "--small", "--from", "8"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -205,3 +253,25 @@ def test_ctrl_c_stops_the_server_the_demo_started(tmp_path: Path) -> None:
     assert "interrupted; stopping what the demo started" in errors
     assert f"stopping serve (pid {pids['serve']})" in rest
     assert _gone(pids["serve"])
+
+
+def test_demo_goes_on_only_where_an_earlier_part_stopped(tmp_path: Path) -> None:
+    # --from N needs the state an earlier --until N-1 left in the folder, and the live part
+    # (server, traffic, watch) cannot be entered midway
+    result = subprocess.run(
+        [sys.executable, str(DEMO), "--workdir", str(tmp_path), "--small", "--from", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "--from 8 goes on from an earlier run with --until 7" in result.stderr
+    assert "==> [" not in result.stdout  # no step ran
+
+    result = subprocess.run(
+        [sys.executable, str(DEMO), "--workdir", str(tmp_path), "--from", "9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "--from" in result.stderr
