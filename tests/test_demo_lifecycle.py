@@ -29,7 +29,8 @@ DEMO = REPO / "examples" / "demo.py"
 def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --small demo stopped after step 7 (``--until 7``): the project set up, trained, its v1
     evaluated and champion, a weaker v2 refused. Made once per session: the xdist workers share
-    it (behind a file lock) and each test copies it before it goes on."""
+    it (behind a file lock) and each test copies it before it goes on. Its two users share an
+    xdist group, so one worker makes it and no other waits on the lock."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
@@ -179,6 +180,7 @@ def test_demo_fails_loudly_when_a_stage_breaks(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo_live")
 def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(
     prepared_demo: Path, tmp_path: Path
 ) -> None:
@@ -223,6 +225,7 @@ def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo_live")
 def test_ctrl_c_stops_the_server_the_demo_started(prepared_demo: Path, tmp_path: Path) -> None:
     work = _copy_of(prepared_demo, tmp_path / "demo")
     process = subprocess.Popen(
