@@ -363,7 +363,7 @@ _RUNTIME_KEYS = ("PYTHONUNBUFFERED", "PYTHONIOENCODING")
 def forkable(env: dict[str, str]) -> bool:
     """Whether a command with this environment can be forked from the server (started with
     this process's environment) rather than started as a new interpreter."""
-    if os.environ.get("MLCD_TEST_CLI_FORK", "1") == "0":
+    if env.get("MLCD_TEST_CLI_FORK", os.environ.get("MLCD_TEST_CLI_FORK", "1")) == "0":
         return False
 
     def startup(values: dict[str, str]) -> dict[str, str]:

@@ -7,24 +7,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from tests import cli_forkserver
+from tests.conftest import run_cli
 
 
 def _plain(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlcd.cli.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """The same command in a new interpreter (``run_cli``'s way without the server)."""
+    return run_cli(args, cwd=cwd, env={**env, "MLCD_TEST_CLI_FORK": "0"}, inherit=False)
 
 
 def test_a_forked_command_answers_as_a_new_interpreter(project: Path) -> None:
