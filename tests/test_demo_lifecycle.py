@@ -25,6 +25,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.py"
 
 
+def _run_demo(
+    demo: Path, work: Path, *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``python demo.py --workdir work *args``, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(demo), "--workdir", str(work), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="session")
 def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --small demo stopped after step 7 (``--until 7``): the project set up, trained, its v1
@@ -40,12 +52,7 @@ def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with FileLock(str(base / "demo-until-7.lock")):
         if not (work / "demo-state.json").is_file():
             shutil.rmtree(work, ignore_errors=True)
-            result = subprocess.run(
-                [sys.executable, str(DEMO), "--workdir", str(work), "--small", "--until", "7"],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
+            result = _run_demo(DEMO, work, "--small", "--until", "7")
             assert result.returncode == 0, result.stdout + result.stderr
             assert "==> stopped after step 7 as asked" in result.stdout
             assert "(4 deployment)" not in result.stdout  # nothing live started
@@ -103,12 +110,7 @@ def _gone(pid: int) -> bool:
 def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Path) -> None:
     work = tmp_path / "demo"
 
-    result = subprocess.run(
-        [sys.executable, str(DEMO), "--workdir", str(work), "--small"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = _run_demo(DEMO, work, "--small")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "==> demo complete" in result.stdout
@@ -165,12 +167,7 @@ def test_demo_fails_loudly_when_a_stage_breaks(tmp_path: Path) -> None:
         },
     )
 
-    result = subprocess.run(
-        [sys.executable, str(demo), "--workdir", str(tmp_path / "work"), "--small"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = _run_demo(demo, tmp_path / "work", "--small")
 
     assert result.returncode == 1
     assert "FAILED at step 2 (first_run)" in result.stderr
@@ -200,12 +197,7 @@ def test_demo_stops_everything_when_the_gates_refuse_the_retrained_model(
         check=True,
     )
 
-    result = subprocess.run(
-        [sys.executable, str(DEMO), "--workdir", str(work), "--small", "--from", "8"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = _run_demo(DEMO, work, "--small", "--from", "8")
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED at step 11 (retrain_on_drift)" in result.stderr
@@ -261,20 +253,10 @@ def test_ctrl_c_stops_the_server_the_demo_started(prepared_demo: Path, tmp_path:
 def test_demo_goes_on_only_where_an_earlier_part_stopped(tmp_path: Path) -> None:
     # --from N needs the state an earlier --until N-1 left in the folder, and the live part
     # (server, traffic, watch) cannot be entered midway
-    result = subprocess.run(
-        [sys.executable, str(DEMO), "--workdir", str(tmp_path), "--small", "--from", "8"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_demo(DEMO, tmp_path, "--small", "--from", "8", timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "--from 8 goes on from an earlier run with --until 7" in result.stderr
     assert "==> [" not in result.stdout  # no step ran
 
-    result = subprocess.run(
-        [sys.executable, str(DEMO), "--workdir", str(tmp_path), "--from", "9"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_demo(DEMO, tmp_path, "--from", "9", timeout=120)
     assert result.returncode == 2 and "--from" in result.stderr
