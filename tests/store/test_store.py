@@ -119,8 +119,13 @@ def _writer(url: str, worker: int, count: int) -> None:
 
 def _concurrent_writers(url: str, workers: int = 16, count: int = 300) -> None:
     """16 new processes that race to migrate the store, then interleave ``count`` one-run
-    transactions each (300 keep all 16 writing at once for the whole run on this machine)."""
-    ctx = mp.get_context("spawn")
+    transactions each (300 keep all 16 writing at once for the whole run on this machine).
+
+    They are forked from multiprocessing's fork server with SQLAlchemy and mlcd's store
+    imported ahead (nothing of the store is opened before the fork): each is a fresh process
+    that opens the store on its own, without paying the imports 16 times."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["sqlalchemy", "mlcd.store", __name__])
     procs = [ctx.Process(target=_writer, args=(url, w, count)) for w in range(workers)]
     for proc in procs:
         proc.start()
