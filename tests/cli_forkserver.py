@@ -1,5 +1,5 @@
 """A fork server for the suite's CLI subprocesses: each ``run_cli`` is a new process running
-the real ``python -m mlcd.cli.main``, forked from one that has already imported the third-party
+the real ``python -m mlcd.cli.main`` (``run_python``: ``python -c CODE``), forked from one that has already imported the third-party
 libraries the CLI loads (scikit-learn and skops alone take 1.4 CPU-seconds to import here).
 
 Why: the suite runs a few thousand CLI commands on a 2-core machine, and their imports were
@@ -127,13 +127,26 @@ def _run_command(request: dict[str, object]) -> int:
         line_buffering=True,
         write_through=True,
     )
-    sys.path.insert(0, os.getcwd())  # what -m puts first
     args = request["args"]
     assert isinstance(args, list)
-    sys.argv = ["-m", *map(str, args)]
+    source = request.get("code")
+    if isinstance(source, str):  # python -c SOURCE ARGS
+        sys.path.insert(0, "")
+        sys.argv = ["-c", *map(str, args)]
+    else:  # python -m mlcd.cli.main ARGS
+        sys.path.insert(0, os.getcwd())
+        sys.argv = ["-m", *map(str, args)]
     code = 0
     try:
-        runpy.run_module("mlcd.cli.main", run_name="__main__", alter_sys=True)
+        if isinstance(source, str):
+            import types
+
+            main = types.ModuleType("__main__")
+            main.__dict__["__builtins__"] = __builtins__
+            sys.modules["__main__"] = main
+            exec(compile(source, "<string>", "exec"), main.__dict__)
+        else:
+            runpy.run_module("mlcd.cli.main", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         if stop.code is None:
             code = 0
@@ -289,9 +302,15 @@ class ForkServer:
             pass
 
     def run(
-        self, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        timeout: float,
+        code: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "mlcd.cli.main", *args]
+        """``python -m mlcd.cli.main ARGS``, or with ``code`` ``python -c CODE ARGS``."""
+        command = [sys.executable, *(["-c", code] if code else ["-m", "mlcd.cli.main"]), *args]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -300,7 +319,7 @@ class ForkServer:
             conn.connect(self.path)
             _send_msg(
                 conn,
-                {"args": list(args), "cwd": str(cwd), "env": dict(env)},
+                {"args": list(args), "cwd": str(cwd), "env": dict(env), "code": code},
                 (devnull, out_w, err_w),
             )
         finally:
@@ -380,10 +399,14 @@ _server: ForkServer | None = None
 _server_pid: int | None = None
 
 
+_starting = threading.Lock()
+
+
 def server() -> ForkServer:
     """This process's fork server (a new one after a fork of the test process itself)."""
     global _server, _server_pid
-    if _server is None or _server_pid != os.getpid():
-        _server = ForkServer()
-        _server_pid = os.getpid()
-    return _server
+    with _starting:
+        if _server is None or _server_pid != os.getpid():
+            _server = ForkServer()
+            _server_pid = os.getpid()
+        return _server

@@ -176,6 +176,31 @@ def run_cli(
     )
 
 
+def run_python(
+    code: str,
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    *,
+    inherit: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE ARGS`` in a new process, as :func:`run_cli` runs the CLI (forked from
+    the fork server when the environment allows); safe to call from several threads at once."""
+    base = os.environ if inherit else {}
+    full_env = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if cli_forkserver.forkable(full_env):
+        return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout, code=code)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def open_store() -> Iterator[object]:
     """A factory of stores that are all disposed of when the test ends."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import cli_forkserver
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_python
 
 
 def _plain(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -88,3 +88,30 @@ def test_a_timeout_raises_and_a_killed_command_reports_its_signal(project: Path)
     finally:
         cli_forkserver._recv_msg = original
     assert result and result[0].returncode == -signal.SIGKILL
+
+
+_SNIPPET = """
+import os, sys
+print(sys.argv, os.getcwd(), os.environ.get("MLCD_SNIPPET"), __name__)
+print("to stderr", file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_python_code_runs_as_python_c_would(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLCD_SNIPPET": "seen"}
+    for code in ("0", "3"):
+        forked = run_python(_SNIPPET, [code, "x y"], tmp_path, env, inherit=False)
+        plain = run_python(
+            _SNIPPET, [code, "x y"], tmp_path, {**env, "MLCD_TEST_CLI_FORK": "0"}, inherit=False
+        )
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            plain.returncode,
+            plain.stdout,
+            plain.stderr,
+        )
+        assert forked.returncode == int(code)
+        assert forked.stdout == f"['-c', '{code}', 'x y'] {tmp_path} seen __main__\n"
+    # an exception is a traceback on stderr and exit status 1, as in a new interpreter
+    failed = run_python("raise ValueError('no')", [], tmp_path)
+    assert failed.returncode == 1 and "ValueError: no" in failed.stderr
