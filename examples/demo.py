@@ -28,7 +28,7 @@ there. ``--until 7`` prepares the project (data, training, evaluation, registry)
 ``--from 8`` then runs the live part (serving, traffic, drift, retraining) on it, on a copy of
 the folder as often as you like. The live part runs in one go: it starts at step 8 at the latest.
 
-Usage: python examples/demo.py [--workdir DIR] [--small] [--from N] [--until N]
+Usage: python examples/demo.py [--workdir DIR] [--small] [--from N] [--until N] [--checkpoint DIR]
 """
 
 from __future__ import annotations
@@ -697,6 +697,23 @@ def _load_state(demo: Demo, start: int) -> None:
     path.unlink()
 
 
+def _checkpoint(demo: Demo, done: int, target: Path) -> None:
+    """A copy of the folder after step ``done`` with its state, as ``--until done`` leaves it:
+    copied beside ``target`` and renamed into place, so a copy that exists is whole."""
+    if target.exists():
+        say(f"checkpoint {target} exists: left as it is")
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    state = _save_state(demo, done)
+    try:
+        shutil.copytree(demo.work, partial, symlinks=True)
+    finally:
+        state.unlink()
+    partial.rename(target)
+    say(f"checkpoint after step {done}: {target} (go on there with --from {done + 1})")
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -726,6 +743,13 @@ def main(argv: list[str] | None = None) -> int:
         default=len(STEPS),
         metavar="N",
         help=f"stop after step N; --from N+1 goes on from there (when N < {LAST_START})",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help=f"also leave a copy of the folder as it stands after step {LAST_START - 1} in DIR "
+        f"(made once, whole or not at all): --from {LAST_START} --workdir DIR goes on there",
     )
     args = parser.parse_args(argv)
     if args.until < args.start:
@@ -761,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
                 _write_failure(demo, f"step {index} ({step.__name__})", str(exc))
                 return 1
             say(f"({time.monotonic() - step_started:.1f}s)")
+            if args.checkpoint is not None and index == LAST_START - 1:
+                _checkpoint(demo, index, args.checkpoint.resolve())
     except KeyboardInterrupt:
         print("\ninterrupted; stopping what the demo started", file=sys.stderr, flush=True)
         return 130

@@ -3,8 +3,8 @@
 Also its unhappy paths: a broken stage, gates that refuse the retrained model, and Ctrl-C —
 each must exit with its code, say why, and leave no server or watch process behind. The last
 two are about the live part (serving, traffic, retraining): they go on (``--from 8``) on a copy
-of one project the demo prepared (``--until 7``) once per session, instead of each training,
-evaluating and promoting it again.
+of the project the whole demo's run left after step 7 (``--checkpoint``), instead of each
+training, evaluating and promoting it again.
 """
 
 from __future__ import annotations
@@ -37,19 +37,25 @@ def _run_demo(
     )
 
 
-@pytest.fixture(scope="session")
-def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A --small demo stopped after step 7 (``--until 7``): the project set up, trained, its v1
-    evaluated and champion, a weaker v2 refused. Made once per session: the xdist workers share
-    it (behind a file lock) and each test copies it before it goes on. Its two users share an
-    xdist group, so one worker makes it and no other waits on the lock."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
+def _prepared_folder(factory: pytest.TempPathFactory) -> Path:
+    """Where this session keeps the demo stopped after step 7 (shared by the xdist workers)."""
+    base = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # this session's folder, above each worker's own
-    work = base / "demo-until-7"
-    with FileLock(str(base / "demo-until-7.lock")):
+    return base / "demo-until-7"
+
+
+@pytest.fixture(scope="session")
+def prepared_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --small demo stopped after step 7 (as ``--until 7`` leaves it): the project set up,
+    trained, its v1 evaluated and champion, a weaker v2 refused. Usually the checkpoint the
+    whole demo's test left (``--checkpoint``: it runs first in their xdist group); made here
+    with ``--until 7`` when that test did not run or failed before step 8. Each test copies
+    it before it goes on."""
+    from filelock import FileLock
+
+    work = _prepared_folder(tmp_path_factory)
+    with FileLock(str(work.with_name("demo-until-7.lock"))):
         if not (work / "demo-state.json").is_file():
             shutil.rmtree(work, ignore_errors=True)
             result = _run_demo(DEMO, work, "--small", "--until", "7")
@@ -107,10 +113,14 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("demo_live")
+def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     work = tmp_path / "demo"
+    checkpoint = _prepared_folder(tmp_path_factory)  # for prepared_demo's users, after this
 
-    result = _run_demo(DEMO, work, "--small")
+    result = _run_demo(DEMO, work, "--small", "--checkpoint", str(checkpoint))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "==> demo complete" in result.stdout
@@ -153,6 +163,10 @@ def test_demo_retrains_on_drift_and_swaps_without_failing_a_request(tmp_path: Pa
         assert Path(report).is_file(), report
     pids = _started_pids(result.stdout)
     assert set(pids) == {"serve", "watch"} and all(_gone(pid) for pid in pids.values())
+    # the checkpoint is the folder as --until 7 leaves it: state for --from 8, nothing live
+    state = json.loads((checkpoint / "demo-state.json").read_text(encoding="utf-8"))
+    assert state["done"] == 7 and state["size"] == "small"
+    assert not (work / "demo-state.json").exists() and not (checkpoint / "logs").exists()
 
 
 @pytest.mark.slow
