@@ -89,6 +89,32 @@ def test_text_and_integer_columns_are_served(registry: Registry, serve: Any) -> 
     assert server.client.post("/v1/models/mixed/predict", json=[unseen]).status_code == 200
 
 
+def test_a_pipeline_answers_its_own_predict_and_predict_proba(
+    registry: Registry, serve: Any
+) -> None:
+    """The server runs a pipeline's transforms once for labels and probabilities: the answers
+    are still exactly the pipeline's own (gradient boosting's label comes from its raw score,
+    not from its probabilities, so both are asked of it)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = mixed_data(300)
+    pre = ColumnTransformer(
+        [("color", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+    )
+    boost = HistGradientBoostingClassifier(max_iter=20, random_state=0)
+    model = Pipeline([("pre", pre), ("scale", StandardScaler()), ("boost", boost)]).fit(X, y)
+    registry.register("boost", model, X)
+    server = serve("boost@champion")
+    body = server.client.post(
+        "/v1/models/boost/predict", json={"dataframe_records": X.to_dict(orient="records")}
+    ).json()
+    assert body["predictions"] == model.predict(X).tolist()
+    assert np.array_equal(np.asarray(body["probabilities"]), model.predict_proba(X))
+
+
 def test_regressor_answers_without_probabilities(registry: Registry, serve: Any) -> None:
     from sklearn.linear_model import Ridge
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlcd.registry.flavors.base import Predictor
 from mlcd.serve.validation import InputPlan, Inputs
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class Served:
     _proba: Callable[[Any], Any] | None = field(init=False, repr=False)
     _argmax: bool = field(init=False, repr=False)
     _matrix: bool = field(init=False, repr=False)
+    _split: tuple[Any, Any] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         predictor = getattr(self.model, "predictor", None)
@@ -120,6 +122,20 @@ class Served:
         steps = getattr(raw, "steps", None)
         final = steps[-1][1] if steps else raw
         self._argmax = self._proba is not None and type(final).__name__ in _ARGMAX_OF_PROBA
+        # A scikit-learn pipeline asked for labels and probabilities transforms each row
+        # twice (Pipeline.predict, then Pipeline.predict_proba); its own steps, run once,
+        # give the same numbers: the transforms, then the final estimator's two methods.
+        self._split = None
+        if (
+            self._proba is not None
+            and not self._argmax
+            and predictor is not None
+            and type(predictor) is Predictor
+            and _is_sklearn_pipeline(raw)
+            and len(steps or ()) > 1
+            and hasattr(final, "predict_proba")
+        ):
+            self._split = (raw[:-1], final)
         self._matrix = False
         if self.plan.numeric_only and raw is not None:
             fast = _array_estimator(raw, self.plan.names)
@@ -151,6 +167,12 @@ class Served:
             both = np.asarray(self._proba(X), dtype=np.float64)  # type: ignore[misc]
             classes = np.asarray(self.classes)
             return classes[both.argmax(axis=1)], both
+        if self._split is not None and not self._matrix:
+            transforms, final = self._split
+            Xt = transforms.transform(X)
+            return np.asarray(final.predict(Xt)), np.asarray(
+                final.predict_proba(Xt), dtype=np.float64
+            )
         predictions = np.asarray(self._predict(X))
         if self._proba is None:
             return predictions, None
@@ -166,6 +188,12 @@ class Served:
         predictions, _proba = self.predict(self.plan.warmup_input(), contract=False)
         if len(predictions) != 1:
             raise ValueError(f"warm-up: the model returned {len(predictions)} rows for 1")
+
+
+def _is_sklearn_pipeline(raw: Any) -> bool:
+    """Whether ``raw`` is a scikit-learn ``Pipeline`` (checked without importing it)."""
+    kind = type(raw)
+    return kind.__name__ == "Pipeline" and kind.__module__.startswith("sklearn.")
 
 
 def _array_estimator(raw: Any, columns: list[str]) -> Any | None:
