@@ -5,8 +5,8 @@ libraries the CLI loads (scikit-learn and skops alone take 1.4 CPU-seconds to im
 Why: the suite runs a few thousand CLI commands on a 2-core machine, and their imports were
 the largest share of its CPU time. What a command does is unchanged: a forked process of its
 own, with the test's working folder, environment, argv and pipes for stdout and stderr, that
-runs ``mlcd.cli.main`` as ``__main__``, exactly as ``-m`` does. Of mlcd itself only the bottom
-layers are imported ahead (config, store, registry, objects), and the server refuses to start
+runs ``mlcd.cli.main`` as ``__main__``, exactly as ``-m`` does. Of mlcd itself the modules most
+commands load are imported ahead (:data:`PRELOAD_MLCD`), and the server refuses to start
 if any of them reads the environment while it is imported: a value read then would be the
 server's, not the test's. Its exit status (a code or a
 signal) comes back through a waiter process, as ``subprocess.run`` would report it.
@@ -58,8 +58,31 @@ PRELOAD = (
     "httpx",
 )
 
-#: mlcd's bottom layers, imported ahead too (they read no environment at import; checked).
-PRELOAD_MLCD = ("mlcd.config", "mlcd.store", "mlcd.store.tables", "mlcd.registry", "mlcd.objects")
+#: mlcd's modules that most commands load, imported ahead too (they read no environment at
+#: import; checked). Not ``mlcd.cli.main``: each command runs it afresh as ``__main__``.
+PRELOAD_MLCD = (
+    "mlcd.config",
+    "mlcd.store",
+    "mlcd.store.tables",
+    "mlcd.registry",
+    "mlcd.objects",
+    "mlcd.project",
+    "mlcd.secrets",
+    "mlcd.contracts.validate",
+    "mlcd.pipeline",
+    "mlcd.pipeline.dag",
+    "mlcd.tracking.query",
+    "mlcd.evaluate",
+    "mlcd.monitor",
+    "mlcd.cli.output",
+    "mlcd.cli.lazy",
+    "mlcd.cli.pipeline_view",
+    "mlcd.cli.pipeline_cmd",
+    "mlcd.cli.project_cmd",
+    "mlcd.cli.tracking_cmd",
+    "mlcd.cli.models_cmd",
+    "mlcd.cli.events_cmd",
+)
 
 _HEADER = struct.Struct("!I")
 
