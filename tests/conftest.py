@@ -162,18 +162,7 @@ def run_cli(
 
     ``env`` is added to this process's environment, or (``inherit=False``) is the whole of it.
     """
-    base = os.environ if inherit else {}
-    full_env = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if cli_forkserver.forkable(full_env):
-        return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout)
-    return subprocess.run(
-        [sys.executable, "-m", "mlcd.cli.main", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return _run_new_process(None, args, cwd, env, timeout, inherit)
 
 
 def run_python(
@@ -187,12 +176,24 @@ def run_python(
 ) -> subprocess.CompletedProcess[str]:
     """``python -c CODE ARGS`` in a new process, as :func:`run_cli` runs the CLI (forked from
     the fork server when the environment allows); safe to call from several threads at once."""
+    return _run_new_process(code, args, cwd, env, timeout, inherit)
+
+
+def _run_new_process(
+    code: str | None,
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None,
+    timeout: float,
+    inherit: bool,
+) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE ARGS`` (or, without ``code``, ``python -m mlcd.cli.main ARGS``)."""
     base = os.environ if inherit else {}
     full_env = {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
     if cli_forkserver.forkable(full_env):
         return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout, code=code)
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, *(["-c", code] if code is not None else ["-m", "mlcd.cli.main"]), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
