@@ -1,6 +1,7 @@
 """A fork server for the suite's CLI subprocesses: each ``run_cli`` is a new process running
-the real ``python -m mlcd.cli.main`` (``run_python``: ``python -c CODE``), forked from one that has already imported the third-party
-libraries the CLI loads (scikit-learn and skops alone take 1.4 CPU-seconds to import here).
+the real ``python -m mlcd.cli.main`` (``run_python``: ``python -c CODE``), forked from one that
+has already imported the third-party libraries the CLI loads (scikit-learn and skops alone take
+1.4 CPU-seconds to import here).
 
 Why: the suite runs a few thousand CLI commands on a 2-core machine, and their imports were
 the largest share of its CPU time. What a command does is unchanged: a forked process of its
@@ -153,23 +154,28 @@ def _run_command(request: dict[str, object]) -> int:
     args = request["args"]
     assert isinstance(args, list)
     source = request.get("code")
-    if isinstance(source, str):  # python -c SOURCE ARGS
+    if isinstance(source, str):  # python -c SOURCE ARGS: '' first on the path, code as __main__
+        import types
+
         sys.path.insert(0, "")
         sys.argv = ["-c", *map(str, args)]
-    else:  # python -m mlcd.cli.main ARGS
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+
+        def start() -> None:
+            exec(compile(source, "<string>", "exec"), main.__dict__)
+
+    else:  # python -m mlcd.cli.main ARGS: the working folder first on the path
+
+        def start() -> None:
+            runpy.run_module("mlcd.cli.main", run_name="__main__", alter_sys=True)
+
         sys.path.insert(0, os.getcwd())
         sys.argv = ["-m", *map(str, args)]
     code = 0
     try:
-        if isinstance(source, str):
-            import types
-
-            main = types.ModuleType("__main__")
-            main.__dict__["__builtins__"] = __builtins__
-            sys.modules["__main__"] = main
-            exec(compile(source, "<string>", "exec"), main.__dict__)
-        else:
-            runpy.run_module("mlcd.cli.main", run_name="__main__", alter_sys=True)
+        start()
     except SystemExit as stop:
         if stop.code is None:
             code = 0
@@ -333,7 +339,7 @@ class ForkServer:
         code: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``python -m mlcd.cli.main ARGS``, or with ``code`` ``python -c CODE ARGS``."""
-        command = [sys.executable, *(["-c", code] if code else ["-m", "mlcd.cli.main"]), *args]
+        command = argv(args, code)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -372,6 +378,13 @@ class ForkServer:
         return subprocess.CompletedProcess(
             command, returncode, stdout=_text(outputs[out_r]), stderr=_text(outputs[err_r])
         )
+
+
+def argv(args: list[str], code: str | None = None) -> list[str]:
+    """The command line of a new interpreter doing the same: ``python -m mlcd.cli.main ARGS``,
+    or with ``code`` ``python -c CODE ARGS``."""
+    entry = ["-m", "mlcd.cli.main"] if code is None else ["-c", code]
+    return [sys.executable, *entry, *args]
 
 
 def _drain(outputs: dict[int, bytearray]) -> None:

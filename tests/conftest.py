@@ -193,7 +193,7 @@ def _run_new_process(
     if cli_forkserver.forkable(full_env):
         return cli_forkserver.server().run(args, cwd=cwd, env=full_env, timeout=timeout, code=code)
     return subprocess.run(
-        [sys.executable, *(["-c", code] if code is not None else ["-m", "mlcd.cli.main"]), *args],
+        cli_forkserver.argv(args, code),
         cwd=cwd,
         env=full_env,
         capture_output=True,

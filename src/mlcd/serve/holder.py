@@ -143,6 +143,7 @@ class Served:
                 # Same numbers, same column order, no DataFrame: scikit-learn's DataFrame
                 # path costs ~10x the arithmetic of a one-row logistic regression.
                 self._matrix = True
+                self._split = None  # the copy takes the matrix whole, no transforms to share
                 self._predict = fast.predict
                 if self._proba is not None:
                     self._proba = _linear_proba(fast) or fast.predict_proba
@@ -167,7 +168,7 @@ class Served:
             both = np.asarray(self._proba(X), dtype=np.float64)  # type: ignore[misc]
             classes = np.asarray(self.classes)
             return classes[both.argmax(axis=1)], both
-        if self._split is not None and not self._matrix:
+        if self._split is not None:
             transforms, final = self._split
             Xt = transforms.transform(X)
             return np.asarray(final.predict(Xt)), np.asarray(
