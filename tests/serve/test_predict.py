@@ -92,9 +92,9 @@ def test_text_and_integer_columns_are_served(registry: Registry, serve: Any) -> 
 def test_a_pipeline_answers_its_own_predict_and_predict_proba(
     registry: Registry, serve: Any
 ) -> None:
-    """The server runs a pipeline's transforms once for labels and probabilities: the answers
-    are still exactly the pipeline's own (gradient boosting's label comes from its raw score,
-    not from its probabilities, so both are asked of it)."""
+    """The server runs a pipeline once for labels and probabilities: the answers are still
+    exactly the pipeline's own (gradient boosting's label is the arg-max of its probabilities
+    wherever that is strict; a tie goes back to its own ``predict``)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
@@ -113,6 +113,27 @@ def test_a_pipeline_answers_its_own_predict_and_predict_proba(
     ).json()
     assert body["predictions"] == model.predict(X).tolist()
     assert np.array_equal(np.asarray(body["probabilities"]), model.predict_proba(X))
+
+
+def test_a_tie_in_the_probabilities_is_labelled_by_the_model_itself(
+    registry: Registry, serve: Any
+) -> None:
+    """A score just above 0 rounds to p = 0.5 exactly: the arg-max of [0.5, 0.5] would say
+    class 0, the model's ``predict`` (score > 0) says class 1. The server must say 1."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = mixed_data(200)
+    numeric = X[["x"]]
+    model = LogisticRegression().fit(numeric, y)
+    model.coef_[:] = 0.0
+    model.intercept_[:] = 1e-17
+    assert model.predict_proba(numeric[:1]).tolist() == [[0.5, 0.5]]
+    registry.register("tied", model, numeric)
+    server = serve("tied@champion")
+    body = server.client.post("/v1/models/tied/predict", json=[{"x": 0.3}, {"x": -2.0}]).json()
+    assert body["predictions"] == model.predict(pd.DataFrame({"x": [0.3, -2.0]})).tolist()
+    assert body["predictions"] == [model.classes_[1]] * 2
+    assert body["probabilities"] == [[0.5, 0.5], [0.5, 0.5]]
 
 
 def test_regressor_answers_without_probabilities(registry: Registry, serve: Any) -> None:

@@ -28,16 +28,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlcd.serve")
 
-#: Final estimators whose ``predict`` is exactly the arg-max of ``predict_proba``; for them
-#: one call gives both (a single-row request then costs one model call, not two).
+#: Final estimators whose ``predict`` is, by its code, the arg-max of ``predict_proba``; for
+#: them one call gives both (a single-row request then costs one model call, not two).
 _ARGMAX_OF_PROBA = frozenset(
     {
-        "LogisticRegression",
         "RandomForestClassifier",
         "ExtraTreesClassifier",
         "DecisionTreeClassifier",
         "ExtraTreeClassifier",
         "KNeighborsClassifier",
+    }
+)
+#: Final estimators whose ``predict`` takes the arg-max of scores that ``predict_proba`` maps
+#: through a strictly increasing function (a sigmoid as [1 - p, p], a softmax, an exp): their
+#: labels are the arg-max of the probabilities wherever that maximum is strict. A row whose
+#: top two probabilities are equal (rounding can make p exactly 0.5 for a score just above
+#: 0) or not numbers is answered by the model's own ``predict``.
+_ARGMAX_UNLESS_TIED = frozenset(
+    {
+        "LogisticRegression",
+        "HistGradientBoostingClassifier",
+        "GradientBoostingClassifier",
         "GaussianNB",
         "MultinomialNB",
         "BernoulliNB",
@@ -108,6 +119,7 @@ class Served:
     _predict: Callable[[Any], Any] = field(init=False, repr=False)
     _proba: Callable[[Any], Any] | None = field(init=False, repr=False)
     _argmax: bool = field(init=False, repr=False)
+    _ties_checked: bool = field(init=False, repr=False)
     _matrix: bool = field(init=False, repr=False)
     _split: tuple[Any, Any] | None = field(init=False, repr=False)
 
@@ -121,7 +133,9 @@ class Served:
         raw: Any = getattr(self.model, "raw", None)
         steps = getattr(raw, "steps", None)
         final = steps[-1][1] if steps else raw
-        self._argmax = self._proba is not None and type(final).__name__ in _ARGMAX_OF_PROBA
+        kind = type(final).__name__
+        self._argmax = self._proba is not None and kind in _ARGMAX_OF_PROBA | _ARGMAX_UNLESS_TIED
+        self._ties_checked = kind in _ARGMAX_UNLESS_TIED
         # A scikit-learn pipeline asked for labels and probabilities transforms each row
         # twice (Pipeline.predict, then Pipeline.predict_proba); its own steps, run once,
         # give the same numbers: the transforms, then the final estimator's two methods.
@@ -166,8 +180,12 @@ class Served:
 
         if self._argmax:
             both = np.asarray(self._proba(X), dtype=np.float64)  # type: ignore[misc]
-            classes = np.asarray(self.classes)
-            return classes[both.argmax(axis=1)], both
+            labels = np.asarray(self.classes)[both.argmax(axis=1)]
+            if self._ties_checked and both.ndim == 2 and both.shape[1] > 1:
+                top = np.partition(both, -2, axis=1)[:, -2:]
+                if not (top[:, 1] > top[:, 0]).all():  # a tie (or NaN): the model decides
+                    labels = np.asarray(self._predict(X))
+            return labels, both
         if self._split is not None:
             transforms, final = self._split
             Xt = transforms.transform(X)
