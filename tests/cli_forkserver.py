@@ -10,7 +10,8 @@ runs ``mlcd.cli.main`` as ``__main__``, exactly as ``-m`` does. Of mlcd itself t
 commands load are imported ahead (:data:`PRELOAD_MLCD`), and the server refuses to start
 if any of them reads the environment while it is imported: a value read then would be the
 server's, not the test's. Its exit status (a code or a
-signal) comes back through a waiter process, as ``subprocess.run`` would report it.
+signal) and CPU time come back from the server, which reaps it, as ``subprocess.run`` would
+report the status.
 
 Tests about start-up itself (import laziness, ``--help`` time) start their own interpreter and
 do not come here; ``MLCD_TEST_CLI_FORK=0`` sends every ``run_cli`` to a plain subprocess.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import array
 import atexit
+import gc
 import json
 import os
 import selectors
@@ -201,15 +203,21 @@ def _run_command(request: dict[str, object]) -> int:
     return code & 0xFF
 
 
-def _serve_connection(conn: socket.socket, listener: socket.socket) -> None:
-    """In the waiter: fork the command, tell the client its pid, wait, report its status."""
+def _start_command(
+    conn: socket.socket, others: list[socket.socket], closing: tuple[int, ...]
+) -> int:
+    """In the server: read one request, fork its command, tell the client the pid."""
     request, fds = _recv_msg(conn)
     pid = os.fork()
     if pid == 0:  # the command process
         code = 1
         try:
-            listener.close()
-            conn.close()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for sock in (conn, *others):
+                sock.close()
+            for fd in closing:
+                os.close(fd)
             for target, fd in enumerate(fds[:3]):
                 os.dup2(fd, target)
             for fd in fds:
@@ -220,8 +228,32 @@ def _serve_connection(conn: socket.socket, listener: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     _send_msg(conn, {"pid": pid})
-    _, status = os.waitpid(pid, 0)
-    _send_msg(conn, {"returncode": os.waitstatus_to_exitcode(status)})
+    return pid
+
+
+def _report_exits(running: dict[int, socket.socket]) -> None:
+    """Reap every command that has ended and send its client the exit status and CPU time."""
+    while running:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = running.pop(pid, None)
+        if conn is None:
+            continue
+        try:
+            _send_msg(
+                conn,
+                {
+                    "returncode": os.waitstatus_to_exitcode(status),
+                    "cpu": usage.ru_utime + usage.ru_stime,
+                },
+            )
+        except OSError:  # the client gave up (its timeout) and closed its end
+            pass
+        conn.close()
 
 
 def _preload_mlcd() -> None:
@@ -259,7 +291,7 @@ def _preload_mlcd() -> None:
 
 
 def serve(path: str) -> None:
-    """The server: import the libraries, then fork one waiter per connection."""
+    """The server: import the libraries, then fork a command per connection and reap it."""
     here = str(Path(__file__).parent)
     sys.path[:] = [entry for entry in sys.path if entry not in ("", here)]
     for name in PRELOAD:
@@ -268,28 +300,48 @@ def serve(path: str) -> None:
         except ImportError:
             pass
     _preload_mlcd()
+    # What is loaded now stays out of the collector's walks: a command's first collection
+    # would otherwise touch (and so copy) every page of the ~250 MB it shares with us.
+    gc.collect()
+    gc.freeze()
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
-    listener.settimeout(1.0)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
+    listener.setblocking(False)
+    # One process forks every command and reaps it (no waiter process per command: each
+    # fork of this ~250 MB process costs CPU); a SIGCHLD wakes the loop through this pipe.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    running: dict[int, socket.socket] = {}
     print("ready", flush=True)
     while os.getppid() == parent:  # the test worker that started us is gone: stop
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        if os.fork() == 0:  # the waiter
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            status = 1
-            try:
-                conn.settimeout(None)
-                _serve_connection(conn, listener)
-                status = 0
-            finally:
-                os._exit(status)
-        conn.close()
+        for key, _ in selector.select(timeout=1.0):
+            if key.fileobj is listener:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(True)
+                try:
+                    pid = _start_command(conn, [listener, *running.values()], (wake_r, wake_w))
+                except (OSError, EOFError, ValueError):
+                    conn.close()
+                    continue
+                running[pid] = conn
+            else:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        _report_exits(running)
 
 
 # ---------------------------------------------------------------------------------- client side
@@ -361,7 +413,9 @@ class ForkServer:
         pid = None
         try:
             pid = int(_recv_msg(conn)[0]["pid"])  # type: ignore[call-overload]
-            returncode = int(_recv_msg(conn)[0]["returncode"])  # type: ignore[call-overload]
+            done = _recv_msg(conn)[0]
+            returncode = int(done["returncode"])  # type: ignore[call-overload]
+            _add_child_cpu(float(done.get("cpu", 0.0)))  # type: ignore[arg-type]
         except TimeoutError:
             if pid is not None:
                 try:
@@ -433,6 +487,17 @@ def forkable(env: dict[str, str]) -> bool:
 
 _server: ForkServer | None = None
 _server_pid: int | None = None
+
+#: CPU seconds used by the commands this process had the server run (they are the server's
+#: children, not ours: ``os.times()`` does not see them). The suite's per-test CPU adds it.
+child_cpu = 0.0
+_cpu_lock = threading.Lock()
+
+
+def _add_child_cpu(seconds: float) -> None:
+    global child_cpu
+    with _cpu_lock:
+        child_cpu += seconds
 
 
 _starting = threading.Lock()
