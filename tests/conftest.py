@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests import cli_forkserver
+from tests import cli_forkserver, lanes
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -224,6 +224,9 @@ def open_store() -> Iterator[object]:
 #: than SLOW_AFTER_S there counts as slow: ``make test-fast`` skips it.
 DURATIONS_FILE = Path(__file__).with_name("durations.json")
 SLOW_AFTER_S = 1.5
+#: CPU seconds each test used in that run (its worker, its children, the fork server's
+#: commands for it): what tells a test that mostly waits (:mod:`tests.lanes`).
+CPU_FILE = DURATIONS_FILE.with_name("cpu.json")
 #: The Ray group goes first even when its recorded total is not the largest: its cluster users
 #: back to back, so the two-node cluster starts once and is stopped before the rest piles up.
 _FIRST_GROUPS = ("ray",)
@@ -272,6 +275,36 @@ def _tag_xdist_group(item: pytest.Item, groups: list[str]) -> None:
     from _pytest.nodeid import NodeId
 
     item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def _recorded_cpu() -> dict[str, float]:
+    import json
+
+    try:
+        return dict(json.loads(CPU_FILE.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, and the waiting lane (:mod:`tests.lanes`)."""
+    return lanes.cores() + 1
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    wall, cpu = _recorded_durations(), _recorded_cpu()
+
+    def classify(nodeids: list[str], scope_of: Any) -> set[str]:
+        # PostgreSQL's CPU is in its server's processes, which the record does not see
+        seen = [nodeid for nodeid in nodeids if "postgres" not in nodeid and "_pg" not in nodeid]
+        found = lanes.waiting_units(seen, scope_of, _plain_nodeid, wall, cpu)
+        # nor the Ray group's: its cluster's daemons use about a core (process accounting)
+        unseen = {scope_of(nodeid) for nodeid in nodeids if nodeid not in seen}
+        return found - unseen - set(_FIRST_GROUPS)
+
+    return lanes.LaneScheduling(config, log, classify=classify)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -323,12 +356,74 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _measured: dict[str, float] = {}
+_measured_cpu: dict[str, float] = {}
+_cpu_at_setup: dict[str, float] = {}
+
+
+def _descendants_cpu() -> float:
+    """CPU seconds of this process's live descendants and of what they have reaped (a
+    browser, a Ray cluster, a multiprocessing server that outlive one test), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        used[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    mine, total = {os.getpid()}, 0
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                total += used[pid]
+                changed = True
+    return total / tick
+
+
+def _cpu_now(config: pytest.Config) -> float:
+    """CPU seconds of this worker, its reaped children and the fork server's commands; with
+    --store-durations also its live descendants (a walk of /proc: not paid on every run)."""
+    times = os.times()
+    own = (
+        times.user + times.system + times.children_user + times.children_system
+        + cli_forkserver.child_cpu
+    )  # fmt: skip
+    return own + (_descendants_cpu() if config.getoption("--store-durations") else 0.0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _cpu_at_setup[item.nodeid] = _cpu_now(item.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """The teardown report carries the CPU the test used from setup to teardown (to the
+    controller too, through ``user_properties``)."""
+    report = yield
+    if call.when == "teardown" and item.nodeid in _cpu_at_setup:
+        used = _cpu_now(item.config) - _cpu_at_setup.pop(item.nodeid)
+        if used >= 0:  # below 0: a descendant ended unreaped (its CPU left the count)
+            report.user_properties.append(("cpu_s", round(used, 2)))
+    return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _measured[_plain_nodeid(report.nodeid)] = (
         _measured.get(_plain_nodeid(report.nodeid), 0.0) + report.duration
     )
+    for key, value in report.user_properties:
+        if key == "cpu_s" and isinstance(value, (int, float)):
+            _measured_cpu[_plain_nodeid(report.nodeid)] = float(value)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -342,6 +437,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     DURATIONS_FILE.write_text(
         json.dumps(dict(sorted(merged.items())), indent=0) + "\n", encoding="utf-8"
     )
+    cpu = {**_recorded_cpu(), **_measured_cpu}
+    CPU_FILE.write_text(json.dumps(dict(sorted(cpu.items())), indent=0) + "\n", encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
