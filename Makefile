@@ -20,10 +20,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The suite runs on pytest-xdist workers, one per core (PYTEST_WORKERS=0: one process); tests
-# marked xdist_group run on one worker. --no-loadscope-reorder: work is handed out in the order
-# tests/conftest.py sorts it (the Ray group, then longest first by tests/durations.json), not
-# biggest group first. It prints its wall time and the 25 slowest tests.
+# The suite runs on pytest-xdist workers, one per core plus a waiting lane that takes only the
+# tests that mostly wait (tests/lanes.py, from tests/cpu.json; PYTEST_WORKERS=0: one process);
+# tests marked xdist_group run on one worker. --no-loadscope-reorder: work is handed out in the
+# order tests/conftest.py sorts it (the Ray group, then longest first by tests/durations.json),
+# not biggest group first. It prints its wall time and the 25 slowest tests.
 # compileall first: with PYTHONDONTWRITEBYTECODE set (as on our runners) every CLI subprocess
 # of the suite would otherwise compile mlcd from source again.
 PYTEST_WORKERS ?= auto
@@ -50,8 +51,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m compileall -q src
 	$(PYTEST) -x -m "not slow" --durations=10 $(PYTEST_ARGS)
 
-# The whole suite, writing each test's time into tests/durations.json (commit it when the
-# suite's shape changed: it decides the work order and the quick tier).
+# The whole suite, writing each test's time into tests/durations.json and its CPU time into
+# tests/cpu.json (commit both when the suite's shape changed: they decide the work order, the
+# waiting lane and the quick tier).
 durations: $(STAMP)
 	$(BIN)/python -m compileall -q src
 	$(PYTEST) --store-durations $(PYTEST_ARGS)

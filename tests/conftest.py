@@ -389,29 +389,29 @@ def _descendants_cpu() -> float:
     return total / tick
 
 
-def _cpu_now(config: pytest.Config) -> float:
-    """CPU seconds of this worker, its reaped children and the fork server's commands; with
-    --store-durations also its live descendants (a walk of /proc: not paid on every run)."""
+def _cpu_now() -> float:
+    """CPU seconds of this worker, its reaped children, the fork server's commands and its
+    live descendants."""
     times = os.times()
-    own = (
+    return (
         times.user + times.system + times.children_user + times.children_system
-        + cli_forkserver.child_cpu
+        + cli_forkserver.child_cpu + _descendants_cpu()
     )  # fmt: skip
-    return own + (_descendants_cpu() if config.getoption("--store-durations") else 0.0)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    _cpu_at_setup[item.nodeid] = _cpu_now(item.config)
+    if item.config.getoption("--store-durations"):  # a walk of /proc: only when recording
+        _cpu_at_setup[item.nodeid] = _cpu_now()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """The teardown report carries the CPU the test used from setup to teardown (to the
-    controller too, through ``user_properties``)."""
+    """With --store-durations, the teardown report carries the CPU the test used from setup
+    to teardown (to the controller too, through ``user_properties``)."""
     report = yield
     if call.when == "teardown" and item.nodeid in _cpu_at_setup:
-        used = _cpu_now(item.config) - _cpu_at_setup.pop(item.nodeid)
+        used = _cpu_now() - _cpu_at_setup.pop(item.nodeid)
         if used >= 0:  # below 0: a descendant ended unreaped (its CPU left the count)
             report.user_properties.append(("cpu_s", round(used, 2)))
     return report
