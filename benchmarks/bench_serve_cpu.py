@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,13 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import free_port, stop, wait_http
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cpu_s(pid: int) -> float:
@@ -58,25 +54,16 @@ def _round(project: Path, n: int) -> dict[str, Any]:
     from mlcd.project import Project
     from mlcd.registry import load_model
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "mlcd.cli.main", "serve", "churn@champion", "--port", str(port),
          "--log-level", "warning"],
-        cwd=project, env=env,
+        cwd=project, env=env, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not become ready in 120 s")
+        wait_http(url + "/v2/health/ready", server, timeout=120)
         test = pd.read_parquet(project / "data" / "features" / "test.parquet")
         rows = test.drop(columns=["churned"], errors="ignore").head(200)
         records = rows.to_dict(orient="records")
@@ -91,8 +78,7 @@ def _round(project: Path, n: int) -> dict[str, Any]:
                 answers.append(response.json())
             cpu, wall = _cpu_s(server.pid) - start_cpu, time.perf_counter() - start
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     with Project.open(project) as opened:
         model = load_model("churn@champion", store=opened.store, objects=opened.objects)
     raw = model.raw
