@@ -363,8 +363,7 @@ _cpu_at_setup: dict[str, float] = {}
 def _descendants_cpu() -> float:
     """CPU seconds of this process's live descendants and of what they have reaped (a
     browser, a Ray cluster, a multiprocessing server that outlive one test), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     used: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -374,19 +373,14 @@ def _descendants_cpu() -> float:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        pid = int(entry.name)
-        parent[pid] = int(fields[1])
-        used[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    mine, total = {os.getpid()}, 0
-    changed = True
-    while changed:
-        changed = False
-        for pid, ppid in parent.items():
-            if ppid in mine and pid not in mine:
-                mine.add(pid)
-                total += used[pid]
-                changed = True
-    return total / tick
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        used[int(entry.name)] = sum(int(value) for value in fields[11:15])  # u+s, children's
+    pending, total = list(children.get(os.getpid(), [])), 0
+    while pending:
+        pid = pending.pop()
+        total += used[pid]
+        pending.extend(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_now() -> float:

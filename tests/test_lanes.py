@@ -12,14 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests import lanes
-
-
-def _scope(nodeid: str) -> str:
-    return nodeid.rsplit("@", 1)[1] if "@" in nodeid else nodeid
-
-
-def _plain(nodeid: str) -> str:
-    return nodeid.rsplit("@", 1)[0]
+from tests.conftest import _plain_nodeid
 
 
 def test_a_unit_waits_when_its_recorded_cpu_is_a_small_share_of_its_time() -> None:
@@ -29,7 +22,8 @@ def test_a_unit_waits_when_its_recorded_cpu_is_a_small_share_of_its_time() -> No
             "u.py::a": 3.0, "u.py::b": 3.0, "v.py::c": 3.0, "v.py::d": 3.0}  # fmt: skip
     cpu = {"t.py::sleeps": 0.5, "t.py::computes": 9.0, "t.py::quick": 0.0,
            "u.py::a": 0.1, "u.py::b": 0.2, "v.py::c": 0.1, "v.py::d": 3.0}  # fmt: skip
-    found = lanes.waiting_units(nodeids, _scope, _plain, wall, cpu)
+    scope_of = _scheduler(3, set())._split_scope  # the xdist group after "@", else the test
+    found = lanes.waiting_units(nodeids, scope_of, _plain_nodeid, wall, cpu)
     # a new test (no record) does not count, nor does a unit under WAITING_MIN_S, and a
     # group counts by its sum
     assert found == {"t.py::sleeps", "grp"}
