@@ -5,6 +5,8 @@ points and records exactly what the project path does, or declines and does noth
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -236,6 +238,81 @@ def test_large_files_are_stored_whole_with_or_without_direct_writes(
     stored = store.path_of(expected)
     assert stored.read_bytes() == source.read_bytes()
     assert stat.S_IMODE(stored.stat().st_mode) == 0o444
+    assert os.listdir(tmp_path / "objects" / "tmp") == []
+
+
+SMALL_SIZES = [
+    local._DIRECT_MIN - 1,  # the largest file written through the page cache
+    local._DIRECT_MIN,  # the smallest written directly
+    local._DIRECT_MIN + 4096 + 17,  # whole blocks directly, a ragged tail through the cache
+    256 * 1024,
+]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "cached"])
+def test_a_folder_of_small_files_is_stored_whole_with_or_without_direct_writes(
+    tmp_path: Path, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files are read into one aligned buffer, hashed there and written from it, with
+    O_DIRECT from ``_DIRECT_MIN`` bytes up (else through the page cache): every object holds
+    its file's bytes, is read-only and is named by their digest, in a batch as alone."""
+    monkeypatch.setattr(local, "_DIRECT_WRITES", direct)
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for index, size in enumerate(SMALL_SIZES * 3):
+        (folder / f"{index:02d}.bin").write_bytes(os.urandom(size))
+    store = LocalObjectStore(tmp_path / "objects")
+
+    manifest = store.read_manifest(store.put_dir(folder))
+    single = folder / "alone.bin"
+    single.write_bytes(os.urandom(local._DIRECT_MIN + 1))
+    alone = store.put_file(single)
+
+    assert len(manifest) == len(SMALL_SIZES) * 3
+    for entry in manifest:
+        assert store.path_of(entry.digest).read_bytes() == (folder / entry.path).read_bytes()
+    assert store.path_of(alone).read_bytes() == single.read_bytes()
+    assert _whole_objects(store) >= {entry.digest.hex for entry in manifest} | {alone.hex}
+    assert os.listdir(tmp_path / "objects" / "tmp") == []
+
+
+@pytest.mark.parametrize("size", [local._DIRECT_MIN + 17, _SMALL + 4096 * 3 + 17])
+def test_a_filesystem_refusing_direct_io_gets_the_same_objects(
+    tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where O_DIRECT is refused, when the file is opened (as some kernels do after creating
+    it) or at the first write (an alignment the filesystem does not take), the store writes
+    through the page cache instead: the same object, nothing left behind."""
+    real_open, real_pwrite = os.open, os.pwrite
+    refused: list[str] = []
+
+    def open_refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT and not refused:
+            real_open(path, flags & ~os.O_DIRECT, *args)  # created, then refused
+            refused.append("open")
+            raise OSError(errno.EINVAL, "O_DIRECT refused")
+        return real_open(path, flags, *args)
+
+    def pwrite_refusing(fd: int, data: bytes, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT and "write" not in refused:
+            refused.append("write")
+            raise OSError(errno.EINVAL, "alignment refused")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "open", open_refusing)
+    monkeypatch.setattr(os, "pwrite", pwrite_refusing)
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(size))
+    store = LocalObjectStore(tmp_path / "objects")
+
+    first = store.put_file(source)  # refused at the open
+    source.write_bytes(os.urandom(size))
+    second = store.put_file(source)  # opened directly, refused at the first write
+
+    monkeypatch.undo()
+    assert refused == ["open", "write"]
+    assert first == hash_file(store.path_of(first)) and store.verify(first)
+    assert second == hash_file(source) and store.path_of(second).read_bytes() == source.read_bytes()
     assert os.listdir(tmp_path / "objects" / "tmp") == []
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import itertools
+import mmap
 import os
 import shutil
 import stat
@@ -172,15 +175,17 @@ _BUFFERS = threading.local()
 
 def _read_small(source: int, size: int) -> memoryview:
     """The whole file (``size`` bytes by its stat), read into this thread's reused buffer:
-    no new allocation (and page faults) per file. One byte more is asked for, so that a file
-    that grew since its stat is seen.
+    no new allocation (and page faults) per file. The buffer is a page-aligned anonymous map,
+    so that it can be written out with ``O_DIRECT``. One byte more is asked for, so that a
+    file that grew since its stat is seen.
 
     Raises:
         ObjectError: the file is longer than its stat said (it is being written).
     """
-    buffer: bytearray | None = getattr(_BUFFERS, "buffer", None)
+    buffer: mmap.mmap | None = getattr(_BUFFERS, "buffer", None)
     if buffer is None or len(buffer) < size + 1:
-        buffer = _BUFFERS.buffer = bytearray(max(size + 1, 1024 * 1024))
+        # (the old map is unmapped once the last view of it is gone)
+        buffer = _BUFFERS.buffer = mmap.mmap(-1, max(size + 1, 1024 * 1024))
     view = memoryview(buffer)
     done = 0
     while done <= size:
@@ -193,12 +198,60 @@ def _read_small(source: int, size: int) -> memoryview:
     return view[:done]
 
 
+def _open_new(tmp: Path, direct: bool, access: int = os.O_WRONLY) -> tuple[int, bool]:
+    """Create ``tmp`` read-only (an object's final mode: no chmod later; the descriptor still
+    writes), with ``O_DIRECT`` if ``direct`` and the filesystem takes it. Returns the
+    descriptor and whether it is direct."""
+    flags = access | os.O_CREAT | os.O_EXCL
+    if direct:
+        try:
+            return os.open(tmp, flags | os.O_DIRECT, _READ_ONLY), True
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            # refused (tmpfs before Linux 6.6, some network filesystems); a kernel may have
+            # created the file before refusing the flag
+            tmp.unlink(missing_ok=True)
+    return os.open(tmp, flags, _READ_ONLY), False
+
+
+def _through_cache(out: int) -> None:
+    """Clear ``O_DIRECT`` on ``out``: the next writes go through the page cache."""
+    fcntl.fcntl(out, fcntl.F_SETFL, fcntl.fcntl(out, fcntl.F_GETFL) & ~os.O_DIRECT)
+
+
+def _write_direct(out: int, view: memoryview, offset: int) -> None:
+    """Write ``view`` (from a page-aligned buffer) at ``offset`` (a multiple of
+    ``_DIRECT_ALIGN``) to a descriptor opened with ``O_DIRECT``: the whole blocks directly,
+    a last partial block through the page cache (direct writes take whole blocks only).
+    Where the filesystem refuses the alignment, this and later writes go through the cache
+    (what was written already is rewritten at the same offset)."""
+    aligned = len(view) - len(view) % _DIRECT_ALIGN
+    if aligned:
+        try:
+            _write_all(out, view[:aligned], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _through_cache(out)
+            _write_all(out, view[:aligned], offset)
+    if aligned < len(view):
+        _through_cache(out)
+        _write_all(out, view[aligned:], offset + aligned)
+
+
 def _write_new(tmp: Path, data: memoryview) -> None:
-    """Write ``data`` to a new file ``tmp``, created read-only (an object's final mode: no
-    chmod later; the open descriptor still writes)."""
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _READ_ONLY)
+    """Write ``data`` (from :func:`_read_small`'s aligned buffer) to a new file ``tmp``.
+    From ``_DIRECT_MIN`` bytes up the bytes go to the disk directly (``O_DIRECT``, see
+    ``_DIRECT_MIN``); smaller files go through the page cache, their writeback started at
+    once so that the batch's ``syncfs`` finds them on their way."""
+    out, direct = _open_new(tmp, _DIRECT_WRITES and len(data) >= _DIRECT_MIN)
     try:
-        _write_all(out, data)
+        if direct:
+            _write_direct(out, data, 0)
+        else:
+            _write_all(out, data)
+            _start_writeback(out, 0, len(data))
     finally:
         os.close(out)
 
@@ -207,8 +260,16 @@ def _write_new(tmp: Path, data: memoryview) -> None:
 _DIRECT_ALIGN = 4096
 #: Windows being written to the disk while the next is read and hashed.
 _DIRECT_INFLIGHT = 2
-#: Large files are written with O_DIRECT where the system has it (else: in-kernel copies).
+#: New objects are written with O_DIRECT where the system has it (else: large files are
+#: copied in-kernel, small ones through the page cache).
 _DIRECT_WRITES = hasattr(os, "O_DIRECT")
+#: Small files from this size up are written with O_DIRECT too. Every new object is made
+#: durable before the command ends, so its bytes reach the disk in the timed window anyway;
+#: through the page cache they cost a second memory copy, new cache pages and writeback
+#: work, and one ``syncfs`` then waits for all of them at the end. Direct writes go out while
+#: other threads read and hash the next files. Below this size a direct write's wait on the
+#: device costs more than the copy it saves.
+_DIRECT_MIN = 64 * 1024
 
 
 def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
@@ -222,23 +283,17 @@ def _ingest_large(source: int, size: int, tmp: Path) -> Digest:
     costs a second memory copy, page allocation and writeback work for pages nobody reads
     next. Where ``O_DIRECT`` is refused (tmpfs, some network filesystems) the copy is made
     in-kernel (``copy_file_range``) and hashed from the copy's page cache."""
-    flag = getattr(os, "O_DIRECT", 0) if _DIRECT_WRITES else 0
+    # read-write: the in-kernel copy hashes what it wrote through a map of the file
+    out, direct = _open_new(tmp, _DIRECT_WRITES, access=os.O_RDWR)
     try:
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, _READ_ONLY) if flag else -1
-    except OSError:
-        out = -1  # refused by the filesystem: the temp file was not created
-    if out < 0:
-        return _ingest_large_in_kernel(source, size, tmp)
-    try:
-        return _ingest_large_direct(source, size, out)
+        if direct:
+            return _ingest_large_direct(source, size, out)
+        return _ingest_large_in_kernel(source, size, out)
     finally:
         os.close(out)
 
 
 def _ingest_large_direct(source: int, size: int, out: int) -> Digest:
-    import errno
-    import fcntl
-    import mmap
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from blake3 import blake3
@@ -246,18 +301,6 @@ def _ingest_large_direct(source: int, size: int, out: int) -> Digest:
     hasher = blake3(max_threads=blake3.AUTO)
     # page-aligned buffers (anonymous maps), one per window in flight plus the one being read
     buffers = [mmap.mmap(-1, _WINDOW) for _ in range(_DIRECT_INFLIGHT + 1)]
-
-    def write(view: memoryview, offset: int) -> None:
-        try:
-            _write_all(out, view, offset)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            # an alignment the filesystem does not accept: this and the rest go through the
-            # page cache (pwrite at the same offset: what was written already is rewritten)
-            fcntl.fcntl(out, fcntl.F_SETFL, fcntl.fcntl(out, fcntl.F_GETFL) & ~os.O_DIRECT)
-            _write_all(out, view, offset)
-
     pending: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=_DIRECT_INFLIGHT) as writers:
         for index, offset in enumerate(range(0, size, _WINDOW)):
@@ -274,14 +317,12 @@ def _ingest_large_direct(source: int, size: int, out: int) -> Digest:
             hasher.update(view[:length])
             aligned = length - length % _DIRECT_ALIGN
             if aligned:
-                pending.append(writers.submit(write, view[:aligned], offset))
+                pending.append(writers.submit(_write_direct, out, view[:aligned], offset))
             if aligned < length:  # the file's last, partial block: through the cache
                 for future in pending:
                     future.result()
                 pending.clear()
-                flags = fcntl.fcntl(out, fcntl.F_GETFL)
-                fcntl.fcntl(out, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-                _write_all(out, view[aligned:length], offset + aligned)
+                _write_direct(out, view[aligned:length], offset + aligned)
         for future in pending:
             future.result()
     if os.pread(source, 1, size):
@@ -290,32 +331,29 @@ def _ingest_large_direct(source: int, size: int, out: int) -> Digest:
     return Digest(hasher.hexdigest())
 
 
-def _ingest_large_in_kernel(source: int, size: int, tmp: Path) -> Digest:
-    """Copy in-kernel window by window, the next window copying in a helper thread while this
-    one is hashed (BLAKE3 on all cores) from the page cache of the copy and starts its way to
-    the disk: one read of the source, and what is kept is what was hashed."""
+def _ingest_large_in_kernel(source: int, size: int, out: int) -> Digest:
+    """Copy in-kernel window by window into ``out`` (a new file open for reading and
+    writing), the next window copying in a helper thread while this one is hashed (BLAKE3 on
+    all cores) from the page cache of the copy and starts its way to the disk: one read of
+    the source, and what is kept is what was hashed."""
     from concurrent.futures import ThreadPoolExecutor
 
     from blake3 import blake3
 
     hasher = blake3(max_threads=blake3.AUTO)
-    out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, _READ_ONLY)
-    try:
-        os.ftruncate(out, size)
-        with ThreadPoolExecutor(max_workers=1) as copier:
-            pending = copier.submit(_copy_range, source, out, 0, min(_WINDOW, size))
-            for offset in range(0, size, _WINDOW):
-                length = min(_WINDOW, size - offset)
-                pending.result()
-                following = offset + _WINDOW
-                if following < size:
-                    length_next = min(_WINDOW, size - following)
-                    pending = copier.submit(_copy_range, source, out, following, length_next)
-                _start_writeback(out, offset, length)
-                with map_window(out, length, offset) as window:
-                    hasher.update(window)
-    finally:
-        os.close(out)
+    os.ftruncate(out, size)
+    with ThreadPoolExecutor(max_workers=1) as copier:
+        pending = copier.submit(_copy_range, source, out, 0, min(_WINDOW, size))
+        for offset in range(0, size, _WINDOW):
+            length = min(_WINDOW, size - offset)
+            pending.result()
+            following = offset + _WINDOW
+            if following < size:
+                length_next = min(_WINDOW, size - following)
+                pending = copier.submit(_copy_range, source, out, following, length_next)
+            _start_writeback(out, offset, length)
+            with map_window(out, length, offset) as window:
+                hasher.update(window)
     return Digest(hasher.hexdigest())
 
 
