@@ -266,15 +266,17 @@ def _moto_assembles_on_disk() -> None:
             value = mmap.mmap(assembled.fileno(), 0, access=mmap.ACCESS_READ)
         return value, f"{whole.hexdigest()}-{len(sizes)}", None
 
-    own_setter = models.FakeKey.value.fset
+    value: property = vars(models.FakeKey)["value"]
+    own_setter = value.fset
+    assert own_setter is not None
 
     def set_value(self, new_value):  # type: ignore[no-untyped-def]
         if len(new_value) > self._max_buffer_size:
             self._value_buffer.rollover()  # straight to its file, not through a BytesIO
         own_setter(self, new_value)
 
-    models.FakeMultipart.complete = complete
-    models.FakeKey.value = models.FakeKey.value.setter(set_value)
+    models.FakeMultipart.complete = complete  # type: ignore[method-assign]
+    models.FakeKey.value = value.setter(set_value)  # type: ignore[assignment]
 
 
 def s3_bench(args: argparse.Namespace) -> None:
