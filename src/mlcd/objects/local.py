@@ -90,8 +90,6 @@ def _unique(directory: Path, prefix: str) -> Path:
 
 def _reflink(source: Path, dest: Path) -> bool:
     """Clone ``source`` to ``dest`` sharing its blocks; False where the filesystem cannot."""
-    import fcntl
-
     try:
         with open(source, "rb") as src, open(dest, "xb") as out:
             fcntl.ioctl(out.fileno(), _FICLONE, src.fileno())
